@@ -1,0 +1,271 @@
+//! The per-call path: decide, filter, mirror, pick an endpoint, send, and account for the
+//! endpoint's load. Reads one immutable snapshot; takes no lock.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Request, Response, Uri, uri::Authority};
+use tonic::body::Body;
+use tracing::Span;
+
+use crate::{
+    authority::Target,
+    balance,
+    error::CallError,
+    mesh::Shared,
+    mirror,
+    router::{self, Decision},
+    table::{BackendTarget, CompiledMirror, Snapshot},
+    transport::{LoadGuard, ResponseBody},
+};
+
+/// Connect attempts per call, over distinct endpoints of the chosen backend.
+const MAX_CONNECT_ATTEMPTS: usize = 4;
+
+/// Routes one call to the Service `target` names. Failures become gRPC status responses,
+/// as a proxy would send them.
+pub(crate) async fn route(
+    shared: &Arc<Shared>,
+    target: &Target,
+    authority: &Authority,
+    req: Request<Body>,
+) -> Response<Body> {
+    match dispatch(shared, target, authority, req).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(%error, "call failed in the mesh");
+            tonic::Status::from(error).into_http()
+        }
+    }
+}
+
+async fn dispatch(
+    shared: &Arc<Shared>,
+    target: &Target,
+    authority: &Authority,
+    mut req: Request<Body>,
+) -> Result<Response<Body>, CallError> {
+    let snapshot = shared.snapshot().await?;
+    let frontend = router::frontend(&snapshot, target, &shared.namespace)?;
+    let decision = router::decide(
+        frontend,
+        &shared.namespace,
+        req.uri().path(),
+        req.headers(),
+        shared.rng.next(),
+    )?;
+    record(&decision);
+
+    set_uri(&mut req, authority);
+    let Decision {
+        rule,
+        backend,
+        target,
+    } = decision;
+    if let Some(m) = rule.and_then(|r| r.filters.request_headers.as_ref()) {
+        m.apply(req.headers_mut());
+    }
+    let mirrors = rule
+        .into_iter()
+        .flat_map(|r| &r.filters.mirrors)
+        .chain(backend.into_iter().flat_map(|b| &b.filters.mirrors));
+    start_mirrors(shared, &mut req, mirrors);
+    if let Some(m) = backend.and_then(|b| b.filters.request_headers.as_ref()) {
+        m.apply(req.headers_mut());
+    }
+
+    let mut response = send(shared, &snapshot, target, req).await?;
+
+    // Response filters unwind in reverse: the backend's, then the rule's.
+    if let Some(m) = backend.and_then(|b| b.filters.response_headers.as_ref()) {
+        m.apply(response.headers_mut());
+    }
+    if let Some(m) = rule.and_then(|r| r.filters.response_headers.as_ref()) {
+        m.apply(response.headers_mut());
+    }
+    Ok(response)
+}
+
+fn record(decision: &Decision<'_>) {
+    let span = Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(rule) = decision.rule {
+        span.record("route", tracing::field::display(&rule.route));
+        span.record("rule", rule.index);
+    }
+    span.record(
+        "backend",
+        tracing::field::display(decision.target.describe()),
+    );
+}
+
+/// Points the request at the original authority (a sidecar would forward `:authority`
+/// unchanged too); the endpoint address is the connection's, not the request's.
+fn set_uri(req: &mut Request<Body>, authority: &Authority) {
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    // Scheme, authority and path are all set and individually valid.
+    *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+}
+
+fn start_mirrors<'a>(
+    shared: &Arc<Shared>,
+    req: &mut Request<Body>,
+    mirrors: impl Iterator<Item = &'a CompiledMirror>,
+) {
+    let mut chosen: Vec<Arc<BackendTarget>> = Vec::new();
+    for m in mirrors {
+        let Ok(target) = &m.target else { continue };
+        // numerator / denominator of the calls, decided per call.
+        let roll = shared.rng.next() % u64::from(m.denominator.max(1));
+        if roll < u64::from(m.numerator) && !target.endpoints.is_empty() {
+            chosen.push(target.clone());
+        }
+    }
+    if chosen.is_empty() {
+        return;
+    }
+    for (copy, target) in mirror::tee(req, chosen.len()).into_iter().zip(chosen) {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let snapshot = match shared.snapshot.load_full() {
+                Some(s) => s,
+                None => return,
+            };
+            match send(&shared, &snapshot, &target, copy).await {
+                // The mirror's response is ignored; reading it to the end lets the stream
+                // finish cleanly.
+                Ok(response) => {
+                    use http_body_util::BodyExt;
+                    let _ = response.into_body().collect().await;
+                }
+                Err(error) => tracing::debug!(%error, "mirrored call failed"),
+            }
+        });
+    }
+}
+
+/// Sends on an endpoint of `target`, trying other endpoints when one cannot be connected
+/// to. A call is only ever retried if it never left the client.
+pub(crate) async fn send(
+    shared: &Shared,
+    snapshot: &Arc<Snapshot>,
+    target: &Arc<BackendTarget>,
+    mut req: Request<Body>,
+) -> Result<Response<Body>, CallError> {
+    let mut target = target.clone();
+    let mut tried: Vec<std::net::SocketAddr> = Vec::new();
+    let mut last_error: Option<String> = None;
+    let mut refreshed = false;
+    loop {
+        if target.endpoints.is_empty() {
+            return Err(CallError::NoEndpoints {
+                backend: target.describe(),
+                via: String::new(),
+            });
+        }
+        let now = target.endpoints[0].now();
+        let picked = if tried.len() >= MAX_CONNECT_ATTEMPTS {
+            None
+        } else {
+            balance::pick(&target.endpoints, now, &mut shared.rng.handle(), |i| {
+                tried.contains(&target.endpoints[i].addr())
+            })
+        };
+        let Some(i) = picked else {
+            // Endpoints removed by a configuration change since this call was routed: take
+            // the backend's endpoints from the newest table, once.
+            if !refreshed && target.endpoints.iter().any(|e| e.is_retired()) {
+                refreshed = true;
+                if let Some(newer) = newest_target(shared, snapshot, &target) {
+                    target = newer;
+                    continue;
+                }
+            }
+            return Err(CallError::Unreachable {
+                backend: target.describe(),
+                attempts: tried.len(),
+                last_error: last_error.unwrap_or_else(|| {
+                    "every endpoint is backing off after failed connects".into()
+                }),
+            });
+        };
+        let endpoint = target.endpoints[i].clone();
+        tried.push(endpoint.addr());
+        let conn = match endpoint.connection().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::debug!(endpoint = %endpoint.addr(), %error, "endpoint unreachable; trying another");
+                last_error = Some(format!("{}: {error}", endpoint.addr()));
+                continue;
+            }
+        };
+        // Never send to an endpoint removed since it was picked.
+        if endpoint.is_retired() {
+            continue;
+        }
+        Span::current().record("endpoint", tracing::field::display(endpoint.addr()));
+        let guard = LoadGuard::new(endpoint.clone());
+        let started = tokio::time::Instant::now();
+        match conn.sender().try_send_request(req).await {
+            Ok(response) => {
+                let rtt = if fails_fast(response.headers()) {
+                    endpoint.config().failure_penalty
+                } else {
+                    started.elapsed()
+                };
+                endpoint.load.observe(rtt, endpoint.now());
+                return Ok(response.map(|body| Body::new(ResponseBody::new(body, guard))));
+            }
+            Err(mut error) => {
+                match error.take_message() {
+                    // Not sent (the connection closed under us): safe to send elsewhere.
+                    Some(unsent) => {
+                        req = unsent;
+                        last_error = Some(format!("{}: {}", endpoint.addr(), error.error()));
+                        continue;
+                    }
+                    None => {
+                        endpoint.load.observe(
+                            endpoint.config().failure_penalty.max(started.elapsed()),
+                            endpoint.now(),
+                        );
+                        let status = crate::transport::status_from_hyper(error.error());
+                        return Err(CallError::Transport {
+                            endpoint: endpoint.addr().to_string(),
+                            code: status.code(),
+                            message: status.message().to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn newest_target(
+    shared: &Shared,
+    current: &Arc<Snapshot>,
+    target: &BackendTarget,
+) -> Option<Arc<BackendTarget>> {
+    let newest = shared.snapshot.load_full()?;
+    if Arc::ptr_eq(&newest, current) {
+        return None;
+    }
+    let service = newest.service(target.service.namespace(), target.service.name())?;
+    Some(service.frontend(target.port)?.passthrough.clone())
+}
+
+/// A trailers-only UNAVAILABLE or RESOURCE_EXHAUSTED answer: the endpoint refused the call
+/// quickly, which must not make it look fast to the balancer.
+fn fails_fast(headers: &HeaderMap) -> bool {
+    matches!(
+        headers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(b"14" | b"8")
+    )
+}

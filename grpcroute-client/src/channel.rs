@@ -1,0 +1,115 @@
+//! [`Channel`]: a tower service for one Service target, usable by tonic clients.
+
+use std::{
+    convert::Infallible,
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response, uri::Authority};
+use tonic::body::Body;
+use tracing::Instrument;
+
+use crate::{authority::Target, call, mesh::Shared};
+
+/// A channel to one Service of the mesh. Pass it to a tonic-generated client
+/// (`FooClient::new(channel)`); clone it freely, clones share everything.
+///
+/// Routing failures are answered the way a proxy would answer them: with a gRPC status
+/// (`UNIMPLEMENTED`, `UNAVAILABLE`) whose message names the route, rule and backend. The
+/// service itself never fails.
+#[derive(Clone)]
+pub struct Channel {
+    shared: Arc<Shared>,
+    target: Arc<ChannelTarget>,
+}
+
+struct ChannelTarget {
+    target: Target,
+    authority: Authority,
+    label: String,
+}
+
+impl Channel {
+    pub(crate) fn new(shared: Arc<Shared>, target: Target) -> Self {
+        let label = target.to_string();
+        // A parsed target always renders as a valid authority.
+        let authority = Authority::try_from(label.as_str())
+            .unwrap_or_else(|_| Authority::from_static("localhost"));
+        Self {
+            shared,
+            target: Arc::new(ChannelTarget {
+                target,
+                authority,
+                label,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("target", &self.target.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl tower::Service<Request<Body>> for Channel {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Every call is routed independently; readiness is per endpoint, decided per call.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let shared = self.shared.clone();
+        let target = self.target.clone();
+        let span = call_span(&target.label);
+        ResponseFuture {
+            inner:
+                Box::pin(
+                    async move {
+                        Ok(call::route(&shared, &target.target, &target.authority, req).await)
+                    }
+                    .instrument(span),
+                ),
+        }
+    }
+}
+
+pub(crate) fn call_span(frontend: &str) -> tracing::Span {
+    tracing::info_span!(
+        "grpc_call",
+        frontend,
+        route = tracing::field::Empty,
+        rule = tracing::field::Empty,
+        backend = tracing::field::Empty,
+        endpoint = tracing::field::Empty,
+    )
+}
+
+/// The future of a [`Channel`] call.
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>,
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

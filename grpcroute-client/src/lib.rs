@@ -1,0 +1,102 @@
+//! A proxyless GAMMA service mesh for [tonic]: every gRPC call a client makes is routed
+//! in-process by the Kubernetes Gateway API [GRPCRoute]s attached to the destination
+//! Service, then balanced over that backend's endpoints and sent straight to one of them
+//! over a pooled HTTP/2 connection. No sidecar, no proxy hop.
+//!
+//! # Getting started
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use grpcroute_client::{Mesh, source::ManifestDir};
+//!
+//! // Routes, Services and EndpointSlices from a folder of manifests, reloaded on change.
+//! let mesh = Mesh::builder()
+//!     .namespace("web")
+//!     .build_with_source(ManifestDir::new("manifests/"));
+//! mesh.ready().await;
+//!
+//! // One channel per destination Service; pass it to any tonic-generated client.
+//! let channel = mesh.channel("checkout.shop:50051")?;
+//! // let mut client = CheckoutClient::new(channel);
+//! # Ok(()) }
+//! ```
+//!
+//! For each call the mesh:
+//!
+//! 1. identifies the destination Service and port (the *frontend*) from the target:
+//!    `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local` or the ClusterIP;
+//! 2. selects the GRPCRoutes attached to it (GEP-1294): the consumer routes of the
+//!    client's namespace if there are any, else the producer routes of the Service's
+//!    namespace, else none (the call goes to the Service's own endpoints);
+//! 3. finds the rule that matches the call's service, method and metadata by the spec's
+//!    precedence, and applies its filters (header modifiers, mirroring);
+//! 4. picks a backend by weight, an endpoint of it by power-of-two-choices over
+//!    peak-EWMA load, and sends the call there.
+//!
+//! # Configuration sources
+//!
+//! | source | how |
+//! |---|---|
+//! | a folder of manifests | [`source::ManifestDir`], or [`manifest::load`] once |
+//! | Rust code | [`build`] helpers or the API types, into [`Resources`], then [`Mesh::update`] |
+//! | anything else | implement [`source::Source`] |
+//!
+//! # Semantics
+//!
+//! | GRPCRoute feature | status |
+//! |---|---|
+//! | Service parentRefs (`group: ""`, `kind: Service`), `port`, `sectionName` | supported |
+//! | producer and consumer routes, pass-through without routes | supported |
+//! | method match `Exact` (service+method, service, method) and `RegularExpression` | supported |
+//! | header match `Exact` and `RegularExpression`, case-insensitive names | supported |
+//! | precedence (service chars, method chars, header count, age, name, rule order) | supported |
+//! | weighted backendRefs, invalid-backend shares failing `UNAVAILABLE` | supported |
+//! | `RequestHeaderModifier`, `ResponseHeaderModifier` (rule and backend level) | supported |
+//! | `RequestMirror` (`percent`, `fraction`) | supported |
+//! | `ExtensionRef` filters | rule fails `UNAVAILABLE` (never skipped) |
+//! | ReferenceGrant for cross-namespace backends | optional strict mode |
+//! | `hostnames` | ignored for Service parents, as GEP-1294 says |
+//! | Gateway parentRefs | not this library's (no status entry) |
+//!
+//! Routing failures reach the caller as gRPC statuses: no matching rule is
+//! `UNIMPLEMENTED`, an invalid or endpoint-less backend `UNAVAILABLE` (see [`CallError`]).
+//!
+//! [tonic]: https://docs.rs/tonic
+//! [GRPCRoute]: https://gateway-api.sigs.k8s.io/api-types/grpcroute/
+
+mod authority;
+mod balance;
+pub mod build;
+mod call;
+mod channel;
+mod convert;
+mod error;
+mod explain;
+mod layer;
+pub mod manifest;
+mod mesh;
+mod mirror;
+mod model;
+mod namespace;
+mod resources;
+mod rng;
+mod router;
+pub mod source;
+mod table;
+mod transport;
+
+pub use self::{
+    authority::TargetError,
+    channel::{Channel, ResponseFuture},
+    convert::{InvalidObject, ObjectKind},
+    error::CallError,
+    explain::{BackendExplanation, CallDescription, Explanation, FrontendRef, RouteRef, RuleRef},
+    layer::{MeshLayer, Routed},
+    mesh::{ChangeSummary, Mesh, MeshBuilder, UpdateReport},
+    model::ObjectKey,
+    resources::{Object, Resources},
+    table::{Condition, ConditionStatus, ParentReference, ParentStatus, RouteSetKind, RouteStatus},
+};
+
+/// The Gateway API group.
+pub(crate) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";

@@ -1,0 +1,478 @@
+//! [`Mesh`]: the handle an application holds. It owns the current routing table, the
+//! endpoint pool, and the source that feeds it; channels and layers made from it route
+//! every call by that table.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::watch;
+
+use crate::{
+    Channel, MeshLayer, Resources,
+    authority::{Target, TargetError},
+    convert::InvalidObject,
+    error::CallError,
+    explain::{self, CallDescription, Explanation},
+    model::{Model, ObjectKey},
+    rng::SharedRng,
+    source::{Source, Updater},
+    table::{self, GrantPolicy, RouteStatus, Snapshot},
+    transport::{Pool, TransportConfig},
+};
+
+/// A proxyless service mesh for tonic clients.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use grpcroute_client::{Mesh, source::ManifestDir};
+///
+/// let mesh = Mesh::builder().namespace("web").build_with_source(ManifestDir::new("manifests"));
+/// mesh.ready().await;
+/// let channel = mesh.channel("checkout.shop:50051")?;
+/// // let mut client = CheckoutClient::new(channel);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Mesh {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Configures a [`Mesh`].
+#[derive(Debug)]
+pub struct MeshBuilder {
+    namespace: Option<String>,
+    cluster_domain: String,
+    grant_policy: GrantPolicy,
+    ready_timeout: Duration,
+    seed: Option<u64>,
+    transport: TransportConfig,
+}
+
+impl Default for MeshBuilder {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            cluster_domain: "cluster.local".into(),
+            grant_policy: GrantPolicy::Permissive,
+            ready_timeout: Duration::from_secs(10),
+            seed: None,
+            transport: TransportConfig::default(),
+        }
+    }
+}
+
+impl MeshBuilder {
+    /// The namespace this client runs in: where a bare `svc` name resolves and whose
+    /// consumer routes apply. Defaults to `POD_NAMESPACE`, then the service account's
+    /// namespace file, then `default`.
+    #[must_use]
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The cluster's DNS domain (default `cluster.local`), for `svc.ns.svc.<domain>` names.
+    #[must_use]
+    pub fn cluster_domain(mut self, domain: impl Into<String>) -> Self {
+        self.cluster_domain = domain.into();
+        self
+    }
+
+    /// Requires a ReferenceGrant for every cross-namespace backendRef (GEP-1294 does not;
+    /// this is stricter than the spec). Access is revoked at the first configuration update
+    /// without the grant.
+    #[must_use]
+    pub fn strict_reference_grants(mut self, strict: bool) -> Self {
+        self.grant_policy = if strict {
+            GrantPolicy::Strict
+        } else {
+            GrantPolicy::Permissive
+        };
+        self
+    }
+
+    /// How long a call waits for the first configuration before failing `UNAVAILABLE`
+    /// (default 10 s).
+    #[must_use]
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Seeds the random choices (weighted picks, load balancing, mirroring), for
+    /// reproducible tests. Unseeded meshes draw their seed from the OS.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// TCP connect timeout per endpoint (default 1 s). A call whose connect fails or times
+    /// out is tried on another endpoint of the same backend.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.transport.connect_timeout = timeout;
+        self
+    }
+
+    /// How long an endpoint whose connect failed is avoided at first; the pause doubles
+    /// with each further failure, up to `max` (defaults 100 ms and 10 s).
+    #[must_use]
+    pub fn connect_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.transport.backoff_initial = initial;
+        self.transport.backoff_max = max.max(initial);
+        self
+    }
+
+    /// A mesh with no configuration yet: feed it with [`Mesh::update`]. Calls made before
+    /// the first update wait for it (up to the ready timeout).
+    pub fn build(self) -> Mesh {
+        let namespace = self.namespace.unwrap_or_else(crate::namespace::detect);
+        let (ready, _) = watch::channel(false);
+        Mesh {
+            shared: Arc::new(Shared {
+                namespace: namespace.into(),
+                cluster_domain: self.cluster_domain,
+                grant_policy: self.grant_policy,
+                ready_timeout: self.ready_timeout,
+                snapshot: ArcSwapOption::empty(),
+                ready,
+                pool: Pool::new(self.transport),
+                rng: self
+                    .seed
+                    .map_or_else(SharedRng::from_entropy, SharedRng::new),
+                state: Mutex::new(UpdateState::default()),
+                tasks: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// A mesh fed by `source`, which runs on the current tokio runtime until the mesh (every
+    /// clone, channel and layer of it) is dropped.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn build_with_source(self, source: impl Source) -> Mesh {
+        let mesh = self.build();
+        let updater = Updater::new(&mesh.shared);
+        let task = tokio::spawn(source.run(updater));
+        mesh.shared
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task.abort_handle());
+        mesh
+    }
+}
+
+impl Mesh {
+    /// Starts configuring a mesh.
+    pub fn builder() -> MeshBuilder {
+        MeshBuilder::default()
+    }
+
+    /// A channel to the Service `target` names (`svc:port`, `svc.ns:port`,
+    /// `svc.ns.svc[.<cluster domain>]:port`, or `ClusterIP:port`), for tonic clients:
+    /// `FooClient::new(mesh.channel("foo.ns:50051")?)`. Every call through it is routed by
+    /// the routes attached to that Service. Cheap to clone.
+    ///
+    /// # Errors
+    ///
+    /// When `target` is not a Kubernetes Service address.
+    pub fn channel(&self, target: &str) -> Result<Channel, TargetError> {
+        let parsed = Target::parse(target, &self.shared.cluster_domain)?;
+        Ok(Channel::new(self.shared.clone(), parsed))
+    }
+
+    /// A tower layer that routes calls addressed (by their URI authority) to a Service of
+    /// the mesh, and passes every other call to the service it wraps.
+    pub fn layer(&self) -> MeshLayer {
+        MeshLayer::new(self.shared.clone())
+    }
+
+    /// Replaces the whole configuration. Invalid objects are left out (each with its
+    /// reason, in the report); everything else takes effect for the next call. In-flight
+    /// calls are not disturbed: endpoints that disappear finish their calls first.
+    pub fn update(&self, resources: &Resources) -> UpdateReport {
+        self.shared.apply(resources.to_model())
+    }
+
+    /// A handle that sources use to publish configuration.
+    pub fn updater(&self) -> Updater {
+        Updater::new(&self.shared)
+    }
+
+    /// Waits until the mesh has a configuration.
+    pub async fn ready(&self) {
+        let mut rx = self.shared.ready.subscribe();
+        // The sender lives in `shared`, which `self` keeps alive: this cannot fail.
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+
+    /// Whether the mesh has a configuration.
+    pub fn is_ready(&self) -> bool {
+        self.shared.snapshot.load().is_some()
+    }
+
+    /// The namespace the mesh routes for.
+    pub fn namespace(&self) -> &str {
+        &self.shared.namespace
+    }
+
+    /// What would happen to a call, without making it.
+    pub fn explain(&self, call: &CallDescription) -> Explanation {
+        let snapshot = self.shared.snapshot.load_full().unwrap_or_default();
+        explain::explain(
+            &snapshot,
+            call,
+            &self.shared.namespace,
+            &self.shared.cluster_domain,
+        )
+    }
+
+    /// The status of every GRPCRoute attached to a Service, as a GAMMA implementation
+    /// reports it.
+    pub fn statuses(&self) -> Vec<RouteStatus> {
+        self.shared
+            .snapshot
+            .load()
+            .as_ref()
+            .map(|s| s.statuses.clone())
+            .unwrap_or_default()
+    }
+
+    /// The objects of the current configuration that failed validation.
+    pub fn rejected(&self) -> Vec<InvalidObject> {
+        self.shared
+            .snapshot
+            .load()
+            .as_ref()
+            .map(|s| s.rejected.clone())
+            .unwrap_or_default()
+    }
+
+    /// The last error a source reported, if it has not published a configuration since.
+    pub fn source_error(&self) -> Option<String> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error
+            .clone()
+    }
+}
+
+/// What an update changed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UpdateReport {
+    /// Counts the updates applied, from 1.
+    pub version: u64,
+    /// Routes, Services, EndpointSlices and ReferenceGrants added, changed and removed.
+    pub changes: ChangeSummary,
+    /// Endpoint addresses that started and stopped taking calls.
+    pub endpoints_added: usize,
+    /// See `endpoints_added`.
+    pub endpoints_removed: usize,
+    /// Objects left out because they are invalid.
+    pub rejected: Vec<InvalidObject>,
+}
+
+/// Object counts by change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeSummary {
+    /// Objects that are new.
+    pub added: usize,
+    /// Objects whose content changed.
+    pub changed: usize,
+    /// Objects that are gone.
+    pub removed: usize,
+}
+
+pub(crate) struct Shared {
+    pub(crate) namespace: Arc<str>,
+    pub(crate) cluster_domain: String,
+    grant_policy: GrantPolicy,
+    pub(crate) ready_timeout: Duration,
+    /// The table every call reads; `None` until the first update.
+    pub(crate) snapshot: ArcSwapOption<Snapshot>,
+    ready: watch::Sender<bool>,
+    pub(crate) pool: Pool,
+    pub(crate) rng: SharedRng,
+    /// Only updates take this lock; calls never do.
+    state: Mutex<UpdateState>,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+#[derive(Default)]
+struct UpdateState {
+    version: u64,
+    /// Object contents of the last update, to describe what the next one changes.
+    objects: HashMap<(&'static str, ObjectKey), ObjectDigest>,
+    last_error: Option<String>,
+}
+
+/// An object of the last update, kept to tell whether the next one changes it.
+#[derive(PartialEq)]
+enum ObjectDigest {
+    Service(Arc<crate::model::Service>),
+    EndpointSlice(Arc<crate::model::EndpointSlice>),
+    Route(Arc<crate::model::GrpcRoute>),
+    Grant(Arc<crate::model::ReferenceGrant>),
+    Rejected(InvalidObject),
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("namespace", &self.namespace)
+            .field("ready", &self.snapshot.load().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn apply(&self, model: Model) -> UpdateReport {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = Arc::new(table::compile(&model, self.grant_policy, &self.pool));
+        let previous = self.snapshot.swap(Some(snapshot.clone()));
+
+        // Endpoints that left the configuration take no new calls; their connections close
+        // once the calls in flight on them finish.
+        let kept: HashSet<*const crate::transport::Endpoint> =
+            snapshot.endpoints.iter().map(Arc::as_ptr).collect();
+        let mut endpoints_removed = 0;
+        let mut before = HashSet::new();
+        if let Some(previous) = &previous {
+            for e in &previous.endpoints {
+                before.insert(Arc::as_ptr(e));
+                if !kept.contains(&Arc::as_ptr(e)) {
+                    e.retire();
+                    endpoints_removed += 1;
+                }
+            }
+        }
+        let endpoints_added = snapshot
+            .endpoints
+            .iter()
+            .filter(|e| !before.contains(&Arc::as_ptr(e)))
+            .count();
+
+        let objects = digest(&model);
+        let mut changes = ChangeSummary::default();
+        for (key, digest) in &objects {
+            match state.objects.get(key) {
+                None => changes.added += 1,
+                Some(old) if old != digest => changes.changed += 1,
+                Some(_) => {}
+            }
+        }
+        changes.removed = state
+            .objects
+            .keys()
+            .filter(|k| !objects.contains_key(k))
+            .count();
+        state.objects = objects;
+        state.version += 1;
+        state.last_error = None;
+        self.ready.send_replace(true);
+
+        tracing::info!(
+            version = state.version,
+            added = changes.added,
+            changed = changes.changed,
+            removed = changes.removed,
+            endpoints_added,
+            endpoints_removed,
+            routes = model.routes.len(),
+            services = model.services.len(),
+            rejected = snapshot.rejected.len(),
+            "routing configuration updated"
+        );
+        for invalid in &snapshot.rejected {
+            tracing::warn!(%invalid, "object rejected");
+        }
+        UpdateReport {
+            version: state.version,
+            changes,
+            endpoints_added,
+            endpoints_removed,
+            rejected: snapshot.rejected.clone(),
+        }
+    }
+
+    pub(crate) fn report_error(&self, error: String) {
+        tracing::warn!(%error, "configuration source error; keeping the last good configuration");
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error = Some(error);
+    }
+
+    /// The current table, waiting (bounded) for the first one.
+    pub(crate) async fn snapshot(&self) -> Result<Arc<Snapshot>, CallError> {
+        if let Some(s) = self.snapshot.load_full() {
+            return Ok(s);
+        }
+        let mut rx = self.ready.subscribe();
+        let waited = tokio::time::timeout(self.ready_timeout, rx.wait_for(|r| *r)).await;
+        match (waited, self.snapshot.load_full()) {
+            (Ok(_), Some(s)) => Ok(s),
+            _ => Err(CallError::NotSynced {
+                waited: self.ready_timeout,
+                last_error: self
+                    .state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .last_error
+                    .clone(),
+            }),
+        }
+    }
+}
+
+fn digest(model: &Model) -> HashMap<(&'static str, ObjectKey), ObjectDigest> {
+    let mut out = HashMap::new();
+    for s in &model.services {
+        out.insert(("Service", s.key.clone()), ObjectDigest::Service(s.clone()));
+    }
+    for s in &model.endpoint_slices {
+        out.insert(
+            ("EndpointSlice", s.key.clone()),
+            ObjectDigest::EndpointSlice(s.clone()),
+        );
+    }
+    for r in &model.routes {
+        out.insert(("GRPCRoute", r.key.clone()), ObjectDigest::Route(r.clone()));
+    }
+    for g in &model.grants {
+        out.insert(
+            ("ReferenceGrant", g.key.clone()),
+            ObjectDigest::Grant(g.clone()),
+        );
+    }
+    for r in &model.rejected {
+        out.insert(
+            ("Rejected", r.key().clone()),
+            ObjectDigest::Rejected(r.clone()),
+        );
+    }
+    out
+}

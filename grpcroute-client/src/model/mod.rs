@@ -1,0 +1,78 @@
+//! Validated, wire-format-free configuration: what every source (manifests, Kubernetes,
+//! in-code, xDS) converts its objects into before anything is compiled for routing.
+//!
+//! Nothing here does I/O. Types are built only by [`crate::convert`], which checks every
+//! field, so code that consumes the model never re-validates.
+
+mod endpoints;
+mod filter;
+mod grant;
+pub(crate) mod matches;
+mod route;
+mod service;
+
+use std::{fmt, sync::Arc};
+
+pub(crate) use self::{
+    endpoints::{Endpoint, EndpointPort, EndpointSlice},
+    filter::{Filter, HeaderModifier, Mirror},
+    grant::{GrantFrom, GrantTo, ReferenceGrant},
+    matches::{HeaderMatch, MethodMatch, RouteMatch, StringMatch},
+    route::{BackendRef, GrpcRoute, ParentRef, Rule},
+    service::{AppProtocol, Service, ServicePort, ServiceType},
+};
+
+/// A namespaced object name, cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    namespace: Arc<str>,
+    name: Arc<str>,
+}
+
+impl ObjectKey {
+    /// A key for `name` in `namespace`.
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The object's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn namespace_arc(&self) -> &Arc<str> {
+        &self.namespace
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl fmt::Debug for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The whole validated configuration, as one source last reported it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Model {
+    pub(crate) services: Vec<Arc<Service>>,
+    pub(crate) endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub(crate) routes: Vec<Arc<GrpcRoute>>,
+    pub(crate) grants: Vec<Arc<ReferenceGrant>>,
+    /// Objects that failed validation; they take no part in routing but their routes still
+    /// get a status.
+    pub(crate) rejected: Vec<crate::convert::InvalidObject>,
+}

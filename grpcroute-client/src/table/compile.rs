@@ -1,0 +1,481 @@
+//! [`Model`] → [`Snapshot`].
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::Arc,
+};
+
+use super::{
+    BackendTarget, Candidate, CompiledBackend, CompiledMirror, CompiledRule, Filters, Frontend,
+    InvalidBackend, RouteSet, RouteSetKind, ServiceEntry, Snapshot,
+    status::{self, Attachment, ParentOutcome},
+};
+use crate::{
+    model::{
+        AppProtocol, BackendRef, EndpointSlice, Filter, GrpcRoute, Model, ObjectKey,
+        ReferenceGrant, Rule, Service, ServiceType,
+    },
+    transport::Pool,
+};
+
+/// Whether cross-namespace backendRefs need a ReferenceGrant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum GrantPolicy {
+    /// GEP-1294: mesh routes may send to any namespace without a grant (the default).
+    #[default]
+    Permissive,
+    /// Every cross-namespace backendRef needs a ReferenceGrant in the backend's namespace;
+    /// removing the grant revokes access at the next configuration update.
+    Strict,
+}
+
+/// Builds the routing table. Pure apart from `pool`, which hands out the shared state of
+/// each endpoint address so that connections survive configuration changes.
+pub(crate) fn compile(model: &Model, policy: GrantPolicy, pool: &Pool) -> Snapshot {
+    let mut cx = Context::new(model, policy, pool);
+
+    // Rules are compiled once per route and shared by every frontend the route attaches to.
+    let compiled: Vec<(Arc<GrpcRoute>, Vec<Arc<CompiledRule>>)> = model
+        .routes
+        .iter()
+        .map(|route| {
+            let rules = route
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, rule)| Arc::new(cx.rule(route, i, rule)))
+                .collect();
+            (route.clone(), rules)
+        })
+        .collect();
+
+    // Which routes attach to which (Service, port), and as producer or consumer.
+    let mut attachments: HashMap<(ObjectKey, u16), PortRoutes> = HashMap::new();
+    let mut parent_outcomes = Vec::with_capacity(compiled.len());
+    for (route, rules) in &compiled {
+        let mut outcomes = Vec::new();
+        for parent in route.parent_refs.iter().filter(|p| p.is_service()) {
+            let outcome = cx.attach(parent);
+            if let ParentOutcome::Attached { service, ports } = &outcome {
+                for port in ports {
+                    let entry = attachments.entry((service.clone(), *port)).or_default();
+                    let list = if route.key.namespace() == service.namespace() {
+                        &mut entry.producer
+                    } else {
+                        entry
+                            .consumers
+                            .entry(route.key.namespace().into())
+                            .or_default()
+                    };
+                    // A route attached twice to one port (by port and by sectionName) counts once.
+                    if !list.iter().any(|(r, _)| Arc::ptr_eq(r, route)) {
+                        list.push((route.clone(), rules.clone()));
+                    }
+                }
+            }
+            outcomes.push((parent.clone(), outcome));
+        }
+        parent_outcomes.push((route.clone(), rules.clone(), outcomes));
+    }
+
+    // Frontends: every port of every Service.
+    let mut services: HashMap<Box<str>, HashMap<Box<str>, ServiceEntry>> = HashMap::new();
+    let mut cluster_ips = HashMap::new();
+    let all_services: Vec<&Service> = cx.services.values().copied().collect();
+    for svc in all_services {
+        let mut ports = Vec::with_capacity(svc.ports.len());
+        for port in &svc.ports {
+            let routes = attachments
+                .remove(&(svc.key.clone(), port.port))
+                .unwrap_or_default();
+            let passthrough = cx.target(svc, port.port);
+            let frontend = Frontend {
+                service: svc.key.clone(),
+                port: port.port,
+                producer: (!routes.producer.is_empty())
+                    .then(|| Arc::new(route_set(RouteSetKind::Producer, routes.producer))),
+                consumers: routes
+                    .consumers
+                    .into_iter()
+                    .map(|(ns, list)| (ns, Arc::new(route_set(RouteSetKind::Consumer, list))))
+                    .collect(),
+                passthrough,
+            };
+            ports.push((port.port, Arc::new(frontend)));
+        }
+        for ip in &svc.cluster_ips {
+            cluster_ips.insert(*ip, svc.key.clone());
+        }
+        services
+            .entry(svc.key.namespace().into())
+            .or_default()
+            .insert(
+                svc.key.name().into(),
+                ServiceEntry {
+                    key: svc.key.clone(),
+                    ports,
+                },
+            );
+    }
+
+    let attachments: Vec<Attachment<'_>> = parent_outcomes
+        .iter()
+        .map(|(route, rules, outcomes)| Attachment {
+            route,
+            rules,
+            parents: outcomes,
+        })
+        .collect();
+    let statuses = status::compute(&attachments, &model.rejected);
+
+    let mut endpoints: Vec<_> = cx.endpoints.into_values().collect();
+    endpoints.sort_by_key(|e| e.addr());
+    Snapshot {
+        services,
+        cluster_ips,
+        statuses,
+        rejected: model.rejected.clone(),
+        endpoints,
+    }
+}
+
+type RouteRules = (Arc<GrpcRoute>, Vec<Arc<CompiledRule>>);
+
+#[derive(Default)]
+struct PortRoutes {
+    producer: Vec<RouteRules>,
+    consumers: BTreeMap<Box<str>, Vec<RouteRules>>,
+}
+
+/// Orders every match of every rule of the set by the spec's precedence, continuing on
+/// ties: characters of service, characters of method, number of header matches (all
+/// larger first), then the oldest route, then `{namespace}/{name}`, then rule order (and
+/// match order, which never changes the outcome since matches of one rule share a target).
+fn route_set(kind: RouteSetKind, routes: Vec<RouteRules>) -> RouteSet {
+    let mut keyed = Vec::new();
+    for (route, rules) in &routes {
+        for rule in rules {
+            let source = &route.rules[rule.index];
+            for (m, matcher) in source.matches.iter().enumerate() {
+                let key = (
+                    Reverse(matcher.service_len()),
+                    Reverse(matcher.method_len()),
+                    Reverse(matcher.headers.len()),
+                    // A route with no creation time (a manifest, code) counts as the newest.
+                    route.created.unwrap_or(i64::MAX),
+                    route.key.clone(),
+                    rule.index,
+                    m,
+                );
+                keyed.push((
+                    key,
+                    Candidate {
+                        matcher: Arc::new(matcher.clone()),
+                        rule: rule.clone(),
+                    },
+                ));
+            }
+        }
+    }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let ordered: Vec<Candidate> = keyed.into_iter().map(|(_, c)| c).collect();
+
+    let generic: Box<[Candidate]> = ordered
+        .iter()
+        .filter(|c| exact_service(c).is_none())
+        .cloned()
+        .collect();
+    let mut by_service: HashMap<Box<str>, Box<[Candidate]>> = HashMap::new();
+    for service in ordered.iter().filter_map(exact_service) {
+        if by_service.contains_key(service) {
+            continue;
+        }
+        let list = ordered
+            .iter()
+            .filter(|c| exact_service(c).is_none_or(|s| s == service))
+            .cloned()
+            .collect();
+        by_service.insert(service.into(), list);
+    }
+    RouteSet {
+        kind,
+        routes: routes.iter().map(|(r, _)| r.key.clone()).collect(),
+        by_service,
+        generic,
+    }
+}
+
+fn exact_service(c: &Candidate) -> Option<&str> {
+    c.matcher.method.as_ref().and_then(|m| m.exact_service())
+}
+
+struct Context<'a> {
+    policy: GrantPolicy,
+    pool: &'a Pool,
+    services: HashMap<ObjectKey, &'a Service>,
+    slices: HashMap<ObjectKey, Vec<&'a EndpointSlice>>,
+    grants: HashMap<&'a str, Vec<&'a ReferenceGrant>>,
+    targets: HashMap<(ObjectKey, u16), Arc<BackendTarget>>,
+    endpoints: HashMap<SocketAddr, Arc<crate::transport::Endpoint>>,
+}
+
+impl<'a> Context<'a> {
+    fn new(model: &'a Model, policy: GrantPolicy, pool: &'a Pool) -> Self {
+        let mut services = HashMap::new();
+        for svc in &model.services {
+            services.insert(svc.key.clone(), &**svc);
+        }
+        let mut slices: HashMap<ObjectKey, Vec<&EndpointSlice>> = HashMap::new();
+        for slice in &model.endpoint_slices {
+            slices
+                .entry(ObjectKey::new(
+                    slice.key.namespace_arc().clone(),
+                    slice.service.as_str(),
+                ))
+                .or_default()
+                .push(slice);
+        }
+        let mut grants: HashMap<&str, Vec<&ReferenceGrant>> = HashMap::new();
+        for grant in &model.grants {
+            grants.entry(grant.key.namespace()).or_default().push(grant);
+        }
+        Self {
+            policy,
+            pool,
+            services,
+            slices,
+            grants,
+            targets: HashMap::new(),
+            endpoints: HashMap::new(),
+        }
+    }
+
+    fn rule(&mut self, route: &GrpcRoute, index: usize, rule: &Rule) -> CompiledRule {
+        let filters = self.filters(route, &rule.filters);
+        let backends: Box<[CompiledBackend]> = rule
+            .backends
+            .iter()
+            .map(|b| CompiledBackend {
+                namespace: b.namespace.as_str().into(),
+                name: b.name.as_str().into(),
+                port: b.port,
+                weight: b.weight,
+                target: self.resolve(route, b),
+                filters: self.filters(route, &b.filters),
+            })
+            .collect();
+        let mut sum = 0u64;
+        let cumulative = if backends.iter().all(|b| b.weight == 0) {
+            Box::default()
+        } else {
+            backends
+                .iter()
+                .map(|b| {
+                    sum += u64::from(b.weight);
+                    sum
+                })
+                .collect()
+        };
+        CompiledRule {
+            route: route.key.clone(),
+            index,
+            name: rule.name.as_deref().map(Arc::from),
+            filters,
+            backends,
+            cumulative,
+        }
+    }
+
+    fn filters(&mut self, route: &GrpcRoute, filters: &[Filter]) -> Filters {
+        let mut out = Filters::default();
+        for filter in filters {
+            match filter {
+                Filter::RequestHeaders(m) => out.request_headers = Some(m.clone()),
+                Filter::ResponseHeaders(m) => out.response_headers = Some(m.clone()),
+                Filter::Mirror(m) => out.mirrors.push(CompiledMirror {
+                    numerator: m.numerator,
+                    denominator: m.denominator,
+                    target: self.resolve(route, &m.backend),
+                }),
+                Filter::Unsupported { detail, .. } => {
+                    out.unsupported.get_or_insert_with(|| detail.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Resolves a backendRef to the Service port it names, or says why it cannot take
+    /// traffic (the `ResolvedRefs` reasons).
+    fn resolve(
+        &mut self,
+        route: &GrpcRoute,
+        b: &BackendRef,
+    ) -> Result<Arc<BackendTarget>, InvalidBackend> {
+        let invalid = |reason, message: String| Err(InvalidBackend { reason, message });
+        if !b.is_service() {
+            let kind = if b.group.is_empty() {
+                b.kind.clone()
+            } else {
+                format!("{}.{}", b.kind, b.group)
+            };
+            return invalid(
+                "InvalidKind",
+                format!("backendRef kind {kind} is not supported (only core Services are)"),
+            );
+        }
+        let Some(port) = b.port else {
+            return invalid(
+                "BackendNotFound",
+                format!(
+                    "backendRef to Service {}/{} has no port",
+                    b.namespace, b.name
+                ),
+            );
+        };
+        if b.namespace != route.key.namespace()
+            && self.policy == GrantPolicy::Strict
+            && !self.granted(route.key.namespace(), &b.namespace, &b.name)
+        {
+            return invalid(
+                "RefNotPermitted",
+                format!(
+                    "no ReferenceGrant in namespace {} allows GRPCRoutes from {} to reach Service {}",
+                    b.namespace,
+                    route.key.namespace(),
+                    b.name
+                ),
+            );
+        }
+        let key = ObjectKey::new(b.namespace.as_str(), b.name.as_str());
+        let Some(svc) = self.services.get(&key).copied() else {
+            return invalid("BackendNotFound", format!("Service {key} not found"));
+        };
+        if svc.service_type == ServiceType::ExternalName {
+            return invalid(
+                "InvalidKind",
+                format!("Service {key} is an ExternalName Service, which cannot be a backend"),
+            );
+        }
+        let Some(svc_port) = svc.port(port) else {
+            return invalid(
+                "BackendNotFound",
+                format!("Service {key} has no port {port}"),
+            );
+        };
+        if let AppProtocol::Unsupported(proto) = &svc_port.app_protocol {
+            return invalid(
+                "UnsupportedProtocol",
+                format!(
+                    "port {port} of Service {key} has appProtocol {proto:?}, which cannot carry gRPC"
+                ),
+            );
+        }
+        Ok(self.target(svc, port))
+    }
+
+    fn granted(&self, from_namespace: &str, to_namespace: &str, service: &str) -> bool {
+        self.grants.get(to_namespace).is_some_and(|grants| {
+            grants
+                .iter()
+                .any(|g| g.permits_route_to_service(from_namespace, service))
+        })
+    }
+
+    /// The endpoints of Service `svc` at `port`, shared by everything that sends there.
+    fn target(&mut self, svc: &Service, port: u16) -> Arc<BackendTarget> {
+        if let Some(t) = self.targets.get(&(svc.key.clone(), port)) {
+            return t.clone();
+        }
+        let port_name = svc.port(port).map(|p| p.name.as_str()).unwrap_or_default();
+        let mut ready = Vec::new();
+        let mut terminating = Vec::new();
+        for slice in self.slices.get(&svc.key).into_iter().flatten() {
+            let Some(target_port) = slice.port_named(port_name) else {
+                continue;
+            };
+            for e in &slice.endpoints {
+                // Like kube-proxy: the first address is the endpoint's.
+                let Some(ip) = e.addresses.first() else {
+                    continue;
+                };
+                let addr = SocketAddr::new(*ip, target_port);
+                if e.ready {
+                    ready.push(addr);
+                } else if e.serving && e.terminating {
+                    terminating.push(addr);
+                }
+            }
+        }
+        let mut chosen = if ready.is_empty() { terminating } else { ready };
+        chosen.sort();
+        chosen.dedup();
+        let endpoints = chosen
+            .into_iter()
+            .map(|addr| {
+                self.endpoints
+                    .entry(addr)
+                    .or_insert_with(|| self.pool.endpoint(addr))
+                    .clone()
+            })
+            .collect();
+        let target = Arc::new(BackendTarget {
+            service: svc.key.clone(),
+            port,
+            endpoints,
+        });
+        self.targets.insert((svc.key.clone(), port), target.clone());
+        target
+    }
+
+    /// Resolves a Service parentRef to the ports it attaches to.
+    fn attach(&self, parent: &crate::model::ParentRef) -> ParentOutcome {
+        let key = ObjectKey::new(parent.namespace.as_str(), parent.name.as_str());
+        let Some(svc) = self.services.get(&key) else {
+            return ParentOutcome::NoMatchingParent(format!("Service {key} not found"));
+        };
+        match svc.service_type {
+            ServiceType::Headless => {
+                return ParentOutcome::NoMatchingParent(format!(
+                    "Service {key} is headless and has no frontend to attach to"
+                ));
+            }
+            ServiceType::ExternalName => {
+                return ParentOutcome::NoMatchingParent(format!(
+                    "Service {key} is an ExternalName Service, which cannot be a parent"
+                ));
+            }
+            _ => {}
+        }
+        let by_port = parent.port.map(|p| svc.port(p));
+        let by_name = parent.section_name.as_deref().map(|n| svc.port_named(n));
+        let ports = match (by_port, by_name) {
+            (None, None) => svc.ports.iter().map(|p| p.port).collect(),
+            (Some(None), _) => {
+                return ParentOutcome::NoMatchingParent(format!(
+                    "Service {key} has no port {}",
+                    parent.port.unwrap_or_default()
+                ));
+            }
+            (_, Some(None)) => {
+                return ParentOutcome::NoMatchingParent(format!(
+                    "Service {key} has no port named {:?}",
+                    parent.section_name.as_deref().unwrap_or_default()
+                ));
+            }
+            (Some(Some(a)), Some(Some(b))) if a.port != b.port => {
+                return ParentOutcome::NoMatchingParent(format!(
+                    "port {} and sectionName {:?} name different ports of Service {key}",
+                    a.port, b.name
+                ));
+            }
+            (Some(Some(p)), _) | (None, Some(Some(p))) => vec![p.port],
+        };
+        ParentOutcome::Attached {
+            service: key,
+            ports,
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The compiled routing table: an immutable snapshot built from a [`Model`], indexed for the
+//! per-call path, and swapped whole when configuration changes.
+//!
+//! Building it resolves every reference once (parentRefs to frontends, backendRefs to
+//! endpoint lists, grants), precomputes the spec's precedence order, and records the status
+//! each route would get. Calls then only read.
+
+mod compile;
+mod status;
+
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
+
+use http::HeaderMap;
+
+pub(crate) use self::compile::{GrantPolicy, compile};
+pub use self::status::{Condition, ConditionStatus, ParentReference, ParentStatus, RouteStatus};
+use crate::{
+    convert::InvalidObject,
+    model::{HeaderModifier, ObjectKey, RouteMatch},
+    transport::Endpoint,
+};
+
+/// Everything the router needs, for one version of the configuration.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    /// Services by namespace, then name.
+    services: HashMap<Box<str>, HashMap<Box<str>, ServiceEntry>>,
+    cluster_ips: HashMap<IpAddr, ObjectKey>,
+    pub(crate) statuses: Vec<RouteStatus>,
+    pub(crate) rejected: Vec<InvalidObject>,
+    /// Every endpoint any backend of this snapshot can use.
+    pub(crate) endpoints: Vec<Arc<Endpoint>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ServiceEntry {
+    pub(crate) key: ObjectKey,
+    /// One frontend per Service port.
+    pub(crate) ports: Vec<(u16, Arc<Frontend>)>,
+}
+
+impl Snapshot {
+    pub(crate) fn service(&self, namespace: &str, name: &str) -> Option<&ServiceEntry> {
+        self.services.get(namespace)?.get(name)
+    }
+
+    pub(crate) fn service_by_ip(&self, ip: IpAddr) -> Option<&ServiceEntry> {
+        let key = self.cluster_ips.get(&ip)?;
+        self.service(key.namespace(), key.name())
+    }
+}
+
+impl ServiceEntry {
+    pub(crate) fn frontend(&self, port: u16) -> Option<&Arc<Frontend>> {
+        self.ports.iter().find(|(p, _)| *p == port).map(|(_, f)| f)
+    }
+}
+
+/// A Service port as a destination: the routes attached to it, and its own endpoints for
+/// when none are.
+#[derive(Debug)]
+pub(crate) struct Frontend {
+    pub(crate) service: ObjectKey,
+    pub(crate) port: u16,
+    pub(crate) producer: Option<Arc<RouteSet>>,
+    /// Consumer routes, by the namespace of the clients they apply to.
+    pub(crate) consumers: HashMap<Box<str>, Arc<RouteSet>>,
+    pub(crate) passthrough: Arc<BackendTarget>,
+}
+
+impl Frontend {
+    /// The routes that apply to a client in `client_namespace` (GEP-1294): its own
+    /// namespace's consumer routes if there are any, else the producer routes. The two are
+    /// never merged.
+    pub(crate) fn route_set(&self, client_namespace: &str) -> Option<&Arc<RouteSet>> {
+        self.consumers
+            .get(client_namespace)
+            .or(self.producer.as_ref())
+    }
+}
+
+/// Whether a set of routes came from the Service's namespace or the client's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteSetKind {
+    /// Routes in the client's namespace, attached to a Service in another namespace.
+    Consumer,
+    /// Routes in the Service's own namespace.
+    Producer,
+}
+
+/// The merged rules of every route of one set, in precedence order.
+#[derive(Debug)]
+pub(crate) struct RouteSet {
+    pub(crate) kind: RouteSetKind,
+    pub(crate) routes: Vec<ObjectKey>,
+    /// Candidates for calls to each service that some match names exactly, merged with the
+    /// generic ones; sorted so the first that matches is the best.
+    by_service: HashMap<Box<str>, Box<[Candidate]>>,
+    /// Candidates that do not name one exact service (method-only, regex, no method).
+    generic: Box<[Candidate]>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Candidate {
+    pub(crate) matcher: Arc<RouteMatch>,
+    pub(crate) rule: Arc<CompiledRule>,
+}
+
+impl RouteSet {
+    /// The rule that takes this call, by the spec's precedence: the first candidate in the
+    /// precomputed order that matches.
+    pub(crate) fn find(
+        &self,
+        service: &str,
+        method: &str,
+        headers: &HeaderMap,
+    ) -> Option<&Arc<CompiledRule>> {
+        let candidates = self.by_service.get(service).unwrap_or(&self.generic);
+        candidates
+            .iter()
+            .find(|c| c.matcher.matches(service, method, headers))
+            .map(|c| &c.rule)
+    }
+}
+
+/// One rule of one route, ready to serve.
+#[derive(Debug)]
+pub(crate) struct CompiledRule {
+    pub(crate) route: ObjectKey,
+    pub(crate) index: usize,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) filters: Filters,
+    pub(crate) backends: Box<[CompiledBackend]>,
+    /// Running sums of the weights, for a binary-search pick; empty when every weight is 0.
+    cumulative: Box<[u64]>,
+}
+
+impl CompiledRule {
+    /// Picks a backend by weight with `random` uniform in `0..u64::MAX`. `None` when the
+    /// rule has no backends with weight above 0.
+    pub(crate) fn pick(&self, random: u64) -> Option<&CompiledBackend> {
+        let total = *self.cumulative.last()?;
+        // Lemire's multiply-shift maps a 64-bit random value to 0..total with a bias below
+        // 2^-32 for any total the API allows (16 × 1,000,000), and without a division.
+        let r = ((u128::from(random) * u128::from(total)) >> 64) as u64;
+        let i = self.cumulative.partition_point(|&c| c <= r);
+        self.backends.get(i)
+    }
+
+    pub(crate) fn total_weight(&self) -> u64 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
+
+    /// `"shop/checkout-split rule 0"` or `"shop/checkout-split rule 1 (\"canary\")"`.
+    pub(crate) fn describe(&self) -> String {
+        match &self.name {
+            Some(name) => format!("GRPCRoute {} rule {} ({name:?})", self.route, self.index),
+            None => format!("GRPCRoute {} rule {}", self.route, self.index),
+        }
+    }
+}
+
+/// The filters of a rule or of a backendRef.
+#[derive(Debug, Default)]
+pub(crate) struct Filters {
+    pub(crate) request_headers: Option<HeaderModifier>,
+    pub(crate) response_headers: Option<HeaderModifier>,
+    pub(crate) mirrors: Vec<CompiledMirror>,
+    /// Set when a filter cannot be applied: calls through it fail with this reason.
+    pub(crate) unsupported: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledMirror {
+    pub(crate) numerator: u32,
+    pub(crate) denominator: u32,
+    /// An error when the mirror's backendRef does not resolve; the mirror is then skipped
+    /// (the primary call is never affected) and the route reports ResolvedRefs=False.
+    pub(crate) target: Result<Arc<BackendTarget>, InvalidBackend>,
+}
+
+/// One backendRef of a rule.
+#[derive(Debug)]
+pub(crate) struct CompiledBackend {
+    pub(crate) namespace: Arc<str>,
+    pub(crate) name: Arc<str>,
+    pub(crate) port: Option<u16>,
+    pub(crate) weight: u32,
+    pub(crate) target: Result<Arc<BackendTarget>, InvalidBackend>,
+    pub(crate) filters: Filters,
+}
+
+impl CompiledBackend {
+    /// `"shop/checkout-v2:50051"`.
+    pub(crate) fn describe(&self) -> String {
+        match self.port {
+            Some(port) => format!("{}/{}:{port}", self.namespace, self.name),
+            None => format!("{}/{}", self.namespace, self.name),
+        }
+    }
+}
+
+/// Why a backendRef cannot take traffic; the reasons are the `ResolvedRefs` ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct InvalidBackend {
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
+}
+
+/// A Service port's endpoints: where a backendRef (or a pass-through call) is sent.
+#[derive(Debug)]
+pub(crate) struct BackendTarget {
+    pub(crate) service: ObjectKey,
+    pub(crate) port: u16,
+    /// Ready endpoints; when there are none, the serving ones that are terminating (what
+    /// kube-proxy does, so a Service does not go dark while its last pods drain).
+    pub(crate) endpoints: Box<[Arc<Endpoint>]>,
+}
+
+impl BackendTarget {
+    pub(crate) fn describe(&self) -> String {
+        format!("{}:{}", self.service, self.port)
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

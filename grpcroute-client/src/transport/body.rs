@@ -1,0 +1,107 @@
+//! The response body of a routed call: keeps the endpoint's outstanding-call count until
+//! the stream ends, and turns transport errors into gRPC statuses.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::Endpoint;
+
+/// Counts one outstanding call on an endpoint until dropped.
+#[derive(Debug)]
+pub(crate) struct LoadGuard(Arc<Endpoint>);
+
+impl LoadGuard {
+    pub(crate) fn new(endpoint: Arc<Endpoint>) -> Self {
+        endpoint.load.start();
+        Self(endpoint)
+    }
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.0.load.finish();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body from an endpoint.
+    #[derive(Debug)]
+    pub(crate) struct ResponseBody {
+        #[pin]
+        inner: Incoming,
+        guard: Option<LoadGuard>,
+    }
+}
+
+impl ResponseBody {
+    pub(crate) fn new(inner: Incoming, guard: LoadGuard) -> Self {
+        Self {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            // The stream is over: the call no longer loads the endpoint.
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                this.guard.take();
+            }
+            _ => {}
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(|e| status_from_hyper(&e))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Maps a transport error to the gRPC status the gRPC spec's HTTP/2 mapping gives it
+/// (`doc/PROTOCOL-HTTP2.md`, "Errors").
+pub(crate) fn status_from_hyper(error: &hyper::Error) -> tonic::Status {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if let Some(reason) = h2.reason() {
+                let code = match reason {
+                    h2::Reason::REFUSED_STREAM => tonic::Code::Unavailable,
+                    h2::Reason::CANCEL => tonic::Code::Cancelled,
+                    h2::Reason::ENHANCE_YOUR_CALM => tonic::Code::ResourceExhausted,
+                    h2::Reason::INADEQUATE_SECURITY => tonic::Code::PermissionDenied,
+                    _ => tonic::Code::Internal,
+                };
+                return tonic::Status::new(code, format!("HTTP/2 stream error: {h2}"));
+            }
+            if h2.is_io() {
+                break;
+            }
+        }
+        source = e.source();
+    }
+    if error.is_canceled() {
+        return tonic::Status::cancelled(format!("call cancelled: {error}"));
+    }
+    tonic::Status::unavailable(format!("connection error: {error}"))
+}

@@ -1,0 +1,142 @@
+//! Per-endpoint load: outstanding calls and a peak-sensitive moving average of latency
+//! ("peak EWMA", as in Finagle, linkerd and tower), kept in atomics so the per-call path
+//! takes no lock.
+
+use std::{
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+    time::Duration,
+};
+
+/// The balancer's view of one endpoint.
+#[derive(Debug)]
+pub(crate) struct Load {
+    pending: AtomicU32,
+    /// f64 nanoseconds; 0 until the first response.
+    rtt: AtomicU64,
+    /// When `rtt` was last updated (nanoseconds since the pool's epoch).
+    updated: AtomicU64,
+    decay_ns: f64,
+}
+
+impl Load {
+    pub(crate) fn new(decay: Duration) -> Self {
+        Self {
+            pending: AtomicU32::new(0),
+            rtt: AtomicU64::new(0f64.to_bits()),
+            updated: AtomicU64::new(0),
+            decay_ns: decay.as_nanos() as f64,
+        }
+    }
+
+    pub(crate) fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn start(&self) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finish(&self) {
+        // Saturating: a finish can never outnumber its start, but a bug here must not wrap
+        // the counter and starve the endpoint forever.
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(1))
+            });
+    }
+
+    /// The latency estimate at `now`, decayed towards zero while no sample arrives, so an
+    /// endpoint that was slow once is tried again eventually. `None` before any sample.
+    pub(crate) fn rtt(&self, now: u64) -> Option<f64> {
+        let rtt = f64::from_bits(self.rtt.load(Ordering::Relaxed));
+        if rtt == 0.0 {
+            return None;
+        }
+        let elapsed = now.saturating_sub(self.updated.load(Ordering::Relaxed)) as f64;
+        Some(rtt * (-elapsed / self.decay_ns).exp())
+    }
+
+    /// Records a latency sample: a slower one replaces the estimate at once (the peak), a
+    /// faster one is blended in by how long ago the estimate was last updated.
+    pub(crate) fn observe(&self, sample: Duration, now: u64) {
+        let sample = sample.as_nanos() as f64;
+        let previous = self.rtt(now);
+        let next = match previous {
+            Some(prev) if sample <= prev => {
+                let elapsed = now.saturating_sub(self.updated.load(Ordering::Relaxed)) as f64;
+                let decay = (-elapsed / self.decay_ns).exp();
+                prev * decay + sample * (1.0 - decay)
+            }
+            _ => sample,
+        };
+        // Two racing updates may lose one sample; the estimate stays a valid recent value.
+        self.rtt.store(next.max(1.0).to_bits(), Ordering::Relaxed);
+        self.updated.store(now, Ordering::Relaxed);
+    }
+
+    /// The cost the balancer compares: latency × (outstanding + 1). An endpoint with no
+    /// sample yet is assumed as fast as `reference` (its rival's estimate), so new
+    /// endpoints get a fair share instead of being starved or flooded.
+    pub(crate) fn cost(&self, now: u64, reference: Option<f64>) -> f64 {
+        let rtt = self.rtt(now).or(reference).unwrap_or(1.0);
+        rtt * f64::from(self.pending() + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn peaks_replace_and_fast_samples_blend() {
+        let load = Load::new(Duration::from_secs(10));
+        assert_eq!(load.rtt(0), None);
+        load.observe(Duration::from_millis(10), 0);
+        assert_eq!(load.rtt(0), Some(10.0 * MS as f64));
+        load.observe(Duration::from_millis(100), 1);
+        assert!(
+            (load.rtt(1).unwrap() - 100.0 * MS as f64).abs() < 1.0,
+            "a peak replaces at once"
+        );
+        // One second later a 10 ms sample moves the estimate by 1 - e^-0.1 ≈ 9.5 %.
+        load.observe(Duration::from_millis(10), 1000 * MS);
+        let est = load.rtt(1000 * MS).unwrap() / MS as f64;
+        assert!((est - 81.4).abs() < 1.0, "blended estimate {est}");
+    }
+
+    #[test]
+    fn idle_estimates_decay() {
+        let load = Load::new(Duration::from_secs(10));
+        load.observe(Duration::from_millis(100), 0);
+        let later = load.rtt(10_000 * MS).unwrap() / MS as f64;
+        assert!(
+            (later - 36.8).abs() < 0.5,
+            "e^-1 of 100 ms after one decay period: {later}"
+        );
+    }
+
+    #[test]
+    fn cost_counts_outstanding_calls() {
+        let load = Load::new(Duration::from_secs(10));
+        load.observe(Duration::from_millis(2), 0);
+        let idle = load.cost(0, None);
+        load.start();
+        load.start();
+        assert!((load.cost(0, None) / idle - 3.0).abs() < 1e-9);
+        load.finish();
+        load.finish();
+        load.finish();
+        assert_eq!(load.pending(), 0, "finish never underflows");
+    }
+
+    #[test]
+    fn unmeasured_endpoint_borrows_the_reference() {
+        let load = Load::new(Duration::from_secs(10));
+        assert_eq!(load.cost(0, Some(5.0)), 5.0);
+        load.start();
+        assert_eq!(load.cost(0, Some(5.0)), 10.0);
+    }
+}
