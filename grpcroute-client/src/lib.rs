@@ -98,5 +98,8 @@ pub use self::{
     table::{Condition, ConditionStatus, ParentReference, ParentStatus, RouteSetKind, RouteStatus},
 };
 
+#[doc(hidden)]
+pub mod bench_support;
+
 /// The Gateway API group.
 pub(crate) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";

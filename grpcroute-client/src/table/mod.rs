@@ -139,12 +139,7 @@ impl CompiledRule {
     /// Picks a backend by weight with `random` uniform in `0..u64::MAX`. `None` when the
     /// rule has no backends with weight above 0.
     pub(crate) fn pick(&self, random: u64) -> Option<&CompiledBackend> {
-        let total = *self.cumulative.last()?;
-        // Lemire's multiply-shift maps a 64-bit random value to 0..total with a bias below
-        // 2^-32 for any total the API allows (16 × 1,000,000), and without a division.
-        let r = ((u128::from(random) * u128::from(total)) >> 64) as u64;
-        let i = self.cumulative.partition_point(|&c| c <= r);
-        self.backends.get(i)
+        self.backends.get(weighted_index(&self.cumulative, random)?)
     }
 
     pub(crate) fn total_weight(&self) -> u64 {
@@ -158,6 +153,15 @@ impl CompiledRule {
             None => format!("GRPCRoute {} rule {}", self.route, self.index),
         }
     }
+}
+
+/// The index chosen by a uniform `random` over running weight sums `cumulative`.
+pub(crate) fn weighted_index(cumulative: &[u64], random: u64) -> Option<usize> {
+    let total = *cumulative.last()?;
+    // Lemire's multiply-shift maps a 64-bit random value to 0..total with a bias below
+    // 2^-32 for any total the API allows (16 × 1,000,000), and without a division.
+    let r = ((u128::from(random) * u128::from(total)) >> 64) as u64;
+    Some(cumulative.partition_point(|&c| c <= r))
 }
 
 /// The filters of a rule or of a backendRef.

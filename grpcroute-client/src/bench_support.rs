@@ -1,0 +1,62 @@
+//! Entry points for the benchmarks in `benches/`: the pure routing decision without the
+//! transport. Not a stable API.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::{
+    CallError, Mesh, TargetError,
+    authority::Target,
+    router,
+    table::{Snapshot, weighted_index},
+};
+
+/// The routing decision over a mesh's current table.
+#[derive(Debug)]
+pub struct Decider {
+    snapshot: Arc<Snapshot>,
+    namespace: Arc<str>,
+    cluster_domain: String,
+}
+
+/// A parsed target.
+#[derive(Debug)]
+pub struct DeciderTarget(Target);
+
+impl Decider {
+    /// The decision over `mesh`'s table; `None` before its first update.
+    pub fn new(mesh: &Mesh) -> Option<Self> {
+        Some(Self {
+            snapshot: mesh.shared.snapshot.load_full()?,
+            namespace: mesh.shared.namespace.clone(),
+            cluster_domain: mesh.shared.cluster_domain.clone(),
+        })
+    }
+
+    /// Parses a target once, as a channel does.
+    ///
+    /// # Errors
+    ///
+    /// When it is not a Service address.
+    pub fn target(&self, target: &str) -> Result<DeciderTarget, TargetError> {
+        Target::parse(target, &self.cluster_domain).map(DeciderTarget)
+    }
+
+    /// Routes a call: frontend lookup, route set, rule match, weighted pick. Returns the
+    /// name of the backend Service chosen.
+    ///
+    /// # Errors
+    ///
+    /// The call's routing failure.
+    pub fn decide(&self, target: &DeciderTarget, path: &str, headers: &HeaderMap, random: u64) -> Result<&str, CallError> {
+        let frontend = router::frontend(&self.snapshot, &target.0, &self.namespace)?;
+        let decision = router::decide(frontend, &self.namespace, path, headers, random)?;
+        Ok(decision.target.service.name())
+    }
+}
+
+/// The weighted pick alone: the index chosen over running weight sums.
+pub fn weighted_index_of(cumulative: &[u64], random: u64) -> Option<usize> {
+    weighted_index(cumulative, random)
+}
