@@ -49,7 +49,13 @@ impl Decider {
     /// # Errors
     ///
     /// The call's routing failure.
-    pub fn decide(&self, target: &DeciderTarget, path: &str, headers: &HeaderMap, random: u64) -> Result<&str, CallError> {
+    pub fn decide(
+        &self,
+        target: &DeciderTarget,
+        path: &str,
+        headers: &HeaderMap,
+        random: u64,
+    ) -> Result<&str, CallError> {
         let frontend = router::frontend(&self.snapshot, &target.0, &self.namespace)?;
         let decision = router::decide(frontend, &self.namespace, path, headers, random)?;
         Ok(decision.target.service.name())

@@ -1,7 +1,7 @@
 //! The per-call path: decide, filter, mirror, pick an endpoint, send, and account for the
 //! endpoint's load. Reads one immutable snapshot; takes no lock.
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use http::{HeaderMap, Request, Response, Uri, uri::Authority};
 use tonic::body::Body;
@@ -13,8 +13,9 @@ use crate::{
     error::CallError,
     mesh::Shared,
     mirror,
-    router::{self, Decision},
-    table::{BackendTarget, CompiledMirror, Snapshot},
+    routed::{BackendService, RoutedTo},
+    router::{self, Decision, Refusal},
+    table::{BackendTarget, CompiledBackend, CompiledMirror, CompiledRule, Snapshot},
     transport::{LoadGuard, ResponseBody},
 };
 
@@ -22,20 +23,23 @@ use crate::{
 const MAX_CONNECT_ATTEMPTS: usize = 4;
 
 /// Routes one call to the Service `target` names. Failures become gRPC status responses,
-/// as a proxy would send them.
+/// as a proxy would send them. Every response carries a [`RoutedTo`] extension.
 pub(crate) async fn route(
     shared: &Arc<Shared>,
     target: &Target,
     authority: &Authority,
     req: Request<Body>,
 ) -> Response<Body> {
-    match dispatch(shared, target, authority, req).await {
+    let mut routed = RoutedTo::default();
+    let mut response = match dispatch(shared, target, authority, req, &mut routed).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, "call failed in the mesh");
             tonic::Status::from(error).into_http()
         }
-    }
+    };
+    response.extensions_mut().insert(routed);
+    response
 }
 
 async fn dispatch(
@@ -43,17 +47,40 @@ async fn dispatch(
     target: &Target,
     authority: &Authority,
     mut req: Request<Body>,
+    routed: &mut RoutedTo,
 ) -> Result<Response<Body>, CallError> {
     let snapshot = shared.snapshot().await?;
     let frontend = router::frontend(&snapshot, target, &shared.namespace)?;
-    let decision = router::decide(
+    let decided = router::decide(
         frontend,
         &shared.namespace,
         req.uri().path(),
         req.headers(),
         shared.rng.next(),
-    )?;
+    );
+    let decision = match decided {
+        Ok(decision) => decision,
+        Err(Refusal {
+            error,
+            rule,
+            backend,
+        }) => {
+            note_choice(routed, rule, backend.map(|b| b.backend_service()));
+            return Err(error);
+        }
+    };
     record(&decision);
+    note_choice(
+        routed,
+        decision.rule,
+        Some(decision.backend.map_or_else(
+            || BackendService {
+                service: decision.target.service.clone(),
+                port: Some(decision.target.port),
+            },
+            CompiledBackend::backend_service,
+        )),
+    );
 
     set_uri(&mut req, authority);
     let Decision {
@@ -73,7 +100,7 @@ async fn dispatch(
         m.apply(req.headers_mut());
     }
 
-    let mut response = send(shared, &snapshot, target, req).await?;
+    let mut response = send(shared, &snapshot, target, req, &mut routed.endpoint).await?;
 
     // Response filters unwind in reverse: the backend's, then the rule's.
     if let Some(m) = backend.and_then(|b| b.filters.response_headers.as_ref()) {
@@ -83,6 +110,19 @@ async fn dispatch(
         m.apply(response.headers_mut());
     }
     Ok(response)
+}
+
+/// Notes the rule and backend chosen for a call in its [`RoutedTo`].
+fn note_choice(
+    routed: &mut RoutedTo,
+    rule: Option<&Arc<CompiledRule>>,
+    backend: Option<BackendService>,
+) {
+    if let Some(rule) = rule {
+        routed.route = Some(rule.route.clone());
+        routed.rule = Some(rule.index);
+    }
+    routed.backend = backend;
 }
 
 fn record(decision: &Decision<'_>) {
@@ -137,7 +177,7 @@ fn start_mirrors<'a>(
                 Some(s) => s,
                 None => return,
             };
-            match send(&shared, &snapshot, &target, copy).await {
+            match send(&shared, &snapshot, &target, copy, &mut None).await {
                 // The mirror's response is ignored; reading it to the end lets the stream
                 // finish cleanly.
                 Ok(response) => {
@@ -151,12 +191,14 @@ fn start_mirrors<'a>(
 }
 
 /// Sends on an endpoint of `target`, trying other endpoints when one cannot be connected
-/// to. A call is only ever retried if it never left the client.
+/// to. A call is only ever retried if it never left the client. `reached` is set to the
+/// endpoint the call was sent to.
 pub(crate) async fn send(
     shared: &Shared,
     snapshot: &Arc<Snapshot>,
     target: &Arc<BackendTarget>,
     mut req: Request<Body>,
+    reached: &mut Option<SocketAddr>,
 ) -> Result<Response<Body>, CallError> {
     let mut target = target.clone();
     let mut tried: Vec<std::net::SocketAddr> = Vec::new();
@@ -214,6 +256,7 @@ pub(crate) async fn send(
         let started = tokio::time::Instant::now();
         match conn.sender().try_send_request(req).await {
             Ok(response) => {
+                *reached = Some(endpoint.addr());
                 let rtt = if fails_fast(response.headers()) {
                     endpoint.config().failure_penalty
                 } else {
@@ -231,6 +274,7 @@ pub(crate) async fn send(
                         continue;
                     }
                     None => {
+                        *reached = Some(endpoint.addr());
                         endpoint.load.observe(
                             endpoint.config().failure_penalty.max(started.elapsed()),
                             endpoint.now(),

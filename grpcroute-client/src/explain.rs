@@ -184,7 +184,9 @@ fn explain_frontend(
     let (service, method) = split_path(&call.path);
     let Some(rule) = set.find(service, method, &call.metadata) else {
         // Reuse the router's error for the wording.
-        let reason = router::decide(frontend, client_ns, &call.path, &call.metadata, 0).err();
+        let reason = router::decide(frontend, client_ns, &call.path, &call.metadata, 0)
+            .err()
+            .map(|r| r.error);
         out.outcome = "unimplemented";
         out.status = "UNIMPLEMENTED";
         out.reason = reason.map_or_else(String::new, |e| e.to_string());

@@ -80,6 +80,7 @@ mod model;
 mod namespace;
 mod resources;
 mod rng;
+mod routed;
 mod router;
 pub mod source;
 mod table;
@@ -95,6 +96,7 @@ pub use self::{
     mesh::{ChangeSummary, Mesh, MeshBuilder, UpdateReport},
     model::ObjectKey,
     resources::{Object, Resources},
+    routed::{BackendService, RoutedTo},
     table::{Condition, ConditionStatus, ParentReference, ParentStatus, RouteSetKind, RouteStatus},
 };
 

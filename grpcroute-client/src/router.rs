@@ -23,6 +23,23 @@ pub(crate) struct Decision<'s> {
     pub(crate) target: &'s Arc<BackendTarget>,
 }
 
+/// A call the router refused, with what it had chosen before refusing (so a caller can
+/// tell which rule and backend a failed call was for).
+#[derive(Debug)]
+pub(crate) struct Refusal<'s> {
+    pub(crate) error: CallError,
+    /// The rule that matched, if one did.
+    pub(crate) rule: Option<&'s Arc<CompiledRule>>,
+    /// The backendRef picked by weight, if one was (it is then the one that failed).
+    pub(crate) backend: Option<&'s CompiledBackend>,
+}
+
+impl From<Refusal<'_>> for CallError {
+    fn from(r: Refusal<'_>) -> Self {
+        r.error
+    }
+}
+
 /// The frontend (Service port) a target names, as seen from `client_namespace`.
 pub(crate) fn frontend<'s>(
     snapshot: &'s Snapshot,
@@ -70,7 +87,12 @@ pub(crate) fn decide<'s>(
     path: &str,
     headers: &HeaderMap,
     random: u64,
-) -> Result<Decision<'s>, CallError> {
+) -> Result<Decision<'s>, Refusal<'s>> {
+    let refuse = |error, rule, backend| Refusal {
+        error,
+        rule,
+        backend,
+    };
     let Some(set) = frontend.route_set(client_namespace) else {
         // No routes: the call proceeds to the Service's own endpoints (GEP-1294).
         return Ok(Decision {
@@ -81,53 +103,77 @@ pub(crate) fn decide<'s>(
     };
     let (service, method) = split_path(path);
     let Some(rule) = set.find(service, method, headers) else {
-        return Err(CallError::NoMatch {
-            frontend: format!("{}:{}", frontend.service, frontend.port),
-            set: match set.kind {
-                RouteSetKind::Consumer => "consumer",
-                RouteSetKind::Producer => "producer",
+        return Err(refuse(
+            CallError::NoMatch {
+                frontend: format!("{}:{}", frontend.service, frontend.port),
+                set: match set.kind {
+                    RouteSetKind::Consumer => "consumer",
+                    RouteSetKind::Producer => "producer",
+                },
+                routes: set
+                    .routes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                path: path.to_string(),
             },
-            routes: set
-                .routes
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            path: path.to_string(),
-        });
+            None,
+            None,
+        ));
     };
     if let Some(detail) = &rule.filters.unsupported {
-        return Err(CallError::UnsupportedFilter {
-            place: rule.describe(),
-            detail: detail.clone(),
-        });
+        return Err(refuse(
+            CallError::UnsupportedFilter {
+                place: rule.describe(),
+                detail: detail.clone(),
+            },
+            Some(rule),
+            None,
+        ));
     }
     if rule.backends.is_empty() {
-        return Err(CallError::NoBackends {
-            rule: rule.describe(),
-        });
+        return Err(refuse(
+            CallError::NoBackends {
+                rule: rule.describe(),
+            },
+            Some(rule),
+            None,
+        ));
     }
     let Some(backend) = rule.pick(random) else {
-        return Err(CallError::AllWeightsZero {
-            rule: rule.describe(),
-        });
+        return Err(refuse(
+            CallError::AllWeightsZero {
+                rule: rule.describe(),
+            },
+            Some(rule),
+            None,
+        ));
     };
     let target = match &backend.target {
         Ok(target) => target,
         Err(invalid) => {
-            return Err(CallError::InvalidBackend {
-                rule: rule.describe(),
-                backend: backend.describe(),
-                reason: invalid.reason,
-                message: invalid.message.clone(),
-            });
+            return Err(refuse(
+                CallError::InvalidBackend {
+                    rule: rule.describe(),
+                    backend: backend.describe(),
+                    reason: invalid.reason,
+                    message: invalid.message.clone(),
+                },
+                Some(rule),
+                Some(backend),
+            ));
         }
     };
     if let Some(detail) = &backend.filters.unsupported {
-        return Err(CallError::UnsupportedFilter {
-            place: format!("{} backendRef {}", rule.describe(), backend.describe()),
-            detail: detail.clone(),
-        });
+        return Err(refuse(
+            CallError::UnsupportedFilter {
+                place: format!("{} backendRef {}", rule.describe(), backend.describe()),
+                detail: detail.clone(),
+            },
+            Some(rule),
+            Some(backend),
+        ));
     }
     Ok(Decision {
         rule: Some(rule),

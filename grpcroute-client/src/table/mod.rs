@@ -195,6 +195,14 @@ pub(crate) struct CompiledBackend {
 }
 
 impl CompiledBackend {
+    /// The backend Service and port, for [`crate::RoutedTo`].
+    pub(crate) fn backend_service(&self) -> crate::BackendService {
+        crate::BackendService {
+            service: ObjectKey::new(self.namespace.clone(), self.name.clone()),
+            port: self.port,
+        }
+    }
+
     /// `"shop/checkout-v2:50051"`.
     pub(crate) fn describe(&self) -> String {
         match self.port {

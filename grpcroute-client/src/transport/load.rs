@@ -57,16 +57,17 @@ impl Load {
         Some(rtt * (-elapsed / self.decay_ns).exp())
     }
 
-    /// Records a latency sample: a slower one replaces the estimate at once (the peak), a
-    /// faster one is blended in by how long ago the estimate was last updated.
+    /// Records a latency sample: one slower than the current estimate replaces it at once
+    /// (the peak); a faster one is blended in with the weight of the time since the last
+    /// sample, so a burst of fast samples moves the estimate no faster than time does.
     pub(crate) fn observe(&self, sample: Duration, now: u64) {
         let sample = sample.as_nanos() as f64;
-        let previous = self.rtt(now);
-        let next = match previous {
-            Some(prev) if sample <= prev => {
+        let next = match self.rtt(now) {
+            Some(current) if sample <= current => {
+                let stored = f64::from_bits(self.rtt.load(Ordering::Relaxed));
                 let elapsed = now.saturating_sub(self.updated.load(Ordering::Relaxed)) as f64;
                 let decay = (-elapsed / self.decay_ns).exp();
-                prev * decay + sample * (1.0 - decay)
+                stored * decay + sample * (1.0 - decay)
             }
             _ => sample,
         };
@@ -101,10 +102,14 @@ mod tests {
             (load.rtt(1).unwrap() - 100.0 * MS as f64).abs() < 1.0,
             "a peak replaces at once"
         );
-        // One second later a 10 ms sample moves the estimate by 1 - e^-0.1 ≈ 9.5 %.
+        // One second later a 10 ms sample moves the estimate by 1 - e^-0.1 ≈ 9.5 % of the
+        // way: 100 × 0.905 + 10 × 0.095 ≈ 91.4 ms.
         load.observe(Duration::from_millis(10), 1000 * MS);
         let est = load.rtt(1000 * MS).unwrap() / MS as f64;
-        assert!((est - 81.4).abs() < 1.0, "blended estimate {est}");
+        assert!((est - 91.4).abs() < 0.2, "blended estimate {est}");
+        // Fast samples in quick succession barely move it.
+        load.observe(Duration::from_millis(10), 1000 * MS + 1000);
+        assert!(load.rtt(1000 * MS + 1000).unwrap() / MS as f64 > 91.0);
     }
 
     #[test]
