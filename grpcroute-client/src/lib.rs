@@ -64,6 +64,9 @@
 //! [tonic]: https://docs.rs/tonic
 //! [GRPCRoute]: https://gateway-api.sigs.k8s.io/api-types/grpcroute/
 
+// Library code never unwraps; tests may (a panic is how a test fails).
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 mod authority;
 mod balance;
 pub mod build;
@@ -72,6 +75,8 @@ mod channel;
 mod convert;
 mod error;
 mod explain;
+#[cfg(feature = "kube")]
+mod k8s;
 mod layer;
 pub mod manifest;
 mod mesh;
@@ -93,7 +98,7 @@ pub use self::{
     error::CallError,
     explain::{BackendExplanation, CallDescription, Explanation, FrontendRef, RouteRef, RuleRef},
     layer::{MeshLayer, Routed},
-    mesh::{ChangeSummary, Mesh, MeshBuilder, UpdateReport},
+    mesh::{ChangeSummary, Mesh, MeshBuilder, SourceHealth, UpdateReport},
     model::ObjectKey,
     resources::{Object, Resources},
     routed::{BackendService, RoutedTo},

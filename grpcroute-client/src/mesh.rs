@@ -5,7 +5,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use arc_swap::ArcSwapOption;
@@ -265,6 +265,20 @@ impl Mesh {
             .last_error
             .clone()
     }
+
+    /// Whether the source is connected, when it last updated the configuration, and its
+    /// last error.
+    pub fn source_health(&self) -> SourceHealth {
+        let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        SourceHealth {
+            connected: state.health.connected,
+            disconnected_since: state.health.disconnected_since.map(|(t, _)| t),
+            last_update: state.health.last_update,
+            version: state.version,
+            last_error: state.last_error.clone(),
+            last_latency: state.health.last_latency,
+        }
+    }
 }
 
 /// What an update changed.
@@ -310,10 +324,40 @@ pub(crate) struct Shared {
 
 #[derive(Default)]
 struct UpdateState {
+    health: HealthState,
     version: u64,
     /// Object contents of the last update, to describe what the next one changes.
     objects: HashMap<(&'static str, ObjectKey), ObjectDigest>,
     last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct HealthState {
+    connected: bool,
+    last_update: Option<SystemTime>,
+    disconnected_since: Option<(SystemTime, tokio::time::Instant)>,
+    last_latency: Option<Duration>,
+}
+
+/// How the mesh's configuration source is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SourceHealth {
+    /// Whether the source reaches where its configuration comes from (sources that have
+    /// nothing to reach, like a fixed configuration, count as connected once they
+    /// published).
+    pub connected: bool,
+    /// When the source is not connected: since when.
+    pub disconnected_since: Option<SystemTime>,
+    /// When the configuration was last updated.
+    pub last_update: Option<SystemTime>,
+    /// How many updates have been applied.
+    pub version: u64,
+    /// The source's last error, until it publishes again.
+    pub last_error: Option<String>,
+    /// How long the last change took from reaching the source to serving calls, when the
+    /// source measures it.
+    pub last_latency: Option<Duration>,
 }
 
 /// An object of the last update, kept to tell whether the next one changes it.
@@ -392,6 +436,10 @@ impl Shared {
         state.objects = objects;
         state.version += 1;
         state.last_error = None;
+        state.health.last_update = Some(SystemTime::now());
+        if state.health.disconnected_since.is_none() {
+            state.health.connected = true;
+        }
         self.ready.send_replace(true);
 
         tracing::info!(
@@ -416,6 +464,33 @@ impl Shared {
             endpoints_removed,
             rejected: snapshot.rejected.clone(),
         }
+    }
+
+    pub(crate) fn report_connection(&self, connected: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let health = &mut state.health;
+        match (connected, health.disconnected_since) {
+            (false, None) => {
+                tracing::warn!(
+                    "lost contact with the configuration source; serving the last good configuration"
+                );
+                health.disconnected_since = Some((SystemTime::now(), tokio::time::Instant::now()));
+            }
+            (true, Some((_, since))) => {
+                tracing::info!(outage = ?since.elapsed(), "configuration source reachable again");
+                health.disconnected_since = None;
+            }
+            _ => {}
+        }
+        health.connected = connected;
+    }
+
+    pub(crate) fn report_latency(&self, latency: Duration) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .health
+            .last_latency = Some(latency);
     }
 
     pub(crate) fn report_error(&self, error: String) {

@@ -1,8 +1,9 @@
 //! Where configuration comes from. A [`Source`] runs in the background and publishes whole
 //! configurations through an [`Updater`]; the mesh compiles and swaps them in.
 //!
-//! Built in: [`Resources`] (a fixed configuration, e.g. built in code) and [`ManifestDir`]
-//! (a folder of manifests, reloaded on change).
+//! Built in: [`Resources`] (a fixed configuration, e.g. built in code), [`ManifestDir`]
+//! (a folder of manifests, reloaded on change) and, with the `kube` feature (on by
+//! default), [`KubeSource`] (the Kubernetes API, watched).
 
 use std::{
     future::Future,
@@ -11,6 +12,8 @@ use std::{
     time::Duration,
 };
 
+#[cfg(feature = "kube")]
+pub use crate::k8s::KubeSource;
 use crate::{
     Resources,
     manifest::{self, ManifestError},
@@ -61,6 +64,30 @@ impl Updater {
     /// Whether the mesh has been dropped.
     pub fn is_closed(&self) -> bool {
         self.shared.strong_count() == 0
+    }
+
+    /// Records whether the source is in contact with where its configuration comes from
+    /// (e.g. the Kubernetes API server). Outages are logged with their duration and shown
+    /// by [`Mesh::source_health`](crate::Mesh::source_health); the last good configuration
+    /// keeps serving meanwhile.
+    pub fn report_connection(&self, connected: bool) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.report_connection(connected);
+        }
+    }
+
+    /// Records how long the last change took from arriving at the source to being live.
+    pub fn report_latency(&self, latency: std::time::Duration) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.report_latency(latency);
+        }
+    }
+
+    /// Publishes an already validated model (sources inside this crate convert objects
+    /// incrementally and keep the results).
+    #[cfg_attr(not(feature = "kube"), allow(dead_code))]
+    pub(crate) fn apply_model(&self, model: crate::model::Model) -> Option<UpdateReport> {
+        Some(self.shared.upgrade()?.apply(model))
     }
 }
 

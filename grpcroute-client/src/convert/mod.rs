@@ -48,16 +48,19 @@ impl fmt::Display for ObjectKind {
 /// An object that failed validation. It is left out of routing; everything else keeps
 /// working.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{kind} {key}: {field}: {message}")]
-pub struct InvalidObject {
+#[error("{} {}: {}: {}", .0.kind, .0.key, .0.field, .0.message)]
+pub struct InvalidObject(Box<Details>);
+
+#[derive(Clone, Debug, PartialEq)]
+struct Details {
     kind: ObjectKind,
     key: ObjectKey,
     field: String,
     message: String,
     reason: &'static str,
     /// For routes: the parentRefs that could still be read, so status can be reported.
-    pub(crate) parent_refs: Vec<ParentRef>,
-    pub(crate) generation: Option<i64>,
+    parent_refs: Vec<ParentRef>,
+    generation: Option<i64>,
 }
 
 impl InvalidObject {
@@ -67,7 +70,7 @@ impl InvalidObject {
         field: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        Self {
+        Self(Box::new(Details {
             kind,
             key: key.clone(),
             field: field.into(),
@@ -75,38 +78,57 @@ impl InvalidObject {
             reason: "UnsupportedValue",
             parent_refs: Vec::new(),
             generation: None,
-        }
+        }))
     }
 
     pub(crate) fn with_reason(mut self, reason: &'static str) -> Self {
-        self.reason = reason;
+        self.0.reason = reason;
         self
+    }
+
+    /// Attaches what status reporting needs of a rejected route.
+    pub(crate) fn with_route_context(
+        mut self,
+        parent_refs: &[ParentRef],
+        generation: Option<i64>,
+    ) -> Self {
+        self.0.parent_refs = parent_refs.to_vec();
+        self.0.generation = generation;
+        self
+    }
+
+    pub(crate) fn parent_refs(&self) -> &[ParentRef] {
+        &self.0.parent_refs
+    }
+
+    pub(crate) fn generation(&self) -> Option<i64> {
+        self.0.generation
     }
 
     /// The kind of the rejected object.
     pub fn kind(&self) -> ObjectKind {
-        self.kind
+        self.0.kind
     }
 
     /// Its namespace and name.
     pub fn key(&self) -> &ObjectKey {
-        &self.key
+        &self.0.key
     }
 
     /// The path of the offending field, e.g. `spec.rules[0].matches[1].method.service`.
     pub fn field(&self) -> &str {
-        &self.field
+        &self.0.field
     }
 
     /// Why the field is invalid.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The status reason a GRPCRoute gets for this (`UnsupportedValue` or
     /// `IncompatibleFilters`).
     pub fn reason(&self) -> &'static str {
-        self.reason
+        self.0.reason
     }
 }
 

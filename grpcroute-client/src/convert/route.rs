@@ -48,11 +48,7 @@ pub(crate) fn grpc_route(
             }
         }
     }
-    let with_context = |mut e: InvalidObject| {
-        e.parent_refs.clone_from(&parent_refs);
-        e.generation = generation;
-        e
-    };
+    let with_context = |e: InvalidObject| e.with_route_context(&parent_refs, generation);
     if let Some(e) = parent_error {
         return Err(with_context(e));
     }
@@ -94,13 +90,13 @@ pub(crate) fn grpc_route(
     for (i, r) in raw_rules.iter().enumerate() {
         let path = format!("spec.rules[{i}]");
         let rule = rule(r, &key, &path).map_err(with_context)?;
-        if let Some(name) = &rule.name {
-            if !names.insert(name.clone()) {
-                return Err(with_context(err(
-                    format!("{path}.name"),
-                    format!("rule name {name:?} is not unique within the route"),
-                )));
-            }
+        if let Some(name) = &rule.name
+            && !names.insert(name.clone())
+        {
+            return Err(with_context(err(
+                format!("{path}.name"),
+                format!("rule name {name:?} is not unique within the route"),
+            )));
         }
         rules.push(rule);
     }

@@ -372,9 +372,9 @@ fn rejected_routes_keep_their_parent_refs_for_status() {
     let mut r = base();
     rule0(&mut r).backend_refs.as_mut().unwrap()[0].weight = Some(-5);
     let e = grpc_route(&r, "default").unwrap_err();
-    assert_eq!(e.parent_refs.len(), 1);
-    assert_eq!(e.parent_refs[0].name, "front");
-    assert_eq!(e.generation, Some(3));
+    assert_eq!(e.parent_refs().len(), 1);
+    assert_eq!(e.parent_refs()[0].name, "front");
+    assert_eq!(e.generation(), Some(3));
     assert_eq!(
         e.to_string(),
         format!(

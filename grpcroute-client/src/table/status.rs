@@ -136,7 +136,7 @@ pub(super) fn compute(
         .filter(|i| i.kind() == ObjectKind::GrpcRoute)
     {
         let parents = invalid
-            .parent_refs
+            .parent_refs()
             .iter()
             .filter(|p| p.is_service())
             .map(|p| ParentStatus {
@@ -151,7 +151,7 @@ pub(super) fn compute(
             .collect();
         out.push(RouteStatus {
             route: invalid.key().clone(),
-            generation: invalid.generation,
+            generation: invalid.generation(),
             parents,
         });
     }

@@ -78,10 +78,10 @@ impl Pool {
         // A poisoned lock only means another compile panicked mid-insert; the map itself
         // is still a valid cache.
         let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = map.get(&addr).and_then(Weak::upgrade) {
-            if !existing.is_retired() {
-                return existing;
-            }
+        if let Some(existing) = map.get(&addr).and_then(Weak::upgrade)
+            && !existing.is_retired()
+        {
+            return existing;
         }
         let endpoint = Arc::new(Endpoint::new(addr, self.config.clone(), self.epoch));
         map.insert(addr, Arc::downgrade(&endpoint));
@@ -157,10 +157,10 @@ impl Endpoint {
 
     /// The connection to send on, connecting if there is none (or it has closed).
     pub(crate) async fn connection(&self) -> Result<Arc<Connection>, ConnectError> {
-        if let Some(conn) = self.connection.load_full() {
-            if conn.is_usable() {
-                return Ok(conn);
-            }
+        if let Some(conn) = self.connection.load_full()
+            && conn.is_usable()
+        {
+            return Ok(conn);
         }
         self.connect_slow().await
     }
@@ -168,10 +168,10 @@ impl Endpoint {
     async fn connect_slow(&self) -> Result<Arc<Connection>, ConnectError> {
         let _guard = self.connecting.lock().await;
         // Whoever held the lock before us may have connected, or failed.
-        if let Some(conn) = self.connection.load_full() {
-            if conn.is_usable() {
-                return Ok(conn);
-            }
+        if let Some(conn) = self.connection.load_full()
+            && conn.is_usable()
+        {
+            return Ok(conn);
         }
         if self.is_retired() {
             return Err(ConnectError::Retired);
