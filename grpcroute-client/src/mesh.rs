@@ -132,7 +132,7 @@ impl MeshBuilder {
     /// the first update wait for it (up to the ready timeout).
     pub fn build(self) -> Mesh {
         let namespace = self.namespace.unwrap_or_else(crate::namespace::detect);
-        let (ready, _) = watch::channel(false);
+        let (ready, _) = watch::channel(0);
         Mesh {
             shared: Arc::new(Shared {
                 namespace: namespace.into(),
@@ -211,7 +211,14 @@ impl Mesh {
     pub async fn ready(&self) {
         let mut rx = self.shared.ready.subscribe();
         // The sender lives in `shared`, which `self` keeps alive: this cannot fail.
-        let _ = rx.wait_for(|ready| *ready).await;
+        let _ = rx.wait_for(|version| *version > 0).await;
+    }
+
+    /// Notifies every configuration update: the receiver's value is the version of the
+    /// configuration in force (0 before the first). For tools that act on changes, like a
+    /// status writer.
+    pub fn updates(&self) -> watch::Receiver<u64> {
+        self.shared.ready.subscribe()
     }
 
     /// Whether the mesh has a configuration.
@@ -314,7 +321,8 @@ pub(crate) struct Shared {
     pub(crate) ready_timeout: Duration,
     /// The table every call reads; `None` until the first update.
     pub(crate) snapshot: ArcSwapOption<Snapshot>,
-    ready: watch::Sender<bool>,
+    /// The version of the current snapshot; 0 until the first update.
+    ready: watch::Sender<u64>,
     pub(crate) pool: Pool,
     pub(crate) rng: SharedRng,
     /// Only updates take this lock; calls never do.
@@ -440,7 +448,7 @@ impl Shared {
         if state.health.disconnected_since.is_none() {
             state.health.connected = true;
         }
-        self.ready.send_replace(true);
+        self.ready.send_replace(state.version);
 
         tracing::info!(
             version = state.version,
@@ -507,7 +515,7 @@ impl Shared {
             return Ok(s);
         }
         let mut rx = self.ready.subscribe();
-        let waited = tokio::time::timeout(self.ready_timeout, rx.wait_for(|r| *r)).await;
+        let waited = tokio::time::timeout(self.ready_timeout, rx.wait_for(|v| *v > 0)).await;
         match (waited, self.snapshot.load_full()) {
             (Ok(_), Some(s)) => Ok(s),
             _ => Err(CallError::NotSynced {
