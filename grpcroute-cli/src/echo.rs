@@ -1,0 +1,66 @@
+//! `grpcroute echo`: the grpcroute-echo server as a command. It prints the address it bound
+//! (so `--listen 127.0.0.1:0` can be used by scripts and tests) and serves until SIGINT or
+//! SIGTERM, then drains the calls in flight.
+
+use grpcroute_echo::{EchoConfig, EchoServer};
+use serde::Serialize;
+
+use crate::{InputError, Verdict, args::EchoArgs, output};
+
+/// The `--json` line printed once the server listens.
+#[derive(Debug, Serialize)]
+struct Listening {
+    name: String,
+    listen: String,
+}
+
+pub(crate) async fn run(args: &EchoArgs) -> Result<Verdict, InputError> {
+    let env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    let name = args
+        .name
+        .clone()
+        .or_else(|| env("POD_NAME"))
+        .or_else(|| env("HOSTNAME"))
+        .unwrap_or_else(|| "echo".into());
+    let mut config = EchoConfig::new(&name).listen(args.listen);
+    if let Some(ns) = env("POD_NAMESPACE") {
+        config = config.namespace(ns);
+    }
+    let server = EchoServer::start(config)
+        .await
+        .map_err(|e| InputError(e.to_string()))?;
+    let listening = Listening {
+        name,
+        listen: server.addr().to_string(),
+    };
+    if args.json {
+        match serde_json::to_string(&listening) {
+            Ok(line) => output::print(&format!("{line}\n")),
+            Err(e) => return Err(InputError(format!("cannot encode JSON: {e}"))),
+        }
+    } else {
+        output::print(&format!(
+            "echo server {} listening on {} (gRPC, grpc.health.v1.Health); Ctrl-C stops it\n",
+            listening.name, listening.listen
+        ));
+    }
+    shutdown_signal().await;
+    server.shutdown().await;
+    Ok(Verdict::Ok)
+}
+
+/// Resolves on SIGINT, or on SIGTERM where there is one (Kubernetes stops pods with it).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
