@@ -18,7 +18,7 @@
 mod headers;
 mod server;
 
-pub use self::server::{EchoConfig, EchoServer};
+pub use self::server::{EchoConfig, EchoServer, StartError};
 
 /// The conformance suite's echo service (`grpcecho.proto`).
 #[allow(

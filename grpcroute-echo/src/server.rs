@@ -76,6 +76,13 @@ impl EchoConfig {
         self
     }
 
+    /// Sets the Service name reported in the conformance `EchoResponse`.
+    #[must_use]
+    pub fn service(mut self, service: impl Into<String>) -> Self {
+        self.service = Some(service.into());
+        self
+    }
+
     /// Sets the listen address.
     #[must_use]
     pub fn listen(mut self, addr: SocketAddr) -> Self {
