@@ -30,6 +30,9 @@ pub(crate) enum Command {
     Call(CallArgs),
     /// Run a gRPC echo server that answers every method with OK.
     Echo(EchoArgs),
+    /// Write the status of every GRPCRoute with a Service parent in a cluster (a
+    /// controller, with leader election).
+    StatusController(StatusControllerArgs),
 }
 
 /// Where the configuration comes from, and who is calling.
@@ -131,6 +134,62 @@ pub(crate) struct EchoArgs {
     pub(crate) json: bool,
 }
 
+/// `grpcroute status-controller`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusControllerArgs {
+    /// The controllerName written in each status.parents[] entry, DOMAIN/PATH. Entries of
+    /// other controllerNames are never touched.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "grpcroute.dev/status-controller",
+        value_parser = controller_name
+    )]
+    pub(crate) controller_name: String,
+    /// A kubeconfig file (default: the in-cluster service account, else $KUBECONFIG or
+    /// ~/.kube/config).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) context: Option<String>,
+    /// The API server's URL, e.g. https://10.0.0.1:6443. Overrides the kubeconfig's;
+    /// without --kubeconfig, no credentials are sent.
+    #[arg(long, value_name = "URL", value_parser = server_url)]
+    pub(crate) server: Option<http::Uri>,
+    /// Report RefNotPermitted for a cross-namespace backendRef without a ReferenceGrant,
+    /// as clients built with strict_reference_grants(true) refuse it.
+    #[arg(long)]
+    pub(crate) strict_reference_grants: bool,
+    /// Reconcile every route once, print a summary and exit (1 if a write failed). Takes
+    /// no part in leader election.
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// With --once: how long to wait for the API server's initial lists.
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = seconds)]
+    pub(crate) sync_timeout: Duration,
+    /// The namespace of the leader-election Lease (default: $POD_NAMESPACE, else the
+    /// service account's namespace, else default).
+    #[arg(long, value_name = "NS", value_parser = namespace)]
+    pub(crate) lease_namespace: Option<String>,
+    /// The name of the leader-election Lease.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "grpcroute-status-controller",
+        value_parser = object_name
+    )]
+    pub(crate) lease_name: String,
+    /// This instance's holderIdentity in the Lease, unique among the replicas (default:
+    /// $POD_NAME, else the host name, with a random suffix).
+    #[arg(long, value_name = "ID", value_parser = identity)]
+    pub(crate) identity: Option<String>,
+    /// How long the Lease holds without renewal, in whole seconds. The leader renews
+    /// every third of it and stops writing after two thirds without a renewal.
+    #[arg(long, value_name = "SECONDS", default_value = "15", value_parser = lease_duration)]
+    pub(crate) lease_duration: Duration,
+}
+
 fn namespace(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 63
@@ -142,6 +201,69 @@ fn namespace(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err("not a valid namespace name (lower-case letters, digits and '-')".into())
+    }
+}
+
+/// A DNS subdomain (RFC 1123), as object names and the DOMAIN of a controllerName are.
+fn is_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn object_name(s: &str) -> Result<String, String> {
+    if is_subdomain(s) {
+        Ok(s.to_string())
+    } else {
+        Err("not a valid object name (lower-case letters, digits, '-' and '.')".into())
+    }
+}
+
+/// DOMAIN/PATH, as the Gateway API's `GatewayController` type requires.
+fn controller_name(s: &str) -> Result<String, String> {
+    let path_ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-._~%!$&'()*+,;=:".contains(&b))
+    };
+    match s.split_once('/') {
+        Some((domain, path)) if s.len() <= 253 && is_subdomain(domain) && path_ok(path) => {
+            Ok(s.to_string())
+        }
+        _ => Err("expected DOMAIN/PATH, e.g. example.com/status-controller".into()),
+    }
+}
+
+fn server_url(s: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|_| "not a URL, e.g. https://10.0.0.1:6443".to_string())?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        _ => Err("expected an http:// or https:// URL with a host".into()),
+    }
+}
+
+fn identity(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() || s.len() > 253 {
+        Err("expected a non-empty identity of at most 253 characters".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn lease_duration(s: &str) -> Result<Duration, String> {
+    match s.parse::<u32>() {
+        Ok(secs @ 1..=3600) => Ok(Duration::from_secs(u64::from(secs))),
+        _ => Err("expected whole seconds from 1 to 3600".into()),
     }
 }
 
@@ -233,5 +355,22 @@ mod tests {
         assert_eq!(seconds("1.5").unwrap(), Duration::from_millis(1500));
         assert!(seconds("0").is_err() && seconds("-1").is_err() && seconds("x").is_err());
         assert!(namespace("shop").is_ok() && namespace("Shop").is_err());
+        assert!(controller_name("grpcroute.dev/status-controller").is_ok());
+        assert!(controller_name("example.net/gateway/v1").is_ok());
+        for bad in [
+            "nodomain",
+            "/path",
+            "Example.com/x",
+            "example.com/",
+            "a b/c",
+        ] {
+            assert!(controller_name(bad).is_err(), "{bad}");
+        }
+        assert!(object_name("grpcroute-status-controller").is_ok());
+        assert!(object_name("Lease").is_err() && object_name("a..b").is_err());
+        assert!(server_url("http://127.0.0.1:8080").is_ok());
+        assert!(server_url("127.0.0.1:8080").is_err() && server_url("ftp://x").is_err());
+        assert_eq!(lease_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(lease_duration("0").is_err() && lease_duration("1.5").is_err());
     }
 }

@@ -44,23 +44,7 @@ pub(crate) async fn run(args: &EchoArgs) -> Result<Verdict, InputError> {
             listening.name, listening.listen
         ));
     }
-    shutdown_signal().await;
+    crate::shutdown_signal().await;
     server.shutdown().await;
     Ok(Verdict::Ok)
-}
-
-/// Resolves on SIGINT, or on SIGTERM where there is one (Kubernetes stops pods with it).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -4,7 +4,9 @@
 //!   on every GRPCRoute;
 //! - `explain` shows where a call would go and why, without sending it;
 //! - `call` sends real calls through the in-process mesh and tallies where they went;
-//! - `echo` runs a gRPC backend that answers every method.
+//! - `echo` runs a gRPC backend that answers every method;
+//! - `status-controller` writes the status of every GRPCRoute with a Service parent in a
+//!   cluster, with leader election between replicas.
 //!
 //! Exit codes: 0 success, 1 what was checked is not OK, 2 usage or input error (one line
 //! on stderr naming the file, object or field).
@@ -18,8 +20,11 @@ mod check;
 mod echo;
 mod explain;
 mod input;
+mod leader;
 mod output;
 mod progress;
+mod route_status;
+mod status_controller;
 
 use std::process::ExitCode;
 
@@ -49,15 +54,30 @@ fn main() -> ExitCode {
         }
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             return fail(
-                "a subcommand is required: check, explain, call or echo (see grpcroute --help)",
+                "a subcommand is required: check, explain, call, echo or status-controller (see grpcroute --help)",
             );
         }
         Err(e) => return fail(&usage_line(&e)),
     };
-    if std::env::var_os("RUST_LOG").is_some() {
+    // A controller's logs are its output: on by default; other commands log on request.
+    let filter = match (std::env::var_os("RUST_LOG"), &cli.command) {
+        (Some(_), _) => Some(tracing_subscriber::EnvFilter::from_default_env()),
+        // `--once` says why it failed in its one-line error, not in retry warnings.
+        (None, Command::StatusController(args)) if args.once => Some(
+            tracing_subscriber::EnvFilter::new("off,grpcroute::status_controller=info"),
+        ),
+        (None, Command::StatusController(_)) => Some(tracing_subscriber::EnvFilter::new(
+            "warn,grpcroute::status_controller=info,grpcroute::leader=info",
+        )),
+        (None, _) => None,
+    };
+    if let Some(filter) = filter {
+        use std::io::IsTerminal as _;
+        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(ansi)
             .init();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -73,6 +93,7 @@ fn main() -> ExitCode {
             Command::Explain(args) => explain::run(args),
             Command::Call(args) => call::run(args).await,
             Command::Echo(args) => echo::run(args).await,
+            Command::StatusController(args) => status_controller::run(args).await,
         }
     });
     match result {
@@ -80,6 +101,22 @@ fn main() -> ExitCode {
         Ok(Verdict::NotOk) => ExitCode::from(1),
         Err(InputError(message)) => fail(&message),
     }
+}
+
+/// Resolves on SIGINT, or on SIGTERM where there is one (Kubernetes stops pods with it).
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -17,7 +17,7 @@ pub(crate) fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn grpcroute() -> Command {
+pub(crate) fn grpcroute() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_grpcroute"));
     cmd.current_dir(fixtures())
         .env_remove("RUST_LOG")

@@ -6,7 +6,7 @@ use crate::support::run;
 fn help_and_version_exit_0() {
     let help = run(&["--help"]);
     help.exits(0);
-    for sub in ["check", "explain", "call", "echo"] {
+    for sub in ["check", "explain", "call", "echo", "status-controller"] {
         assert!(help.stdout.contains(sub), "{sub} in help");
     }
     assert!(help.stdout.contains("Exit codes: 0"));

@@ -1,0 +1,870 @@
+//! `grpcroute status-controller` against the test Kubernetes API server (in this process,
+//! on 127.0.0.1): the built binary runs with a generated kubeconfig, as it would against a
+//! cluster, so arguments, client set-up, signals and the Lease release are covered too.
+//! Writes are counted by the server.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::Duration,
+};
+
+use gateway_api::grpcroutes::GrpcRoute;
+use grpcroute_test_apiserver::{ApiServer, Resource};
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use tokio::time::{Instant, sleep};
+
+use crate::support::{Run, closed_port, grpcroute, run};
+
+const ME: &str = "grpcroute.dev/status-controller";
+
+/// The test API server and a kubeconfig file pointing at it.
+struct Cluster {
+    server: ApiServer,
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let server = ApiServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+        Self {
+            server,
+            _dir: dir,
+            kubeconfig,
+        }
+    }
+
+    fn apply(&self, object: Value) {
+        self.server.apply(object).unwrap();
+    }
+
+    /// A JSON merge patch of a GRPCRoute through the API, as `kubectl patch` does: the
+    /// status is left alone.
+    async fn patch_route(&self, ns: &str, name: &str, patch: Value) {
+        let api: Api<GrpcRoute> = Api::namespaced(self.server.client().unwrap(), ns);
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    fn route(&self, ns: &str, name: &str) -> Value {
+        self.server
+            .get(Resource::GrpcRoutes, ns, name)
+            .unwrap_or_else(|| panic!("GRPCRoute {ns}/{name} exists"))
+    }
+
+    /// Our `status.parents` entries of a route.
+    fn ours(&self, ns: &str, name: &str) -> Vec<Value> {
+        entries(&self.route(ns, name))
+            .into_iter()
+            .filter(|p| p["controllerName"] == ME)
+            .collect()
+    }
+
+    /// Status writes (and other GRPCRoute writes) the server has accepted.
+    fn route_writes(&self) -> u64 {
+        self.server.stats().resource(Resource::GrpcRoutes).writes
+    }
+
+    fn lease_holder(&self) -> Option<String> {
+        self.server
+            .get(Resource::Leases, "default", "grpcroute-status-controller")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    }
+
+    /// `grpcroute status-controller --once ...` to completion.
+    async fn once(&self, extra: &[&str]) -> Run {
+        let mut args: Vec<String> = vec![
+            "status-controller".into(),
+            "--once".into(),
+            "--kubeconfig".into(),
+            self.kubeconfig.display().to_string(),
+            "--sync-timeout".into(),
+            "10".into(),
+        ];
+        args.extend(extra.iter().map(ToString::to_string));
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args)
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+fn entries(route: &Value) -> Vec<Value> {
+    route["status"]["parents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `[(type, status, reason)]` of one status entry.
+fn conditions(entry: &Value) -> Vec<(String, String, String)> {
+    entry["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap().to_string();
+            (s("type"), s("status"), s("reason"))
+        })
+        .collect()
+}
+
+fn triples(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    list.iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect()
+}
+
+fn service(ns: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"ports": [{"name": "grpc", "port": 50051, "appProtocol": "kubernetes.io/grpc"}]},
+    })
+}
+
+fn service_parent(name: &str, port: u16) -> Value {
+    json!({"group": "", "kind": "Service", "name": name, "port": port})
+}
+
+fn route(ns: &str, name: &str, parents: Value, rules: Value) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"parentRefs": parents, "rules": rules},
+    })
+}
+
+fn backends(names: &[&str]) -> Value {
+    json!([{"backendRefs": names.iter().map(|n| json!({"name": n, "port": 50051})).collect::<Vec<_>>()}])
+}
+
+/// Polls `condition` every 20 ms for up to `limit`; how long it took.
+async fn eventually(limit: Duration, what: &str, condition: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+/// A running `grpcroute status-controller`, its stderr (the logs) collected; killed on
+/// drop.
+struct Controller {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Controller {
+    fn start(cluster: &Cluster, identity: &str, lease_seconds: &str) -> Self {
+        let mut child = grpcroute()
+            .args(["status-controller", "--kubeconfig"])
+            .arg(&cluster.kubeconfig)
+            .args(["--identity", identity, "--lease-duration", lease_seconds])
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the grpcroute binary runs");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// How many status writes it logged.
+    fn writes(&self) -> usize {
+        self.log().matches("status written").count()
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`) and waits for the exit code; the log stays
+    /// readable.
+    async fn stop_and_keep_log(&mut self, signal: &str) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread drain what is left of stderr.
+                sleep(Duration::from_millis(100)).await;
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "did not exit after SIG{signal}"
+            );
+            sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn signal(mut self, signal: &str) -> Option<i32> {
+        self.stop_and_keep_log(signal).await
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_writes_the_conditions_and_reasons_of_every_kind_of_route() {
+    let cluster = Cluster::start().await;
+    for name in ["checkout", "checkout-v1", "checkout-v2"] {
+        cluster.apply(service("shop", name));
+    }
+    let checkout = || json!([service_parent("checkout", 50051)]);
+    cluster.apply(route(
+        "shop",
+        "accepted",
+        checkout(),
+        backends(&["checkout-v1", "checkout-v2"]),
+    ));
+    cluster.apply(route(
+        "shop",
+        "partial",
+        checkout(),
+        backends(&["checkout-v1", "gone"]),
+    ));
+    cluster.apply(route("shop", "unresolved", checkout(), backends(&["gone"])));
+    cluster.apply(route(
+        "shop",
+        "wrong-kind",
+        checkout(),
+        json!([{"backendRefs": [{"group": "", "kind": "ConfigMap", "name": "cm"}]}]),
+    ));
+    cluster.apply(route(
+        "shop",
+        "wrong-port",
+        json!([service_parent("checkout", 8080)]),
+        backends(&["checkout-v1"]),
+    ));
+    cluster.apply(route(
+        "shop",
+        "bad-regex",
+        checkout(),
+        json!([{"matches": [{"headers": [{"type": "RegularExpression", "name": "x-tenant", "value": "(unclosed"}]}],
+                "backendRefs": [{"name": "checkout-v1", "port": 50051}]}]),
+    ));
+    // Cross-namespace backend without a ReferenceGrant, with --strict-reference-grants.
+    cluster.apply(route(
+        "web",
+        "cross",
+        json!([{"group": "", "kind": "Service", "name": "checkout", "namespace": "shop", "port": 50051}]),
+        json!([{"backendRefs": [{"name": "checkout-v1", "namespace": "shop", "port": 50051}]}]),
+    ));
+    // Not ours: Gateway parents only; and a route with both kinds of parent.
+    let gateway = json!({"name": "gw"});
+    cluster.apply(route(
+        "shop",
+        "gateway-only",
+        json!([gateway]),
+        backends(&["checkout-v1"]),
+    ));
+    cluster.apply(route(
+        "shop",
+        "mixed",
+        json!([gateway, service_parent("checkout", 50051)]),
+        backends(&["checkout-v1"]),
+    ));
+
+    let first = cluster.once(&["--strict-reference-grants"]).await;
+    first.exits(0);
+    assert_eq!(
+        first.stdout, "9 GRPCRoutes: 8 status written, 1 up to date\n",
+        "{first:#?}"
+    );
+
+    let ok = |t: &str| (t.to_string(), "True".to_string(), t.to_string());
+    let expect = |name: &str, want: Vec<(String, String, String)>| {
+        let ours = cluster.ours("shop", name);
+        assert_eq!(ours.len(), 1, "{name}: {ours:#?}");
+        assert_eq!(conditions(&ours[0]), want, "{name}");
+        assert_eq!(ours[0]["parentRef"]["kind"], "Service");
+        assert_eq!(ours[0]["parentRef"]["group"], "");
+        assert_eq!(ours[0]["parentRef"]["name"], "checkout");
+        for c in ours[0]["conditions"].as_array().unwrap() {
+            assert_eq!(c["observedGeneration"], 1, "{name}");
+            assert!(
+                c["lastTransitionTime"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with('Z'))
+            );
+            assert!(c["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        ours.into_iter().next().unwrap()
+    };
+    expect("accepted", vec![ok("Accepted"), ok("ResolvedRefs")]);
+    let partial = expect(
+        "partial",
+        triples(&[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "False", "BackendNotFound"),
+        ]),
+    );
+    assert!(
+        partial["conditions"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Service shop/gone not found"),
+        "{partial:#}"
+    );
+    expect(
+        "unresolved",
+        triples(&[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "False", "BackendNotFound"),
+        ]),
+    );
+    expect(
+        "wrong-kind",
+        triples(&[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "False", "InvalidKind"),
+        ]),
+    );
+    let wrong_port = expect(
+        "wrong-port",
+        triples(&[
+            ("Accepted", "False", "NoMatchingParent"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+        ]),
+    );
+    assert_eq!(wrong_port["parentRef"]["port"], 8080);
+    let rejected = expect(
+        "bad-regex",
+        triples(&[("Accepted", "False", "UnsupportedValue")]),
+    );
+    assert!(
+        rejected["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("regular expression")
+    );
+    expect("mixed", vec![ok("Accepted"), ok("ResolvedRefs")]);
+    let cross = cluster.ours("web", "cross");
+    assert_eq!(
+        conditions(&cross[0]),
+        triples(&[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "False", "RefNotPermitted"),
+        ])
+    );
+    assert_eq!(cross[0]["parentRef"]["namespace"], "shop");
+    assert_eq!(
+        cluster.route("shop", "gateway-only").get("status"),
+        None,
+        "a route with only Gateway parents gets nothing from us"
+    );
+
+    // Nothing changed: a second run writes nothing at all.
+    let writes = cluster.route_writes();
+    let versions: Vec<Value> = ["accepted", "partial", "bad-regex"]
+        .iter()
+        .map(|n| cluster.route("shop", n)["metadata"]["resourceVersion"].clone())
+        .collect();
+    let second = cluster.once(&["--strict-reference-grants"]).await;
+    second.exits(0);
+    assert_eq!(
+        second.stdout,
+        "9 GRPCRoutes: 0 status written, 9 up to date\n"
+    );
+    assert_eq!(
+        cluster.route_writes(),
+        writes,
+        "no write when nothing changed"
+    );
+    let after: Vec<Value> = ["accepted", "partial", "bad-regex"]
+        .iter()
+        .map(|n| cluster.route("shop", n)["metadata"]["resourceVersion"].clone())
+        .collect();
+    assert_eq!(versions, after);
+
+    // A ReferenceGrant makes the cross-namespace backend resolve.
+    cluster.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "ReferenceGrant",
+        "metadata": {"name": "from-web", "namespace": "shop"},
+        "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "GRPCRoute", "namespace": "web"}],
+                 "to": [{"group": "", "kind": "Service"}]},
+    }));
+    let third = cluster.once(&["--strict-reference-grants"]).await;
+    third.exits(0);
+    assert_eq!(
+        third.stdout,
+        "9 GRPCRoutes: 1 status written, 8 up to date\n"
+    );
+    assert_eq!(
+        conditions(&cluster.ours("web", "cross")[0]),
+        vec![ok("Accepted"), ok("ResolvedRefs")]
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_spec_changes_keeps_other_controllers_entries_and_writes_only_changes() {
+    let cluster = Cluster::start().await;
+    for name in ["checkout", "checkout-v1"] {
+        cluster.apply(service("shop", name));
+    }
+    let theirs = json!({
+        "controllerName": "example.net/gateway-controller",
+        "parentRef": {"name": "gw", "sectionName": "grpc"},
+        "conditions": [{"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners",
+                        "message": "theirs, untouched", "observedGeneration": 1,
+                        "lastTransitionTime": "2024-01-01T00:00:00Z"}],
+    });
+    // A leftover entry of ours for a parentRef the route no longer has.
+    let stale = json!({
+        "controllerName": ME,
+        "parentRef": {"group": "", "kind": "Service", "name": "old-frontend"},
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                        "message": "", "observedGeneration": 1,
+                        "lastTransitionTime": "2024-01-01T00:00:00Z"}],
+    });
+    let gateway = json!({"name": "gw", "sectionName": "grpc"});
+    let spec_rules = |names: &[&str]| backends(names);
+    let mut object = route(
+        "shop",
+        "r",
+        json!([gateway, service_parent("checkout", 50051)]),
+        spec_rules(&["checkout-v1"]),
+    );
+    object["status"] = json!({"parents": [stale, theirs]});
+    cluster.apply(object);
+
+    let mut controller = Controller::start(&cluster, "only", "2");
+    eventually(Duration::from_secs(10), "first status", || {
+        let ours = cluster.ours("shop", "r");
+        ours.len() == 1 && ours[0]["parentRef"]["name"] == "checkout"
+    })
+    .await;
+    let status = cluster.route("shop", "r");
+    let all = entries(&status);
+    assert_eq!(all.len(), 2, "the stale entry of ours is gone: {all:#?}");
+    assert_eq!(all[0], theirs, "another controller's entry is kept exactly");
+    let first = &all[1];
+    assert_eq!(
+        conditions(first),
+        triples(&[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+        ])
+    );
+    let accepted_since = first["conditions"][0]["lastTransitionTime"].clone();
+    eventually(Duration::from_secs(5), "the write is logged", || {
+        controller.writes() == 1
+    })
+    .await;
+    let log = controller.log();
+    assert!(log.contains("route=shop/r"), "{log}");
+    assert!(log.contains("+Service shop/checkout:50051"), "{log}");
+    assert!(log.contains("-Service shop/old-frontend"), "{log}");
+
+    // A spec change: a second backend that does not exist. observedGeneration follows,
+    // Accepted keeps its transition time.
+    cluster
+        .patch_route(
+            "shop",
+            "r",
+            json!({"spec": {"rules": spec_rules(&["checkout-v1", "gone"])}}),
+        )
+        .await;
+    eventually(Duration::from_secs(5), "generation 2", || {
+        cluster.ours("shop", "r")[0]["conditions"][1]["observedGeneration"] == 2
+    })
+    .await;
+    let ours = cluster.ours("shop", "r");
+    assert_eq!(
+        conditions(&ours[0]),
+        triples(&[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "False", "BackendNotFound"),
+        ])
+    );
+    assert_eq!(
+        ours[0]["conditions"][0]["lastTransitionTime"],
+        accepted_since
+    );
+    assert_eq!(ours[0]["conditions"][0]["observedGeneration"], 2);
+    eventually(Duration::from_secs(5), "the change is logged", || {
+        controller
+            .log()
+            .contains("ResolvedRefs True/ResolvedRefs -> False/BackendNotFound")
+    })
+    .await;
+
+    // The missing Service appears: ResolvedRefs turns True without a spec change.
+    cluster.apply(service("shop", "gone"));
+    eventually(Duration::from_secs(5), "resolved", || {
+        cluster.ours("shop", "r")[0]["conditions"][1]["status"] == "True"
+    })
+    .await;
+    // (The log line follows the API's answer: wait for it too.)
+    eventually(Duration::from_secs(5), "three writes logged", || {
+        controller.writes() == 3
+    })
+    .await;
+
+    // Changes that do not change the status write nothing: an unrelated Service, an
+    // EndpointSlice, a label on the route.
+    let writes = cluster.route_writes();
+    cluster.apply(service("shop", "unrelated"));
+    cluster.apply(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "checkout-v1-a", "namespace": "shop",
+                     "labels": {"kubernetes.io/service-name": "checkout-v1"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "grpc", "port": 50051}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+    }));
+    cluster
+        .patch_route(
+            "shop",
+            "r",
+            json!({"metadata": {"labels": {"team": "shop"}}}),
+        )
+        .await;
+    sleep(Duration::from_millis(800)).await;
+    assert_eq!(cluster.route_writes(), writes + 1, "only the label write");
+    assert_eq!(controller.writes(), 3, "{}", controller.log());
+    assert_eq!(entries(&cluster.route("shop", "r"))[0], theirs);
+
+    // The Service parentRef goes: our entry goes, theirs stays.
+    cluster
+        .patch_route("shop", "r", json!({"spec": {"parentRefs": [gateway]}}))
+        .await;
+    eventually(Duration::from_secs(5), "our entry removed", || {
+        cluster.ours("shop", "r").is_empty()
+    })
+    .await;
+    assert_eq!(entries(&cluster.route("shop", "r")), vec![theirs]);
+
+    // SIGTERM: it stops writing, releases the Lease and exits 0.
+    assert_eq!(controller.stop_and_keep_log("TERM").await, Some(0));
+    let log = controller.log();
+    assert!(log.contains("released the lease"), "{log}");
+    assert_eq!(cluster.lease_holder(), None);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_writes_and_a_standby_takes_over_when_it_stops() {
+    let cluster = Cluster::start().await;
+    cluster.apply(service("shop", "checkout"));
+    cluster.apply(service("shop", "checkout-v1"));
+    let parents = json!([service_parent("checkout", 50051)]);
+    cluster.apply(route("shop", "r", parents, backends(&["checkout-v1"])));
+
+    let a = Controller::start(&cluster, "a", "2");
+    eventually(Duration::from_secs(10), "a leads", || {
+        cluster.lease_holder().as_deref() == Some("a")
+    })
+    .await;
+    let b = Controller::start(&cluster, "b", "2");
+    eventually(Duration::from_secs(10), "b stands by", || {
+        b.log().contains("standing by")
+    })
+    .await;
+    eventually(Duration::from_secs(5), "status written", || {
+        !cluster.ours("shop", "r").is_empty()
+    })
+    .await;
+    // Changes over a few lease renewals: only a writes.
+    for (i, backend) in ["gone", "checkout-v1", "gone-again"].iter().enumerate() {
+        cluster
+            .patch_route(
+                "shop",
+                "r",
+                json!({"spec": {"rules": backends(&[backend])}}),
+            )
+            .await;
+        let generation = i64::try_from(i).unwrap() + 2;
+        eventually(Duration::from_secs(5), "status follows", || {
+            cluster.ours("shop", "r")[0]["conditions"][0]["observedGeneration"] == generation
+        })
+        .await;
+        sleep(Duration::from_millis(700)).await;
+    }
+    assert_eq!(a.writes(), 4, "{}", a.log());
+    assert_eq!(b.writes(), 0, "{}", b.log());
+    assert_eq!(cluster.lease_holder().as_deref(), Some("a"));
+
+    // a stops cleanly: it releases the Lease, and b takes it at its next try.
+    assert_eq!(a.signal("TERM").await, Some(0));
+    let stopped = Instant::now();
+    eventually(
+        Duration::from_secs(2),
+        "b leads within the lease duration",
+        || cluster.lease_holder().as_deref() == Some("b"),
+    )
+    .await;
+    println!("b took over {:?} after a stopped", stopped.elapsed());
+    cluster
+        .patch_route(
+            "shop",
+            "r",
+            json!({"spec": {"rules": backends(&["checkout-v1"])}}),
+        )
+        .await;
+    eventually(Duration::from_secs(5), "b writes", || {
+        cluster.ours("shop", "r")[0]["conditions"][0]["observedGeneration"] == 5
+    })
+    .await;
+    eventually(Duration::from_secs(5), "b logs its write", || {
+        b.writes() == 1
+    })
+    .await;
+    assert!(b.log().contains("became the leader"));
+
+    // b is killed (no release): a new standby waits for the Lease to expire.
+    let c = Controller::start(&cluster, "c", "2");
+    eventually(Duration::from_secs(10), "c stands by", || {
+        c.log().contains("standing by")
+    })
+    .await;
+    assert_eq!(b.signal("KILL").await, None);
+    let killed = Instant::now();
+    let took = eventually(Duration::from_secs(4), "c leads after expiry", || {
+        cluster.lease_holder().as_deref() == Some("c")
+    })
+    .await;
+    assert!(
+        took >= Duration::from_millis(500),
+        "{took:?}: not before the lease could expire"
+    );
+    println!("c took over {:?} after b was killed", killed.elapsed());
+    assert_eq!(c.signal("TERM").await, Some(0));
+    assert_eq!(cluster.lease_holder(), None, "released");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_and_an_unreachable_api_server_are_one_line_errors() {
+    let cluster = Cluster::start().await;
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let blocking = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args)
+        })
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["status-controller", "--kubeconfig", &kubeconfig]
+            .iter()
+            .chain(extra)
+            .map(ToString::to_string)
+            .collect()
+    };
+    blocking(args(&["--controller-name", "no-path"]))
+        .await
+        .unwrap()
+        .input_error(&["--controller-name", "DOMAIN/PATH"]);
+    blocking(args(&["--lease-duration", "0"]))
+        .await
+        .unwrap()
+        .input_error(&["--lease-duration"]);
+    blocking(vec![
+        "status-controller".into(),
+        "--kubeconfig".into(),
+        "/nonexistent/kubeconfig".into(),
+    ])
+    .await
+    .unwrap()
+    .input_error(&["--kubeconfig /nonexistent/kubeconfig"]);
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    blocking(
+        [
+            "status-controller",
+            "--once",
+            "--server",
+            &url,
+            "--sync-timeout",
+            "1",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect(),
+    )
+    .await
+    .unwrap()
+    .input_error(&["did not sync within 1 s"]);
+    cluster.shutdown().await;
+}
+
+/// Every document of the shipped status-controller manifests.
+fn shipped_manifests() -> Vec<Value> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/kubernetes/status-controller");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in text.split("\n---\n") {
+            let value: Value =
+                serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            if !value.is_null() {
+                docs.push(value);
+            }
+        }
+    }
+    docs
+}
+
+/// The RBAC that ships with the controller grants exactly what it uses, and the
+/// Deployment runs it with arguments it accepts.
+#[test]
+fn the_shipped_rbac_and_deployment_fit_the_controller() {
+    let docs = shipped_manifests();
+    let find = |kind: &str| -> Vec<&Value> { docs.iter().filter(|d| d["kind"] == kind).collect() };
+    let rules = |role: &Value| -> Vec<(String, String, Vec<String>)> {
+        let mut out = Vec::new();
+        for rule in role["rules"].as_array().unwrap() {
+            let list = |k: &str| -> Vec<String> {
+                rule[k]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect()
+            };
+            let mut verbs = list("verbs");
+            verbs.sort();
+            for group in list("apiGroups") {
+                for resource in list("resources") {
+                    out.push((group.clone(), resource, verbs.clone()));
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let read = || vec!["get".to_string(), "list".into(), "watch".into()];
+    let cluster_roles = find("ClusterRole");
+    assert_eq!(cluster_roles.len(), 1);
+    assert_eq!(
+        rules(cluster_roles[0]),
+        vec![
+            ("".to_string(), "services".to_string(), read()),
+            ("discovery.k8s.io".into(), "endpointslices".into(), read()),
+            (
+                "gateway.networking.k8s.io".into(),
+                "grpcroutes".into(),
+                read()
+            ),
+            (
+                "gateway.networking.k8s.io".into(),
+                "grpcroutes/status".into(),
+                vec!["get".into(), "patch".into(), "update".into()]
+            ),
+            (
+                "gateway.networking.k8s.io".into(),
+                "referencegrants".into(),
+                read()
+            ),
+        ]
+    );
+    let roles = find("Role");
+    assert_eq!(roles.len(), 1);
+    assert_eq!(
+        rules(roles[0]),
+        vec![(
+            "coordination.k8s.io".to_string(),
+            "leases".to_string(),
+            vec!["create".into(), "get".into(), "update".into()]
+        )]
+    );
+
+    let account = find("ServiceAccount")[0];
+    let (sa, ns) = (
+        &account["metadata"]["name"],
+        &account["metadata"]["namespace"],
+    );
+    assert_eq!(
+        &roles[0]["metadata"]["namespace"], ns,
+        "the Lease Role is namespaced"
+    );
+    for binding in find("ClusterRoleBinding")
+        .into_iter()
+        .chain(find("RoleBinding"))
+    {
+        assert_eq!(&binding["subjects"][0]["name"], sa);
+        assert_eq!(&binding["subjects"][0]["namespace"], ns);
+    }
+    let deployment = find("Deployment")[0];
+    assert_eq!(&deployment["metadata"]["namespace"], ns);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(&pod["serviceAccountName"], sa);
+    let container = &pod["containers"][0];
+    assert!(container["resources"]["requests"]["cpu"].is_string());
+    assert!(container["resources"]["requests"]["memory"].is_string());
+    let env: Vec<(&str, &str)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?,
+                e["valueFrom"]["fieldRef"]["fieldPath"].as_str()?,
+            ))
+        })
+        .collect();
+    assert!(env.contains(&("POD_NAMESPACE", "metadata.namespace")));
+    assert!(env.contains(&("POD_NAME", "metadata.name")));
+
+    // Its arguments parse: with --once against nothing, it gets as far as syncing.
+    let mut args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(args[0], "status-controller");
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    args.extend(["--once", "--server", &url, "--sync-timeout", "0.2"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&args).input_error(&["did not sync"]);
+}
