@@ -16,11 +16,16 @@ use crate::{
     routed::{BackendService, RoutedTo},
     router::{self, Decision, Refusal},
     table::{BackendTarget, CompiledBackend, CompiledMirror, CompiledRule, Snapshot},
-    transport::{LoadGuard, ResponseBody},
+    transport::{LoadGuard, Replay, ResponseBody, refused},
 };
 
-/// Connect attempts per call, over distinct endpoints of the chosen backend.
+/// Attempts per call (connects that fail, streams refused unprocessed), over distinct
+/// endpoints of the chosen backend.
 const MAX_CONNECT_ATTEMPTS: usize = 4;
+
+/// How many times an unsent call follows its backend to a newer table because the
+/// endpoints it was routed to were removed; bounds the work under extreme churn.
+const MAX_REFRESHES: usize = 8;
 
 /// Routes one call to the Service `target` names. Failures become gRPC status responses,
 /// as a proxy would send them. Every response carries a [`RoutedTo`] extension.
@@ -100,7 +105,15 @@ async fn dispatch(
         m.apply(req.headers_mut());
     }
 
-    let mut response = send(shared, &snapshot, target, req, &mut routed.endpoint).await?;
+    let mut response = send(shared, &snapshot, target, req, &mut routed.endpoint)
+        .await
+        .map_err(|e| match (e, rule) {
+            (CallError::NoEndpoints { backend, .. }, Some(rule)) => CallError::NoEndpoints {
+                backend,
+                via: format!(" ({})", rule.describe()),
+            },
+            (e, _) => e,
+        })?;
 
     // Response filters unwind in reverse: the backend's, then the rule's.
     if let Some(m) = backend.and_then(|b| b.filters.response_headers.as_ref()) {
@@ -191,8 +204,8 @@ fn start_mirrors<'a>(
 }
 
 /// Sends on an endpoint of `target`, trying other endpoints when one cannot be connected
-/// to. A call is only ever retried if it never left the client. `reached` is set to the
-/// endpoint the call was sent to.
+/// to or refuses the stream unprocessed. A call is only ever retried if it never reached
+/// the server's application. `reached` is set to the endpoint the call was sent to.
 pub(crate) async fn send(
     shared: &Shared,
     snapshot: &Arc<Snapshot>,
@@ -201,9 +214,13 @@ pub(crate) async fn send(
     reached: &mut Option<SocketAddr>,
 ) -> Result<Response<Body>, CallError> {
     let mut target = target.clone();
-    let mut tried: Vec<std::net::SocketAddr> = Vec::new();
+    let mut current = snapshot.clone();
+    // Addresses this call already tried; a fixed array keeps the path free of allocation.
+    let mut tried = [None::<SocketAddr>; MAX_CONNECT_ATTEMPTS];
+    let mut attempts = 0;
+    let mut refreshes = 0;
     let mut last_error: Option<String> = None;
-    let mut refreshed = false;
+    let replay = Replay::capture(&mut req);
     loop {
         if target.endpoints.is_empty() {
             return Err(CallError::NoEndpoints {
@@ -212,33 +229,36 @@ pub(crate) async fn send(
             });
         }
         let now = target.endpoints[0].now();
-        let picked = if tried.len() >= MAX_CONNECT_ATTEMPTS {
+        let picked = if attempts >= MAX_CONNECT_ATTEMPTS {
             None
         } else {
             balance::pick(&target.endpoints, now, &mut shared.rng.handle(), |i| {
-                tried.contains(&target.endpoints[i].addr())
+                tried[..attempts].contains(&Some(target.endpoints[i].addr()))
             })
         };
         let Some(i) = picked else {
-            // Endpoints removed by a configuration change since this call was routed: take
-            // the backend's endpoints from the newest table, once.
-            if !refreshed && target.endpoints.iter().any(|e| e.is_retired()) {
-                refreshed = true;
-                if let Some(newer) = newest_target(shared, snapshot, &target) {
-                    target = newer;
-                    continue;
-                }
+            // The endpoints this call was routed to were removed by a configuration change
+            // before it could be sent: follow the backend to the newest table.
+            if refreshes < MAX_REFRESHES
+                && target.endpoints.iter().any(|e| e.is_retired())
+                && let Some((newest, newer)) = newest_target(shared, &current, &target)
+            {
+                refreshes += 1;
+                current = newest;
+                target = newer;
+                continue;
             }
             return Err(CallError::Unreachable {
                 backend: target.describe(),
-                attempts: tried.len(),
+                attempts,
                 last_error: last_error.unwrap_or_else(|| {
                     "every endpoint is backing off after failed connects".into()
                 }),
             });
         };
         let endpoint = target.endpoints[i].clone();
-        tried.push(endpoint.addr());
+        tried[attempts] = Some(endpoint.addr());
+        attempts += 1;
         let conn = match endpoint.connection().await {
             Ok(conn) => conn,
             Err(error) => {
@@ -266,43 +286,47 @@ pub(crate) async fn send(
                 return Ok(response.map(|body| Body::new(ResponseBody::new(body, guard))));
             }
             Err(mut error) => {
-                match error.take_message() {
+                if let Some(unsent) = error.take_message() {
                     // Not sent (the connection closed under us): safe to send elsewhere.
-                    Some(unsent) => {
-                        req = unsent;
-                        last_error = Some(format!("{}: {}", endpoint.addr(), error.error()));
-                        continue;
-                    }
-                    None => {
-                        *reached = Some(endpoint.addr());
-                        endpoint.load.observe(
-                            endpoint.config().failure_penalty.max(started.elapsed()),
-                            endpoint.now(),
-                        );
-                        let status = crate::transport::status_from_hyper(error.error());
-                        return Err(CallError::Transport {
-                            endpoint: endpoint.addr().to_string(),
-                            code: status.code(),
-                            message: status.message().to_string(),
-                        });
-                    }
+                    req = unsent;
+                    last_error = Some(format!("{}: {}", endpoint.addr(), error.error()));
+                    continue;
                 }
+                endpoint.load.observe(
+                    endpoint.config().failure_penalty.max(started.elapsed()),
+                    endpoint.now(),
+                );
+                if let (true, Some(replay)) = (refused(error.error()), &replay) {
+                    tracing::debug!(endpoint = %endpoint.addr(), error = %error.error(), "stream refused unprocessed; trying again");
+                    last_error = Some(format!("{}: {}", endpoint.addr(), error.error()));
+                    req = replay.request();
+                    continue;
+                }
+                *reached = Some(endpoint.addr());
+                let status = crate::transport::status_from_hyper(error.error());
+                return Err(CallError::Transport {
+                    endpoint: endpoint.addr().to_string(),
+                    code: status.code(),
+                    message: status.message().to_string(),
+                });
             }
         }
     }
 }
 
+/// The same backend in the newest table, if there is a newer one than `current`.
 fn newest_target(
     shared: &Shared,
     current: &Arc<Snapshot>,
     target: &BackendTarget,
-) -> Option<Arc<BackendTarget>> {
+) -> Option<(Arc<Snapshot>, Arc<BackendTarget>)> {
     let newest = shared.snapshot.load_full()?;
     if Arc::ptr_eq(&newest, current) {
         return None;
     }
     let service = newest.service(target.service.namespace(), target.service.name())?;
-    Some(service.frontend(target.port)?.passthrough.clone())
+    let target = service.frontend(target.port)?.passthrough.clone();
+    Some((newest, target))
 }
 
 /// A trailers-only UNAVAILABLE or RESOURCE_EXHAUSTED answer: the endpoint refused the call

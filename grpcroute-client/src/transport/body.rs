@@ -84,6 +84,13 @@ pub(crate) fn status_from_hyper(error: &hyper::Error) -> tonic::Status {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            // A stream above the last one a server going away accepted was never processed:
+            // "Clients should consider [it] as UNAVAILABLE and retry the call elsewhere."
+            if h2.is_go_away() && h2.is_remote() {
+                return tonic::Status::unavailable(format!(
+                    "the server is going away and refused the stream: {h2}"
+                ));
+            }
             if let Some(reason) = h2.reason() {
                 let code = match reason {
                     h2::Reason::REFUSED_STREAM => tonic::Code::Unavailable,

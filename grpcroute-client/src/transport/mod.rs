@@ -5,6 +5,7 @@
 mod body;
 mod connect;
 mod load;
+mod replay;
 
 use std::{
     collections::HashMap,
@@ -23,6 +24,7 @@ pub(crate) use self::{
     body::{LoadGuard, ResponseBody, status_from_hyper},
     connect::{ConnectError, Connection},
     load::Load,
+    replay::{Replay, refused},
 };
 
 /// How connections are made and how long a failing endpoint is avoided.
