@@ -1,1 +1,93 @@
-//! Support for the end-to-end tests.
+//! Support for the end-to-end tests: a loopback "cluster" built from the Gateway API
+//! conformance manifests, and helpers to call through the mesh and judge the results.
+//!
+//! - [`manifests`]: read the vendored conformance YAML as raw documents and rewrite the
+//!   upstream scenarios into their gRPC mesh form (HTTPRoute → GRPCRoute, `appProtocol:
+//!   http` → `kubernetes.io/h2c`, Gateway parents → a frontend Service).
+//! - [`cluster`]: start one echo server per pod of every Deployment (127.0.0.1 only) and
+//!   synthesize the EndpointSlices of the Services that select them.
+//! - [`backends`]: hand-made Services of echo servers, for scenarios beyond the manifests.
+//! - [`calls`]: call any method path with raw bytes; read the metadata the echo servers
+//!   send back.
+//! - [`stats`]: tally calls by backend and check weighted shares within 4σ.
+//! - [`python`]: backends served by Python `grpcio` (gRPC C-core), for wire interop.
+
+pub mod backends;
+pub mod calls;
+pub mod cluster;
+pub mod manifests;
+pub mod python;
+pub mod stats;
+
+pub use self::{
+    backends::{EchoService, EndpointState, GRPC_PORT},
+    calls::{backend, call, call_with, echoed, metadata},
+    cluster::{Cluster, LOOPBACK, Pod},
+    manifests::{Deployment, Manifests, conformance_path},
+    stats::{Tally, assert_share, check_share, tally},
+};
+
+/// A free port on 127.0.0.1 with nothing listening on it (bound, then released): connects
+/// to it are refused.
+///
+/// # Errors
+///
+/// If no port can be bound.
+pub fn refused_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind((LOOPBACK, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The condition `type_` (`Accepted`, `ResolvedRefs`) the mesh reports for GRPCRoute
+/// `namespace/name` on its first Service parent.
+pub fn route_condition(
+    mesh: &grpcroute_client::Mesh,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+) -> Option<grpcroute_client::Condition> {
+    mesh.statuses()
+        .into_iter()
+        .find(|s| s.route.namespace() == namespace && s.route.name() == name)?
+        .parents
+        .into_iter()
+        .next()?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// Polls `condition` every 10 ms until it holds or `timeout` passes; whether it held.
+/// For effects that happen after a call returns (mirrored copies, file reloads).
+pub async fn eventually(timeout: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until `count` stops changing (the same value for 200 ms; at most 5 s) and
+/// returns it: for counters fed by background work, such as mirrored calls.
+pub async fn settled(count: impl Fn() -> u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut last = count();
+    let mut stable_since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let now = count();
+        if now != last {
+            last = now;
+            stable_since = tokio::time::Instant::now();
+        } else if stable_since.elapsed() >= std::time::Duration::from_millis(200)
+            || tokio::time::Instant::now() >= deadline
+        {
+            return now;
+        }
+    }
+}
