@@ -330,63 +330,55 @@ impl Rule {
         self
     }
 
+    /// Edits the rule's RequestHeaderModifier, adding one if there is none (a rule may
+    /// have only one).
+    fn request_headers(
+        mut self,
+        edit: impl FnOnce(&mut GrpcRouteRulesFiltersRequestHeaderModifier),
+    ) -> Self {
+        let filters = self.0.filters.get_or_insert_with(Vec::new);
+        match filters
+            .iter_mut()
+            .find_map(|f| f.request_header_modifier.as_mut())
+        {
+            Some(m) => edit(m),
+            None => {
+                let mut m = GrpcRouteRulesFiltersRequestHeaderModifier::default();
+                edit(&mut m);
+                filters.push(GrpcRouteRulesFilters {
+                    r#type: GrpcRouteRulesFiltersType::RequestHeaderModifier,
+                    request_header_modifier: Some(m),
+                    ..Default::default()
+                });
+            }
+        }
+        self
+    }
+
     /// Sets request metadata `name: value` on matching calls (overwriting).
     #[must_use]
-    pub fn set_request_header(mut self, name: &str, value: &str) -> Self {
+    pub fn set_request_header(self, name: &str, value: &str) -> Self {
         let entry = GrpcRouteRulesFiltersRequestHeaderModifierSet {
             name: name.into(),
             value: value.into(),
         };
-        if let Some(m) = self.request_modifier() {
-            m.set.get_or_insert_with(Vec::new).push(entry);
-            return self;
-        }
-        self.filter(GrpcRouteRulesFilters {
-            r#type: GrpcRouteRulesFiltersType::RequestHeaderModifier,
-            request_header_modifier: Some(GrpcRouteRulesFiltersRequestHeaderModifier {
-                set: Some(vec![entry]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        self.request_headers(|m| m.set.get_or_insert_with(Vec::new).push(entry))
     }
 
     /// Appends `value` to request metadata `name` on matching calls.
     #[must_use]
-    pub fn add_request_header(mut self, name: &str, value: &str) -> Self {
+    pub fn add_request_header(self, name: &str, value: &str) -> Self {
         let entry = GrpcRouteRulesFiltersRequestHeaderModifierAdd {
             name: name.into(),
             value: value.into(),
         };
-        if let Some(m) = self.request_modifier() {
-            m.add.get_or_insert_with(Vec::new).push(entry);
-            return self;
-        }
-        self.filter(GrpcRouteRulesFilters {
-            r#type: GrpcRouteRulesFiltersType::RequestHeaderModifier,
-            request_header_modifier: Some(GrpcRouteRulesFiltersRequestHeaderModifier {
-                add: Some(vec![entry]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        self.request_headers(|m| m.add.get_or_insert_with(Vec::new).push(entry))
     }
 
     /// Removes request metadata `name` from matching calls.
     #[must_use]
-    pub fn remove_request_header(mut self, name: &str) -> Self {
-        if let Some(m) = self.request_modifier() {
-            m.remove.get_or_insert_with(Vec::new).push(name.into());
-            return self;
-        }
-        self.filter(GrpcRouteRulesFilters {
-            r#type: GrpcRouteRulesFiltersType::RequestHeaderModifier,
-            request_header_modifier: Some(GrpcRouteRulesFiltersRequestHeaderModifier {
-                remove: Some(vec![name.into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+    pub fn remove_request_header(self, name: &str) -> Self {
+        self.request_headers(|m| m.remove.get_or_insert_with(Vec::new).push(name.into()))
     }
 
     /// Sets response metadata `name: value` on the responses of matching calls.
@@ -396,24 +388,22 @@ impl Rule {
             name: name.into(),
             value: value.into(),
         };
-        let existing = self
-            .0
-            .filters
+        let filters = self.0.filters.get_or_insert_with(Vec::new);
+        match filters
             .iter_mut()
-            .flatten()
-            .find_map(|f| f.response_header_modifier.as_mut());
-        if let Some(m) = existing {
-            m.set.get_or_insert_with(Vec::new).push(entry);
-            return self;
-        }
-        self.filter(GrpcRouteRulesFilters {
-            r#type: GrpcRouteRulesFiltersType::ResponseHeaderModifier,
-            response_header_modifier: Some(GrpcRouteRulesFiltersResponseHeaderModifier {
-                set: Some(vec![entry]),
+            .find_map(|f| f.response_header_modifier.as_mut())
+        {
+            Some(m) => m.set.get_or_insert_with(Vec::new).push(entry),
+            None => filters.push(GrpcRouteRulesFilters {
+                r#type: GrpcRouteRulesFiltersType::ResponseHeaderModifier,
+                response_header_modifier: Some(GrpcRouteRulesFiltersResponseHeaderModifier {
+                    set: Some(vec![entry]),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
-            ..Default::default()
-        })
+        }
+        self
     }
 
     /// Mirrors `percent` % of matching calls to Service `name` (same namespace) at `port`.
@@ -432,14 +422,6 @@ impl Rule {
             }),
             ..Default::default()
         })
-    }
-
-    fn request_modifier(&mut self) -> Option<&mut GrpcRouteRulesFiltersRequestHeaderModifier> {
-        self.0
-            .filters
-            .iter_mut()
-            .flatten()
-            .find_map(|f| f.request_header_modifier.as_mut())
     }
 }
 
@@ -551,58 +533,48 @@ impl Backend {
         self
     }
 
-    /// Sets request metadata on calls sent to this backend only.
-    #[must_use]
-    pub fn set_request_header(mut self, name: &str, value: &str) -> Self {
+    /// Edits this backend's RequestHeaderModifier, adding one if there is none.
+    fn request_headers(
+        mut self,
+        edit: impl FnOnce(&mut GrpcRouteRulesBackendRefsFiltersRequestHeaderModifier),
+    ) -> Self {
         let filters = self.0.filters.get_or_insert_with(Vec::new);
-        let entry = GrpcRouteRulesBackendRefsFiltersRequestHeaderModifierSet {
-            name: name.into(),
-            value: value.into(),
-        };
         match filters
             .iter_mut()
             .find_map(|f| f.request_header_modifier.as_mut())
         {
-            Some(m) => m.set.get_or_insert_with(Vec::new).push(entry),
-            None => filters.push(GrpcRouteRulesBackendRefsFilters {
-                r#type: GrpcRouteRulesBackendRefsFiltersType::RequestHeaderModifier,
-                request_header_modifier: Some(
-                    GrpcRouteRulesBackendRefsFiltersRequestHeaderModifier {
-                        set: Some(vec![entry]),
-                        ..Default::default()
-                    },
-                ),
-                ..Default::default()
-            }),
+            Some(m) => edit(m),
+            None => {
+                let mut m = GrpcRouteRulesBackendRefsFiltersRequestHeaderModifier::default();
+                edit(&mut m);
+                filters.push(GrpcRouteRulesBackendRefsFilters {
+                    r#type: GrpcRouteRulesBackendRefsFiltersType::RequestHeaderModifier,
+                    request_header_modifier: Some(m),
+                    ..Default::default()
+                });
+            }
         }
         self
     }
 
+    /// Sets request metadata on calls sent to this backend only.
+    #[must_use]
+    pub fn set_request_header(self, name: &str, value: &str) -> Self {
+        let entry = GrpcRouteRulesBackendRefsFiltersRequestHeaderModifierSet {
+            name: name.into(),
+            value: value.into(),
+        };
+        self.request_headers(|m| m.set.get_or_insert_with(Vec::new).push(entry))
+    }
+
     /// Appends to request metadata on calls sent to this backend only.
     #[must_use]
-    pub fn add_request_header(mut self, name: &str, value: &str) -> Self {
-        let filters = self.0.filters.get_or_insert_with(Vec::new);
+    pub fn add_request_header(self, name: &str, value: &str) -> Self {
         let entry = GrpcRouteRulesBackendRefsFiltersRequestHeaderModifierAdd {
             name: name.into(),
             value: value.into(),
         };
-        match filters
-            .iter_mut()
-            .find_map(|f| f.request_header_modifier.as_mut())
-        {
-            Some(m) => m.add.get_or_insert_with(Vec::new).push(entry),
-            None => filters.push(GrpcRouteRulesBackendRefsFilters {
-                r#type: GrpcRouteRulesBackendRefsFiltersType::RequestHeaderModifier,
-                request_header_modifier: Some(
-                    GrpcRouteRulesBackendRefsFiltersRequestHeaderModifier {
-                        add: Some(vec![entry]),
-                        ..Default::default()
-                    },
-                ),
-                ..Default::default()
-            }),
-        }
-        self
+        self.request_headers(|m| m.add.get_or_insert_with(Vec::new).push(entry))
     }
 }
 
@@ -628,5 +600,81 @@ pub fn grant(
                 name: service.map(Into::into),
             }],
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_edits_share_one_filter_per_list() {
+        let rule = Rule::new()
+            .set_request_header("x-a", "1")
+            .add_request_header("x-b", "2")
+            .remove_request_header("x-c")
+            .set_response_header("x-d", "4")
+            .set_response_header("x-e", "5");
+        let filters = rule.0.filters.unwrap();
+        assert_eq!(filters.len(), 2, "one request and one response modifier");
+        let req = filters[0].request_header_modifier.as_ref().unwrap();
+        assert_eq!(req.set.as_ref().unwrap()[0].name, "x-a");
+        assert_eq!(req.add.as_ref().unwrap()[0].value, "2");
+        assert_eq!(req.remove.as_ref().unwrap(), &["x-c".to_string()]);
+        assert_eq!(
+            filters[1]
+                .response_header_modifier
+                .as_ref()
+                .unwrap()
+                .set
+                .as_ref()
+                .unwrap()
+                .len(),
+            2
+        );
+
+        let backend = Backend::service("b", 1)
+            .set_request_header("x-a", "1")
+            .add_request_header("x-b", "2");
+        let filters = backend.0.filters.unwrap();
+        assert_eq!(filters.len(), 1);
+        let m = filters[0].request_header_modifier.as_ref().unwrap();
+        assert_eq!(
+            (m.set.as_ref().unwrap().len(), m.add.as_ref().unwrap().len()),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn built_objects_are_valid() {
+        let resources = crate::Resources::new()
+            .with(service("ns", "s").cluster_ip("10.0.0.1").port("grpc", 7070))
+            .with(
+                endpoints("ns", "s")
+                    .port("grpc", 9000)
+                    .ready("10.1.0.1".parse().unwrap())
+                    .terminating("10.1.0.2".parse().unwrap()),
+            )
+            .with(
+                route("ns", "r").parent_service("s", Some(7070)).rule(
+                    Rule::new()
+                        .name("a")
+                        .matches(Match::method("p.S", "M").header_regex("x", "a.*"))
+                        .mirror("s", 7070, 10)
+                        .backend(Backend::service("s", 7070).weight(3)),
+                ),
+            )
+            .with(grant("ns", "g", "other", None));
+        let model = resources.to_model();
+        assert!(model.rejected.is_empty(), "{:?}", model.rejected);
+        assert_eq!(
+            (
+                model.services.len(),
+                model.endpoint_slices.len(),
+                model.routes.len(),
+                model.grants.len()
+            ),
+            (1, 1, 1, 1)
+        );
     }
 }

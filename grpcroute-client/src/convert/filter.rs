@@ -126,6 +126,25 @@ where
     };
     let mut seen_request = false;
     let mut seen_response = false;
+    // At most one of each header filter per list (CEL), then the filter itself.
+    let header_filter = |seen: &mut bool,
+                         raw: Option<&RawHeaders<'_>>,
+                         kind: &str,
+                         field: &str|
+     -> Result<HeaderModifier, InvalidObject> {
+        if std::mem::replace(seen, true) {
+            let path = field.rsplit_once('.').map_or(field, |(p, _)| p);
+            return Err(err(
+                path.to_string(),
+                format!("{kind} filter cannot be repeated"),
+            )
+            .with_reason("IncompatibleFilters"));
+        }
+        let Some(raw) = raw else {
+            unreachable_filter_shape()
+        };
+        header_modifier(raw, field).map_err(|(f, m)| err(f, m))
+    };
     let mut out = Vec::with_capacity(raw.len());
     for (i, f) in raw.iter().enumerate() {
         let f = RawFilter::from(f);
@@ -164,38 +183,18 @@ where
             }
         }
         let filter = match f.kind {
-            FilterType::RequestHeaderModifier => {
-                if std::mem::replace(&mut seen_request, true) {
-                    return Err(err(
-                        path,
-                        "RequestHeaderModifier filter cannot be repeated".into(),
-                    )
-                    .with_reason("IncompatibleFilters"));
-                }
-                let Some(raw) = &f.request_headers else {
-                    unreachable_filter_shape()
-                };
-                Filter::RequestHeaders(
-                    header_modifier(raw, &format!("{path}.requestHeaderModifier"))
-                        .map_err(|(f, m)| err(f, m))?,
-                )
-            }
-            FilterType::ResponseHeaderModifier => {
-                if std::mem::replace(&mut seen_response, true) {
-                    return Err(err(
-                        path,
-                        "ResponseHeaderModifier filter cannot be repeated".into(),
-                    )
-                    .with_reason("IncompatibleFilters"));
-                }
-                let Some(raw) = &f.response_headers else {
-                    unreachable_filter_shape()
-                };
-                Filter::ResponseHeaders(
-                    header_modifier(raw, &format!("{path}.responseHeaderModifier"))
-                        .map_err(|(f, m)| err(f, m))?,
-                )
-            }
+            FilterType::RequestHeaderModifier => Filter::RequestHeaders(header_filter(
+                &mut seen_request,
+                f.request_headers.as_ref(),
+                "RequestHeaderModifier",
+                &format!("{path}.requestHeaderModifier"),
+            )?),
+            FilterType::ResponseHeaderModifier => Filter::ResponseHeaders(header_filter(
+                &mut seen_response,
+                f.response_headers.as_ref(),
+                "ResponseHeaderModifier",
+                &format!("{path}.responseHeaderModifier"),
+            )?),
             FilterType::RequestMirror => {
                 let Some(m) = &f.mirror else {
                     unreachable_filter_shape()
