@@ -1,5 +1,6 @@
 //! A loopback "cluster": one echo server per pod of every Deployment of some manifests,
-//! and the EndpointSlices Kubernetes would have made for the Services that select them.
+//! and the EndpointSlices Kubernetes would have made for the Services that select them,
+//! delivered to the meshes by a [`Feed`] (directly, or through a Kubernetes API server).
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -8,7 +9,10 @@ use grpcroute_client::{Mesh, Resources, build::endpoints};
 use grpcroute_echo::{EchoConfig, EchoServer};
 use k8s_openapi::api::core::v1::Service;
 
-use crate::manifests::{Deployment, Manifests};
+use crate::{
+    delivery::{Delivery, Feed},
+    manifests::{Deployment, Manifests},
+};
 
 /// The address every pod of the cluster listens on.
 pub const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -32,17 +36,19 @@ pub struct Pod {
 #[derive(Debug)]
 pub struct Cluster {
     pods: Vec<Pod>,
-    resources: Resources,
+    feed: Feed,
 }
 
 impl Cluster {
-    /// Starts every Deployment of `manifests`.
+    /// Starts every Deployment of `manifests`; the configuration is delivered as
+    /// `delivery` says.
     ///
     /// # Errors
     ///
-    /// A server that cannot start, or an object that does not fit its schema.
-    pub async fn start(manifests: &Manifests) -> anyhow::Result<Self> {
-        Self::start_some(manifests, |_| true).await
+    /// A server that cannot start, or an object that does not fit its schema (or that the
+    /// API server refuses).
+    pub async fn start(delivery: Delivery, manifests: &Manifests) -> anyhow::Result<Self> {
+        Self::start_some(delivery, manifests, |_| true).await
     }
 
     /// Starts the Deployments `wanted` selects; Services that select only pods left out
@@ -52,6 +58,7 @@ impl Cluster {
     ///
     /// As [`Cluster::start`].
     pub async fn start_some(
+        delivery: Delivery,
         manifests: &Manifests,
         wanted: impl Fn(&Deployment) -> bool,
     ) -> anyhow::Result<Self> {
@@ -84,34 +91,31 @@ impl Cluster {
         for slice in slices {
             resources.push(slice);
         }
-        Ok(Self { pods, resources })
+        let feed = Feed::with(delivery, resources).await?;
+        Ok(Self { pods, feed })
     }
 
     /// The configuration: the manifests' objects plus the synthesized EndpointSlices.
-    pub fn resources(&self) -> &Resources {
-        &self.resources
+    pub fn resources(&self) -> Resources {
+        self.feed.resources()
     }
 
-    /// The configuration, to add objects to.
-    pub fn resources_mut(&mut self) -> &mut Resources {
-        &mut self.resources
+    /// The feed that delivers the configuration: to change it, or to reach the API server.
+    pub fn feed(&self) -> &Feed {
+        &self.feed
     }
 
     /// A mesh for clients in `namespace`, seeded for reproducible picks, configured with
-    /// [`Cluster::resources`].
+    /// [`Cluster::resources`] (see [`Feed::mesh`]).
     ///
     /// # Errors
     ///
-    /// If the mesh rejects any object: every conformance object must be valid.
-    pub fn mesh(&self, namespace: &str, seed: u64) -> anyhow::Result<Mesh> {
-        let mesh = Mesh::builder().namespace(namespace).seed(seed).build();
-        let report = mesh.update(&self.resources);
-        anyhow::ensure!(
-            report.rejected.is_empty(),
-            "the mesh rejected objects: {:?}",
-            report.rejected
-        );
-        Ok(mesh)
+    /// If the mesh rejects any object (every conformance object must be valid), or never
+    /// syncs.
+    pub async fn mesh(&self, namespace: &str, seed: u64) -> anyhow::Result<Mesh> {
+        self.feed
+            .mesh(Mesh::builder().namespace(namespace).seed(seed))
+            .await
     }
 
     /// Every pod.
@@ -140,11 +144,12 @@ impl Cluster {
         self.pods.iter().map(|p| p.server.calls()).sum()
     }
 
-    /// Stops every server gracefully.
+    /// Stops every server gracefully, and the API server if there is one.
     pub async fn shutdown(self) {
         for pod in self.pods {
             pod.server.shutdown().await;
         }
+        self.feed.shutdown().await;
     }
 }
 
@@ -185,18 +190,19 @@ mod tests {
     #[tokio::test]
     async fn mesh_manifests_become_pods_and_slices() {
         let m = Manifests::conformance(&["v1.6.1/mesh/manifests.yaml"]).unwrap();
-        let cluster = Cluster::start(&m).await.unwrap();
-        // echo-v1 and echo-v2 in the mesh namespace, echo-v1 in the consumer namespace.
-        assert_eq!(cluster.pods().len(), 6);
-        let slices = &cluster.resources().endpoint_slices;
-        // echo: 4 pods; echo-v1: 2; echo-v2: 2. The consumer namespace has no Services.
-        assert_eq!(slices.len(), 8);
-        assert!(
-            cluster
-                .pod("gateway-conformance-mesh", "echo-v2-1")
-                .is_some()
-        );
-        cluster.mesh("gateway-conformance-mesh", 1).unwrap();
-        cluster.shutdown().await;
+        for delivery in Delivery::ALL {
+            let cluster = Cluster::start(delivery, &m).await.unwrap();
+            // echo-v1 and echo-v2 in the mesh namespace, echo-v1 in the consumer namespace.
+            assert_eq!(cluster.pods().len(), 6);
+            // echo: 4 pods; echo-v1: 2; echo-v2: 2. The consumer namespace has no Services.
+            assert_eq!(cluster.resources().endpoint_slices.len(), 8);
+            assert!(
+                cluster
+                    .pod("gateway-conformance-mesh", "echo-v2-1")
+                    .is_some()
+            );
+            cluster.mesh("gateway-conformance-mesh", 1).await.unwrap();
+            cluster.shutdown().await;
+        }
     }
 }

@@ -7,6 +7,10 @@
 //! - [`cluster`]: start one echo server per pod of every Deployment (127.0.0.1 only) and
 //!   synthesize the EndpointSlices of the Services that select them.
 //! - [`backends`]: hand-made Services of echo servers, for scenarios beyond the manifests.
+//! - [`delivery`]: how the configuration reaches the meshes, directly or through a
+//!   Kubernetes API server the meshes watch; [`each_delivery!`] runs a scenario with both.
+//! - [`load`]: callers calling continuously, every outcome recorded against the
+//!   configuration epochs it overlapped.
 //! - [`calls`]: call any method path with raw bytes; read the metadata the echo servers
 //!   send back.
 //! - [`stats`]: tally calls by backend and check weighted shares within 4σ.
@@ -15,6 +19,8 @@
 pub mod backends;
 pub mod calls;
 pub mod cluster;
+pub mod delivery;
+pub mod load;
 pub mod manifests;
 pub mod python;
 pub mod stats;
@@ -23,9 +29,34 @@ pub use self::{
     backends::{EchoService, EndpointState, GRPC_PORT},
     calls::{backend, call, call_with, echoed, metadata},
     cluster::{Cluster, LOOPBACK, Pod},
+    delivery::{Delivery, Feed},
     manifests::{Deployment, Manifests, conformance_path},
     stats::{Tally, assert_share, check_share, tally},
 };
+
+/// Makes two tests of each scenario `async fn name(delivery: Delivery) ->
+/// anyhow::Result<()>`: `name::direct` and `name::kube`, each carrying the test attributes
+/// given (e.g. `#[tokio::test]`).
+///
+/// ```ignore
+/// each_delivery!(#[tokio::test] weighted_split);
+/// async fn weighted_split(delivery: Delivery) -> anyhow::Result<()> { .. }
+/// ```
+#[macro_export]
+macro_rules! each_delivery {
+    ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {$(
+        mod $name {
+            $(#[$attr])*
+            async fn direct() -> ::anyhow::Result<()> {
+                super::$name($crate::Delivery::Direct).await
+            }
+            $(#[$attr])*
+            async fn kube() -> ::anyhow::Result<()> {
+                super::$name($crate::Delivery::Kube).await
+            }
+        }
+    )+};
+}
 
 /// A free port on 127.0.0.1 with nothing listening on it (bound, then released): connects
 /// to it are refused.

@@ -1,7 +1,9 @@
 //! Which routes a call gets, end to end: consumer routes win over producer routes and are
 //! never merged with them; strict ReferenceGrant mode grants and revokes cross-namespace
 //! backends; every Kubernetes DNS form of a Service and its ClusterIP reach the same
-//! frontend; the tower Layer routes mesh authorities and passes the rest through.
+//! frontend; the tower Layer routes mesh authorities and passes the rest through. Each
+//! scenario runs twice: configured directly (`::direct`) and through the Kubernetes API
+//! (`::kube`).
 
 use grpcroute_client::{
     ConditionStatus, Mesh, Resources,
@@ -12,20 +14,19 @@ use grpcroute_echo::{
     pb::{EchoRequest, grpc_echo_client::GrpcEchoClient},
 };
 use grpcroute_interop_tests::{
-    EchoService, GRPC_PORT, backend,
+    Delivery, EchoService, Feed, GRPC_PORT, backend,
     backends::add_all,
     call,
     calls::{ECHO, ECHO_SERVICE, ECHO_TWO},
-    metadata, route_condition,
+    each_delivery, metadata, route_condition,
 };
 use tonic::Code;
 use tower::ServiceBuilder;
 
-fn mesh(namespace: &str, resources: &Resources) -> Mesh {
-    let mesh = Mesh::builder().namespace(namespace).seed(21).build();
-    let report = mesh.update(resources);
-    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-    mesh
+/// A permissive mesh in `namespace` fed by `feed`.
+async fn mesh(feed: &Feed, namespace: &str) -> anyhow::Result<Mesh> {
+    feed.mesh(Mesh::builder().namespace(namespace).seed(21))
+        .await
 }
 
 async fn answer(mesh: &Mesh, target: &str, path: &str) -> Result<String, (Code, String)> {
@@ -38,12 +39,12 @@ async fn answer(mesh: &Mesh, target: &str, path: &str) -> Result<String, (Code, 
         .map_err(|s| (s.code(), s.message().to_string()))
 }
 
+each_delivery! { #[tokio::test] consumer_routes_win_and_are_never_merged }
 /// Producer routes on `prod/api`: EchoTwo → v2, everything else → v1. A consumer route in
 /// `cons`: Echo → v2 only. Clients in `cons` see only the consumer route (EchoTwo finds no
 /// rule: the producer's rule is not merged in); clients in `prod` and elsewhere see only
 /// the producer routes.
-#[tokio::test]
-async fn consumer_routes_win_and_are_never_merged() -> anyhow::Result<()> {
+async fn consumer_routes_win_and_are_never_merged(delivery: Delivery) -> anyhow::Result<()> {
     let v1 = EchoService::start("prod", "v1", 1).await?;
     let v2 = EchoService::start("prod", "v2", 1).await?;
     let mut resources = Resources::new()
@@ -71,7 +72,8 @@ async fn consumer_routes_win_and_are_never_merged() -> anyhow::Result<()> {
     add_all(&mut resources, v2.objects());
     let target = "api.prod:7070";
 
-    let consumer = mesh("cons", &resources);
+    let feed = Feed::with(delivery, resources).await?;
+    let consumer = mesh(&feed, "cons").await?;
     for _ in 0..5 {
         assert_eq!(answer(&consumer, target, ECHO).await, Ok("v2-0".into()));
         match answer(&consumer, target, ECHO_TWO).await {
@@ -86,7 +88,7 @@ async fn consumer_routes_win_and_are_never_merged() -> anyhow::Result<()> {
         }
     }
     for ns in ["prod", "elsewhere"] {
-        let producer = mesh(ns, &resources);
+        let producer = mesh(&feed, ns).await?;
         for _ in 0..5 {
             assert_eq!(
                 answer(&producer, target, ECHO).await,
@@ -102,14 +104,15 @@ async fn consumer_routes_win_and_are_never_merged() -> anyhow::Result<()> {
     }
     v1.shutdown().await;
     v2.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] strict_reference_grants_grant_and_revoke }
 /// Strict mode: a cross-namespace backendRef fails UNAVAILABLE (RefNotPermitted) without a
 /// ReferenceGrant, works with one, and stops working at the first update without it. A
 /// grant for another Service does not count. The default (permissive) mode needs none.
-#[tokio::test]
-async fn strict_reference_grants_grant_and_revoke() -> anyhow::Result<()> {
+async fn strict_reference_grants_grant_and_revoke(delivery: Delivery) -> anyhow::Result<()> {
     let store = EchoService::start("data", "store", 1).await?;
     let mut base = Resources::new()
         .with(service("app", "front").port("grpc", GRPC_PORT))
@@ -126,11 +129,15 @@ async fn strict_reference_grants_grant_and_revoke() -> anyhow::Result<()> {
         .clone()
         .with(grant("data", "allow-app", "app", Some("not-store")));
 
-    let strict = Mesh::builder()
-        .namespace("app")
-        .seed(22)
-        .strict_reference_grants(true)
-        .build();
+    let feed = Feed::with(delivery, base.clone()).await?;
+    let strict = feed
+        .mesh(
+            Mesh::builder()
+                .namespace("app")
+                .seed(22)
+                .strict_reference_grants(true),
+        )
+        .await?;
     let denied = |result: Result<String, (Code, String)>| match result {
         Err((Code::Unavailable, m)) => {
             assert!(
@@ -142,40 +149,42 @@ async fn strict_reference_grants_grant_and_revoke() -> anyhow::Result<()> {
         other => Err(anyhow::anyhow!("expected RefNotPermitted, got {other:?}")),
     };
 
-    strict.update(&base);
     denied(answer(&strict, "front:7070", ECHO).await)?;
     let resolved = route_condition(&strict, "app", "to-store", "ResolvedRefs");
     assert_eq!(
         resolved.map(|c| (c.status, c.reason)),
         Some((ConditionStatus::False, "RefNotPermitted".to_string()))
     );
-    strict.update(&other_service);
+    feed.set(other_service).await?;
     denied(answer(&strict, "front:7070", ECHO).await)?;
-    strict.update(&granted);
+    feed.set(granted).await?;
     assert_eq!(
         answer(&strict, "front:7070", ECHO).await,
         Ok("store-0".into())
     );
     // Revoked by the very next update.
-    strict.update(&base);
+    feed.set(base).await?;
     denied(answer(&strict, "front:7070", ECHO).await)?;
 
-    let permissive = mesh("app", &base);
+    let permissive = mesh(&feed, "app").await?;
     assert_eq!(
         answer(&permissive, "front:7070", ECHO).await,
         Ok("store-0".into())
     );
     assert_eq!(store.calls(), 2);
     store.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] every_dns_form_and_the_cluster_ip_reach_the_same_frontend }
 /// `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local` and the ClusterIP all name the
 /// same frontend (the route's response header shows the route applied); from another
 /// namespace a bare `svc` means that namespace's Service. Nothing is ever dialled at the
 /// ClusterIP (a loopback address where nothing listens).
-#[tokio::test]
-async fn every_dns_form_and_the_cluster_ip_reach_the_same_frontend() -> anyhow::Result<()> {
+async fn every_dns_form_and_the_cluster_ip_reach_the_same_frontend(
+    delivery: Delivery,
+) -> anyhow::Result<()> {
     let backend_svc = EchoService::start("shop", "echo-backend", 1).await?;
     let mut resources = Resources::new()
         .with(
@@ -193,8 +202,9 @@ async fn every_dns_form_and_the_cluster_ip_reach_the_same_frontend() -> anyhow::
                 ),
         );
     add_all(&mut resources, backend_svc.objects());
-    let local = mesh("shop", &resources);
-    let remote = mesh("elsewhere", &resources);
+    let feed = Feed::with(delivery, resources).await?;
+    let local = mesh(&feed, "shop").await?;
+    let remote = mesh(&feed, "elsewhere").await?;
     let forms = [
         "echo:7070",
         "echo.shop:7070",
@@ -226,13 +236,16 @@ async fn every_dns_form_and_the_cluster_ip_reach_the_same_frontend() -> anyhow::
     assert!(local.channel("echo.shop.svc.other.domain:7070").is_err());
     assert_eq!(backend_svc.calls(), (forms.len() * 2 - 1) as u64);
     backend_svc.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] layer_routes_mesh_authorities_and_passes_the_rest }
 /// The tower Layer form: a stack `mesh.layer()` over a plain tonic channel routes calls
 /// whose origin is a Service of the mesh and hands every other call to the channel.
-#[tokio::test]
-async fn layer_routes_mesh_authorities_and_passes_the_rest() -> anyhow::Result<()> {
+async fn layer_routes_mesh_authorities_and_passes_the_rest(
+    delivery: Delivery,
+) -> anyhow::Result<()> {
     let v2 = EchoService::start("ns", "v2", 1).await?;
     let fallback = EchoServer::start(EchoConfig::new("fallback")).await?;
     let mut resources = Resources::new()
@@ -245,7 +258,8 @@ async fn layer_routes_mesh_authorities_and_passes_the_rest() -> anyhow::Result<(
             ),
         );
     add_all(&mut resources, v2.objects());
-    let mesh = mesh("ns", &resources);
+    let feed = Feed::with(delivery, resources).await?;
+    let mesh = mesh(&feed, "ns").await?;
     let fallback_channel =
         tonic::transport::Channel::from_shared(format!("http://{}", fallback.addr()))?
             .connect()
@@ -279,5 +293,6 @@ async fn layer_routes_mesh_authorities_and_passes_the_rest() -> anyhow::Result<(
     assert_eq!(fallback.calls(), not_mesh.len() as u64);
     v2.shutdown().await;
     fallback.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }

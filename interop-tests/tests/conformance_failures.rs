@@ -2,35 +2,40 @@
 //! them): invalid backend shares fail UNAVAILABLE with a message naming route, rule and
 //! backend; all weights 0 is UNAVAILABLE; a rule without backendRefs is UNIMPLEMENTED; a
 //! backend without ready endpoints is UNAVAILABLE; terminating-but-serving endpoints are a
-//! fallback when nothing is ready.
+//! fallback when nothing is ready. Each scenario runs twice: configured directly
+//! (`::direct`) and through the Kubernetes API (`::kube`).
 
 use grpcroute_client::{
     Mesh, Resources,
     build::{Backend, Rule, route, service},
 };
 use grpcroute_interop_tests::{
-    EchoService, EndpointState, GRPC_PORT, assert_share, backend,
+    Delivery, EchoService, EndpointState, Feed, GRPC_PORT, assert_share, backend,
     backends::add_all,
     call,
     calls::{ECHO, ECHO_TWO},
-    tally,
+    each_delivery, tally,
 };
 use tonic::{Code, Status};
 
 const NS: &str = "shop";
 const FRONT: &str = "front:7070";
 
-/// A mesh in `shop` with the frontend Service `front`, `backends`' objects and `extra`.
-fn mesh_with(backends: &[&EchoService], extra: Vec<grpcroute_client::Object>) -> Mesh {
+/// A mesh in `shop` with the frontend Service `front`, `backends`' objects and `extra`,
+/// and the feed that configures it.
+async fn mesh_with(
+    delivery: Delivery,
+    backends: &[&EchoService],
+    extra: Vec<grpcroute_client::Object>,
+) -> anyhow::Result<(Feed, Mesh)> {
     let mut resources = Resources::new().with(service(NS, "front").port("grpc", GRPC_PORT));
     for b in backends {
         add_all(&mut resources, b.objects());
     }
     add_all(&mut resources, extra);
-    let mesh = Mesh::builder().namespace(NS).seed(11).build();
-    let report = mesh.update(&resources);
-    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-    mesh
+    let feed = Feed::with(delivery, resources).await?;
+    let mesh = feed.mesh(Mesh::builder().namespace(NS).seed(11)).await?;
+    Ok((feed, mesh))
 }
 
 async fn status_of(mesh: &Mesh, target: &str, path: &str) -> anyhow::Result<Status> {
@@ -43,12 +48,13 @@ async fn status_of(mesh: &Mesh, target: &str, path: &str) -> anyhow::Result<Stat
     }
 }
 
+each_delivery! { #[tokio::test] invalid_backend_takes_its_share_as_unavailable }
 /// Equal weights, one backendRef to a Service that does not exist: about half the calls
 /// fail UNAVAILABLE, each naming the route, the rule and the backend; the rest succeed.
-#[tokio::test]
-async fn invalid_backend_takes_its_share_as_unavailable() -> anyhow::Result<()> {
+async fn invalid_backend_takes_its_share_as_unavailable(delivery: Delivery) -> anyhow::Result<()> {
     let v1 = EchoService::start(NS, "v1", 2).await?;
-    let mesh = mesh_with(
+    let (feed, mesh) = mesh_with(
+        delivery,
         &[&v1],
         vec![
             route(NS, "split")
@@ -60,7 +66,8 @@ async fn invalid_backend_takes_its_share_as_unavailable() -> anyhow::Result<()> 
                 )
                 .into(),
         ],
-    );
+    )
+    .await?;
     let channel = mesh.channel(FRONT)?;
     let n = 400;
     let t = tally(n, |_| call(channel.clone(), ECHO, &[])).await;
@@ -82,14 +89,16 @@ async fn invalid_backend_takes_its_share_as_unavailable() -> anyhow::Result<()> 
         );
     }
     v1.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] all_weights_zero_is_unavailable }
 /// Every weight 0: UNAVAILABLE, no server sees the call.
-#[tokio::test]
-async fn all_weights_zero_is_unavailable() -> anyhow::Result<()> {
+async fn all_weights_zero_is_unavailable(delivery: Delivery) -> anyhow::Result<()> {
     let v1 = EchoService::start(NS, "v1", 1).await?;
-    let mesh = mesh_with(
+    let (feed, mesh) = mesh_with(
+        delivery,
         &[&v1],
         vec![
             route(NS, "zero")
@@ -97,7 +106,8 @@ async fn all_weights_zero_is_unavailable() -> anyhow::Result<()> {
                 .rule(Rule::new().backend(Backend::service("v1", GRPC_PORT).weight(0)))
                 .into(),
         ],
-    );
+    )
+    .await?;
     for _ in 0..10 {
         let s = status_of(&mesh, FRONT, ECHO).await?;
         assert_eq!(s.code(), Code::Unavailable);
@@ -109,15 +119,17 @@ async fn all_weights_zero_is_unavailable() -> anyhow::Result<()> {
     }
     assert_eq!(v1.calls(), 0);
     v1.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] rule_without_backend_refs_is_unimplemented }
 /// A matching rule without backendRefs performs no forwarding: UNIMPLEMENTED. Other rules
 /// of the route still work.
-#[tokio::test]
-async fn rule_without_backend_refs_is_unimplemented() -> anyhow::Result<()> {
+async fn rule_without_backend_refs_is_unimplemented(delivery: Delivery) -> anyhow::Result<()> {
     let v1 = EchoService::start(NS, "v1", 1).await?;
-    let mesh = mesh_with(
+    let (feed, mesh) = mesh_with(
+        delivery,
         &[&v1],
         vec![
             route(NS, "partial")
@@ -129,7 +141,8 @@ async fn rule_without_backend_refs_is_unimplemented() -> anyhow::Result<()> {
                 .rule(Rule::new().backend(Backend::service("v1", GRPC_PORT)))
                 .into(),
         ],
-    );
+    )
+    .await?;
     let s = status_of(&mesh, FRONT, ECHO_TWO).await?;
     assert_eq!(s.code(), Code::Unimplemented);
     assert!(
@@ -142,13 +155,14 @@ async fn rule_without_backend_refs_is_unimplemented() -> anyhow::Result<()> {
     let ok = call(mesh.channel(FRONT)?, ECHO, &[]).await?;
     assert_eq!(backend(ok.metadata()).as_deref(), Some("v1-0"));
     v1.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] backend_without_ready_endpoints_is_unavailable }
 /// A backend whose endpoints are all not ready (or that has no EndpointSlice at all), and
 /// a route-less Service in the same state: UNAVAILABLE, naming the backend.
-#[tokio::test]
-async fn backend_without_ready_endpoints_is_unavailable() -> anyhow::Result<()> {
+async fn backend_without_ready_endpoints_is_unavailable(delivery: Delivery) -> anyhow::Result<()> {
     let sick = EchoService::start(NS, "sick", 2).await?;
     let mut extra: Vec<grpcroute_client::Object> = vec![
         sick.service().into(),
@@ -163,7 +177,7 @@ async fn backend_without_ready_endpoints_is_unavailable() -> anyhow::Result<()> 
             extra.push(slice.into());
         }
     }
-    let mesh = mesh_with(&[], extra);
+    let (feed, mesh) = mesh_with(delivery, &[], extra).await?;
     let s = status_of(&mesh, FRONT, ECHO).await?;
     assert_eq!(s.code(), Code::Unavailable);
     assert!(
@@ -192,13 +206,16 @@ async fn backend_without_ready_endpoints_is_unavailable() -> anyhow::Result<()> 
     assert_eq!(s.code(), Code::Unavailable);
     assert_eq!(sick.calls(), 0);
     sick.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] terminating_endpoints_serve_only_when_nothing_is_ready }
 /// With no ready endpoint, serving-but-terminating ones take the calls (as kube-proxy
 /// does); as soon as a ready endpoint exists, the terminating one gets nothing.
-#[tokio::test]
-async fn terminating_endpoints_serve_only_when_nothing_is_ready() -> anyhow::Result<()> {
+async fn terminating_endpoints_serve_only_when_nothing_is_ready(
+    delivery: Delivery,
+) -> anyhow::Result<()> {
     let drain = EchoService::start(NS, "drain", 2).await?;
     let route_obj = || {
         grpcroute_client::Object::from(
@@ -220,7 +237,7 @@ async fn terminating_endpoints_serve_only_when_nothing_is_ready() -> anyhow::Res
         EndpointState::Terminating,
         EndpointState::NotReady,
     ]));
-    let mesh = mesh_with(&[], extra);
+    let (feed, mesh) = mesh_with(delivery, &[], extra).await?;
     let channel = mesh.channel(FRONT)?;
     let t = tally(20, |_| call(channel.clone(), ECHO, &[])).await;
     t.assert_no_errors();
@@ -233,10 +250,11 @@ async fn terminating_endpoints_serve_only_when_nothing_is_ready() -> anyhow::Res
         &mut resources,
         slices([EndpointState::Terminating, EndpointState::Ready]),
     );
-    assert!(mesh.update(&resources).rejected.is_empty());
+    feed.set(resources).await?;
     let t = tally(20, |_| call(channel.clone(), ECHO, &[])).await;
     t.assert_no_errors();
     assert_eq!(t.by_prefix("drain-1"), 20, "{:?}", t.backends);
     drain.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }

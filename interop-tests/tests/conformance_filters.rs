@@ -1,7 +1,8 @@
 //! Filters end to end: RequestMirror (all calls, and a fraction; a dead or blackholed
 //! mirror never fails or holds up the primary call), backend-level RequestHeaderModifier
 //! (applied only when that backend is picked), and ExtensionRef (never skipped: the calls it
-//! would handle fail UNAVAILABLE).
+//! would handle fail UNAVAILABLE). Each scenario runs twice: configured directly
+//! (`::direct`) and through the Kubernetes API (`::kube`).
 
 use std::{
     sync::{
@@ -16,11 +17,11 @@ use grpcroute_client::{
     build::{Backend, Rule, endpoints, route, service},
 };
 use grpcroute_interop_tests::{
-    EchoService, GRPC_PORT, LOOPBACK, Manifests, assert_share, backend,
+    Delivery, EchoService, Feed, GRPC_PORT, LOOPBACK, Manifests, assert_share, backend,
     backends::add_all,
     call,
     calls::{ECHO, ECHO_TWO},
-    echoed, eventually, refused_port, route_condition, settled, tally,
+    each_delivery, echoed, eventually, refused_port, route_condition, settled, tally,
 };
 use tonic::Code;
 
@@ -34,17 +35,22 @@ fn resources(services: &[&EchoService]) -> Resources {
     r
 }
 
-fn mesh(builder: grpcroute_client::MeshBuilder, resources: &Resources) -> Mesh {
-    let mesh = builder.namespace(NS).seed(31).build();
-    let report = mesh.update(resources);
-    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-    mesh
+/// A mesh in `m` from `builder`, configured with `resources`, and the feed that
+/// configures it.
+async fn mesh(
+    delivery: Delivery,
+    builder: grpcroute_client::MeshBuilder,
+    resources: Resources,
+) -> anyhow::Result<(Feed, Mesh)> {
+    let feed = Feed::with(delivery, resources).await?;
+    let mesh = feed.mesh(builder.namespace(NS).seed(31)).await?;
+    Ok((feed, mesh))
 }
 
+each_delivery! { #[tokio::test] mirror_copies_every_call }
 /// A 100% mirror: every call's copy reaches the mirror Service; the caller only ever sees
 /// the primary's answers.
-#[tokio::test]
-async fn mirror_copies_every_call() -> anyhow::Result<()> {
+async fn mirror_copies_every_call(delivery: Delivery) -> anyhow::Result<()> {
     let primary = EchoService::start(NS, "primary", 2).await?;
     let shadow = EchoService::start(NS, "shadow", 1).await?;
     let r = resources(&[&primary, &shadow]).with(
@@ -54,7 +60,7 @@ async fn mirror_copies_every_call() -> anyhow::Result<()> {
                 .backend(Backend::service("primary", GRPC_PORT)),
         ),
     );
-    let mesh = mesh(Mesh::builder(), &r);
+    let (feed, mesh) = mesh(delivery, Mesh::builder(), r).await?;
     let channel = mesh.channel("front:7070")?;
     let n = 50;
     let t = tally(n, |i| {
@@ -68,13 +74,14 @@ async fn mirror_copies_every_call() -> anyhow::Result<()> {
     assert_eq!(primary.calls(), n as u64);
     assert_eq!(settled(|| shadow.calls()).await, n as u64);
     primary.shutdown().await;
+    feed.shutdown().await;
     shadow.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] mirror_a_fraction }
 /// `fraction: 1/4` mirrors a quarter of the calls (within 4σ); the primary gets all.
-#[tokio::test]
-async fn mirror_a_fraction() -> anyhow::Result<()> {
+async fn mirror_a_fraction(delivery: Delivery) -> anyhow::Result<()> {
     let primary = EchoService::start(NS, "primary", 1).await?;
     let shadow = EchoService::start(NS, "shadow", 1).await?;
     let route_yaml = r#"
@@ -93,7 +100,7 @@ spec:
 "#;
     let mut r = resources(&[&primary, &shadow]);
     r.extend(Manifests::from_yaml(route_yaml)?.resources()?);
-    let mesh = mesh(Mesh::builder(), &r);
+    let (feed, mesh) = mesh(delivery, Mesh::builder(), r).await?;
     let channel = mesh.channel("front:7070")?;
     let n = 400;
     let t = tally(n, |_| call(channel.clone(), ECHO, &[])).await;
@@ -102,16 +109,19 @@ spec:
     let mirrored = settled(|| shadow.calls()).await;
     assert_share("mirrored", mirrored as usize, n, 0.25);
     primary.shutdown().await;
+    feed.shutdown().await;
     shadow.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] dead_or_blackholed_mirrors_never_affect_the_primary }
 /// A mirror whose only endpoint refuses connections, and one that accepts connections but
 /// never answers (blackholed, with a connect timeout far longer than the test): the
 /// primary calls all succeed, and promptly (a generous 20 s bound that only a primary
 /// waiting for the blackholed mirror would hit).
-#[tokio::test]
-async fn dead_or_blackholed_mirrors_never_affect_the_primary() -> anyhow::Result<()> {
+async fn dead_or_blackholed_mirrors_never_affect_the_primary(
+    delivery: Delivery,
+) -> anyhow::Result<()> {
     let primary = EchoService::start(NS, "primary", 1).await?;
     let blackhole = tokio::net::TcpListener::bind((LOOPBACK, 0)).await?;
     let blackhole_port = blackhole.local_addr()?.port();
@@ -145,7 +155,12 @@ async fn dead_or_blackholed_mirrors_never_affect_the_primary() -> anyhow::Result
                 .backend(Backend::service("primary", GRPC_PORT)),
         ),
     );
-    let mesh = mesh(Mesh::builder().connect_timeout(Duration::from_secs(60)), &r);
+    let (feed, mesh) = mesh(
+        delivery,
+        Mesh::builder().connect_timeout(Duration::from_secs(60)),
+        r,
+    )
+    .await?;
     let channel = mesh.channel("front:7070")?;
     let n = 30;
     let t = tokio::time::timeout(
@@ -162,14 +177,15 @@ async fn dead_or_blackholed_mirrors_never_affect_the_primary() -> anyhow::Result
         "the blackholed mirror was never dialled"
     );
     holder.abort();
+    feed.shutdown().await;
     primary.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] backend_filters_apply_only_to_their_backend }
 /// A backend-level RequestHeaderModifier applies only to calls sent to that backend; the
 /// rule-level one to all of them.
-#[tokio::test]
-async fn backend_filters_apply_only_to_their_backend() -> anyhow::Result<()> {
+async fn backend_filters_apply_only_to_their_backend(delivery: Delivery) -> anyhow::Result<()> {
     let v1 = EchoService::start(NS, "v1", 1).await?;
     let v2 = EchoService::start(NS, "v2", 1).await?;
     let r = resources(&[&v1, &v2]).with(
@@ -184,7 +200,7 @@ async fn backend_filters_apply_only_to_their_backend() -> anyhow::Result<()> {
                 .backend(Backend::service("v2", GRPC_PORT)),
         ),
     );
-    let mesh = mesh(Mesh::builder(), &r);
+    let (feed, mesh) = mesh(delivery, Mesh::builder(), r).await?;
     let channel = mesh.channel("front:7070")?;
     let n = 200;
     let mut to_v1 = 0;
@@ -207,15 +223,16 @@ async fn backend_filters_apply_only_to_their_backend() -> anyhow::Result<()> {
     }
     assert_share("v1", to_v1, n, 0.5);
     v1.shutdown().await;
+    feed.shutdown().await;
     v2.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] extension_ref_filters_fail_unavailable }
 /// ExtensionRef filters cannot be applied by this client, so the calls they would handle
 /// fail UNAVAILABLE instead of skipping them: on a rule, every call matching it; on a
 /// backendRef, the calls picked for that backend. Other rules keep working.
-#[tokio::test]
-async fn extension_ref_filters_fail_unavailable() -> anyhow::Result<()> {
+async fn extension_ref_filters_fail_unavailable(delivery: Delivery) -> anyhow::Result<()> {
     let v1 = EchoService::start(NS, "v1", 1).await?;
     let route_yaml = r#"
 apiVersion: gateway.networking.k8s.io/v1
@@ -243,7 +260,7 @@ spec:
 "#;
     let mut r = resources(&[&v1]);
     r.extend(Manifests::from_yaml(route_yaml)?.resources()?);
-    let mesh = mesh(Mesh::builder(), &r);
+    let (feed, mesh) = mesh(delivery, Mesh::builder(), r).await?;
     let channel = mesh.channel("front:7070")?;
     for (path, md) in [(ECHO_TWO, &[][..]), (ECHO, &[("x-ext", "backend")][..])] {
         let status = call(channel.clone(), path, md)
@@ -263,6 +280,7 @@ spec:
     assert_eq!(backend(ok.metadata()).as_deref(), Some("v1-0"));
     let accepted = route_condition(&mesh, NS, "ext", "Accepted");
     assert_eq!(accepted.map(|c| c.status), Some(ConditionStatus::True));
+    feed.shutdown().await;
     v1.shutdown().await;
     Ok(())
 }

@@ -1,14 +1,15 @@
 //! The Gateway-profile GRPCRoute conformance scenarios (GRPCExactMethodMatching,
 //! GRPCRouteHeaderMatching, GRPCRouteNamedRule, GRPCRouteWeight; reference digest section
 //! 6.2), re-attached from the Gateway `same-namespace` to a Service parent of the same name,
-//! over loopback gRPC through `Mesh::channel`.
+//! over loopback gRPC through `Mesh::channel`. Each scenario runs twice: configured
+//! directly (`::direct`) and through the Kubernetes API (`::kube`).
 
 use anyhow::Context as _;
 use grpcroute_client::{CallDescription, ConditionStatus, Mesh};
 use grpcroute_interop_tests::{
-    Cluster, Manifests, assert_share, backend, call,
+    Cluster, Delivery, Manifests, assert_share, backend, call,
     calls::{ECHO, ECHO_THREE, ECHO_TWO},
-    route_condition, tally,
+    each_delivery, route_condition, tally,
 };
 use serde_json::Value;
 use tonic::Code;
@@ -22,11 +23,15 @@ const V3: &str = "grpc-infra-backend-v3-";
 
 /// The base manifests and `test`, re-attached to a Service, with only the gRPC backends
 /// running (2 replicas each).
-async fn start(test: &str, edit: impl FnOnce(&mut Manifests)) -> anyhow::Result<Cluster> {
+async fn start(
+    delivery: Delivery,
+    test: &str,
+    edit: impl FnOnce(&mut Manifests),
+) -> anyhow::Result<Cluster> {
     let mut m = Manifests::conformance(&["v1.6.1/base/manifests.yaml", test])?;
     m.reattach_gateway_routes()?;
     edit(&mut m);
-    Cluster::start_some(&m, |d| d.name.starts_with("grpc-infra-backend-")).await
+    Cluster::start_some(delivery, &m, |d| d.name.starts_with("grpc-infra-backend-")).await
 }
 
 /// The backend that answers `path` with `metadata`, or the status code and message.
@@ -89,12 +94,17 @@ async fn expect_unmatched(
     Ok(())
 }
 
+each_delivery! { #[tokio::test] grpc_exact_method_matching }
 /// GRPCExactMethodMatching: Echo → v1, EchoTwo → v2, EchoThree → UNIMPLEMENTED from the
 /// mesh (told apart from the server's own UNIMPLEMENTED for EchoThree by its message).
-#[tokio::test]
-async fn grpc_exact_method_matching() -> anyhow::Result<()> {
-    let cluster = start("v1.6.1/tests/grpcroute-exact-method-matching.yaml", |_| {}).await?;
-    let mesh = cluster.mesh(INFRA, 1)?;
+async fn grpc_exact_method_matching(delivery: Delivery) -> anyhow::Result<()> {
+    let cluster = start(
+        delivery,
+        "v1.6.1/tests/grpcroute-exact-method-matching.yaml",
+        |_| {},
+    )
+    .await?;
+    let mesh = cluster.mesh(INFRA, 1).await?;
     expect_backend(&mesh, ECHO, &[], V1).await?;
     expect_backend(&mesh, ECHO_TWO, &[], V2).await?;
     expect_unmatched(&cluster, &mesh, ECHO_THREE, &[], "exact-matching").await?;
@@ -151,13 +161,18 @@ async fn header_cases(cluster: &Cluster, mesh: &Mesh) -> anyhow::Result<()> {
     Ok(())
 }
 
+each_delivery! { #[tokio::test] grpc_route_header_matching }
 /// GRPCRouteHeaderMatching: every expectation of the upstream test (precedence by header
 /// count, first-rule tie-break, case-insensitive names), and again with the route's
 /// header names capitalised.
-#[tokio::test]
-async fn grpc_route_header_matching() -> anyhow::Result<()> {
-    let cluster = start("v1.6.1/tests/grpcroute-header-matching.yaml", |_| {}).await?;
-    header_cases(&cluster, &cluster.mesh(INFRA, 2)?).await?;
+async fn grpc_route_header_matching(delivery: Delivery) -> anyhow::Result<()> {
+    let cluster = start(
+        delivery,
+        "v1.6.1/tests/grpcroute-header-matching.yaml",
+        |_| {},
+    )
+    .await?;
+    header_cases(&cluster, &cluster.mesh(INFRA, 2).await?).await?;
     cluster.shutdown().await;
 
     let capitalise = |m: &mut Manifests| {
@@ -179,22 +194,27 @@ async fn grpc_route_header_matching() -> anyhow::Result<()> {
             }
         }
     };
-    let cluster = start("v1.6.1/tests/grpcroute-header-matching.yaml", capitalise).await?;
+    let cluster = start(
+        delivery,
+        "v1.6.1/tests/grpcroute-header-matching.yaml",
+        capitalise,
+    )
+    .await?;
     assert!(
         serde_json::to_string(&cluster.resources().routes)?.contains("\"Version\""),
         "the route's names were capitalised"
     );
-    header_cases(&cluster, &cluster.mesh(INFRA, 2)?).await?;
+    header_cases(&cluster, &cluster.mesh(INFRA, 2).await?).await?;
     cluster.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] grpc_route_named_rule }
 /// GRPCRouteNamedRule: the named rule is accepted and routing is as without the name.
-#[tokio::test]
-async fn grpc_route_named_rule() -> anyhow::Result<()> {
-    let cluster = start("v1.6.1/tests/grpcroute-named-rule.yaml", |_| {}).await?;
+async fn grpc_route_named_rule(delivery: Delivery) -> anyhow::Result<()> {
+    let cluster = start(delivery, "v1.6.1/tests/grpcroute-named-rule.yaml", |_| {}).await?;
     // `Cluster::mesh` fails on any rejected object.
-    let mesh = cluster.mesh(INFRA, 3)?;
+    let mesh = cluster.mesh(INFRA, 3).await?;
     let accepted = route_condition(&mesh, INFRA, "grpc-named-rules", "Accepted")
         .context("no Accepted condition")?;
     assert_eq!(accepted.status, ConditionStatus::True, "{accepted:?}");
@@ -215,12 +235,12 @@ async fn grpc_route_named_rule() -> anyhow::Result<()> {
     Ok(())
 }
 
+each_delivery! { #[tokio::test] grpc_route_weight }
 /// GRPCRouteWeight: 70/30 between v1 and v2 within 4σ, every call OK, and the weight-0 v3
 /// (which exists here) receives nothing.
-#[tokio::test]
-async fn grpc_route_weight() -> anyhow::Result<()> {
-    let cluster = start("v1.6.1/tests/grpcroute-weight.yaml", |_| {}).await?;
-    let mesh = cluster.mesh(INFRA, 4)?;
+async fn grpc_route_weight(delivery: Delivery) -> anyhow::Result<()> {
+    let cluster = start(delivery, "v1.6.1/tests/grpcroute-weight.yaml", |_| {}).await?;
+    let mesh = cluster.mesh(INFRA, 4).await?;
     let channel = mesh.channel(FRONTEND)?;
     let n = 1000;
     let t = tally(n, |i| {

@@ -1,7 +1,8 @@
 //! The Gateway API mesh (GAMMA) conformance scenarios in their gRPC form, over loopback gRPC
 //! through `Mesh::channel`: MeshGRPCRouteWeight, MeshGRPCRouteRequestHeaderModifier, and the
 //! gRPC versions of MeshBasic, MeshPorts, MeshConsumerRoute, MeshFrontend and
-//! MeshFrontendHostname (reference digest, sections 6.3 and 6.4).
+//! MeshFrontendHostname (reference digest, sections 6.3 and 6.4). Each scenario runs twice:
+//! configured directly (`::direct`) and through the Kubernetes API (`::kube`).
 
 use std::collections::BTreeSet;
 
@@ -9,7 +10,8 @@ use anyhow::Context as _;
 use grpcroute_client::{CallDescription, ConditionStatus, Mesh};
 use grpcroute_echo::pb::{EchoRequest, grpc_echo_client::GrpcEchoClient};
 use grpcroute_interop_tests::{
-    Cluster, Manifests, assert_share, backend, echoed, metadata, route_condition, tally,
+    Cluster, Delivery, Manifests, assert_share, backend, each_delivery, echoed, metadata,
+    route_condition, tally,
 };
 use serde_json::json;
 use tonic::Request;
@@ -18,12 +20,12 @@ const MESH: &str = "gateway-conformance-mesh";
 const CONSUMER: &str = "gateway-conformance-mesh-consumer";
 
 /// The mesh base manifests plus test manifests, in their gRPC form, running.
-async fn start(base: &str, tests: &[&str]) -> anyhow::Result<Cluster> {
+async fn start(delivery: Delivery, base: &str, tests: &[&str]) -> anyhow::Result<Cluster> {
     let mut m = Manifests::conformance(&[base])?;
     m.extend(Manifests::conformance(tests)?);
     m.http_routes_to_grpc()?;
     m.h2c_app_protocols();
-    Cluster::start(&m).await
+    Cluster::start(delivery, &m).await
 }
 
 /// An Echo call with `metadata`; the response metadata, or the status.
@@ -56,17 +58,18 @@ fn backend_of(md: &tonic::metadata::MetadataMap) -> anyhow::Result<String> {
     backend(md).context("response names no backend")
 }
 
+each_delivery! { #[tokio::test] mesh_grpcroute_weight }
 /// MeshGRPCRouteWeight: first call OK, then a 70/30 split between the echo-v1 and echo-v2
 /// pods with no errors; the nonexistent weight-0 echo-v3 takes no share and causes no
 /// failure (but is reported as an unresolved reference).
-#[tokio::test]
-async fn mesh_grpcroute_weight() -> anyhow::Result<()> {
+async fn mesh_grpcroute_weight(delivery: Delivery) -> anyhow::Result<()> {
     let cluster = start(
+        delivery,
         "v1.6.1/mesh/manifests.yaml",
         &["v1.6.1/tests/mesh/grpcroute-weight.yaml"],
     )
     .await?;
-    let mesh = cluster.mesh(MESH, 0x5eed)?;
+    let mesh = cluster.mesh(MESH, 0x5eed).await?;
     let client = GrpcEchoClient::new(mesh.channel("echo:7070")?);
 
     let first = client.clone().echo(EchoRequest {}).await?;
@@ -98,16 +101,17 @@ async fn mesh_grpcroute_weight() -> anyhow::Result<()> {
     Ok(())
 }
 
+each_delivery! { #[tokio::test] mesh_grpcroute_request_header_modifier }
 /// MeshGRPCRouteRequestHeaderModifier (main): the four `x-test-case` cases exactly as the
 /// upstream test sends and expects them, checked on the metadata the server received.
-#[tokio::test]
-async fn mesh_grpcroute_request_header_modifier() -> anyhow::Result<()> {
+async fn mesh_grpcroute_request_header_modifier(delivery: Delivery) -> anyhow::Result<()> {
     let cluster = start(
+        delivery,
         "main/mesh/manifests.yaml",
         &["main/tests/mesh/grpcroute-request-header-modifier.yaml"],
     )
     .await?;
-    let mesh = cluster.mesh(MESH, 1)?;
+    let mesh = cluster.mesh(MESH, 1).await?;
 
     struct Case {
         test_case: &'static str,
@@ -203,11 +207,11 @@ async fn mesh_grpcroute_request_header_modifier() -> anyhow::Result<()> {
     Ok(())
 }
 
+each_delivery! { #[tokio::test] mesh_basic_passes_through_without_routes }
 /// MeshBasic: with no routes, calls to a Service go to its own endpoints (pass-through).
-#[tokio::test]
-async fn mesh_basic_passes_through_without_routes() -> anyhow::Result<()> {
-    let cluster = start("v1.6.1/mesh/manifests.yaml", &[]).await?;
-    let mesh = cluster.mesh(MESH, 2)?;
+async fn mesh_basic_passes_through_without_routes(delivery: Delivery) -> anyhow::Result<()> {
+    let cluster = start(delivery, "v1.6.1/mesh/manifests.yaml", &[]).await?;
+    let mesh = cluster.mesh(MESH, 2).await?;
     let explanation = mesh.explain(&CallDescription {
         target: "echo:7070".into(),
         path: grpcroute_interop_tests::calls::ECHO.into(),
@@ -233,17 +237,18 @@ async fn mesh_basic_passes_through_without_routes() -> anyhow::Result<()> {
     Ok(())
 }
 
+each_delivery! { #[tokio::test] mesh_ports }
 /// MeshPorts: the echo-v1 route names port 80 and applies there only; the echo-v2 route
 /// names no port and applies to every port. Observed through the routes'
 /// ResponseHeaderModifier (`X-Header-Set`).
-#[tokio::test]
-async fn mesh_ports() -> anyhow::Result<()> {
+async fn mesh_ports(delivery: Delivery) -> anyhow::Result<()> {
     let cluster = start(
+        delivery,
         "v1.6.1/mesh/manifests.yaml",
         &["v1.6.1/tests/mesh/mesh-ports.yaml"],
     )
     .await?;
-    let mesh = cluster.mesh(MESH, 3)?;
+    let mesh = cluster.mesh(MESH, 3).await?;
     for (target, header, pods) in [
         ("echo-v1:80", Some("v1"), "echo-v1-"),
         ("echo-v1:8080", None, "echo-v1-"),
@@ -260,20 +265,21 @@ async fn mesh_ports() -> anyhow::Result<()> {
     Ok(())
 }
 
+each_delivery! { #[tokio::test] mesh_consumer_route }
 /// MeshConsumerRoute: a route in the consumer namespace on the producer's echo-v1 applies
 /// to clients in the consumer namespace only, and its cross-namespace backendRef needs no
 /// ReferenceGrant.
-#[tokio::test]
-async fn mesh_consumer_route() -> anyhow::Result<()> {
+async fn mesh_consumer_route(delivery: Delivery) -> anyhow::Result<()> {
     let cluster = start(
+        delivery,
         "v1.6.1/mesh/manifests.yaml",
         &["v1.6.1/tests/mesh/mesh-consumer-route.yaml"],
     )
     .await?;
     assert!(cluster.resources().reference_grants.is_empty());
-    let consumer = cluster.mesh(CONSUMER, 4)?;
-    let producer = cluster.mesh(MESH, 4)?;
-    let elsewhere = cluster.mesh("default", 4)?;
+    let consumer = cluster.mesh(CONSUMER, 4).await?;
+    let producer = cluster.mesh(MESH, 4).await?;
+    let elsewhere = cluster.mesh("default", 4).await?;
     let target = "echo-v1.gateway-conformance-mesh:80";
     for _ in 0..5 {
         let md = echo(&consumer, target, &[]).await?;
@@ -291,16 +297,17 @@ async fn mesh_consumer_route() -> anyhow::Result<()> {
     Ok(())
 }
 
+each_delivery! { #[tokio::test] mesh_frontend }
 /// MeshFrontend: a route on echo-v2 whose backendRef is echo-v2 itself applies to calls to
 /// the Service (once: no routing loop) and not to calls made straight to a pod.
-#[tokio::test]
-async fn mesh_frontend() -> anyhow::Result<()> {
+async fn mesh_frontend(delivery: Delivery) -> anyhow::Result<()> {
     let cluster = start(
+        delivery,
         "v1.6.1/mesh/manifests.yaml",
         &["v1.6.1/tests/mesh/mesh-frontend.yaml"],
     )
     .await?;
-    let mesh = cluster.mesh(MESH, 5)?;
+    let mesh = cluster.mesh(MESH, 5).await?;
     for target in ["echo-v2:80", "echo-v2:8080", "echo-v2:7070"] {
         let before = cluster.total_calls();
         let md = echo(&mesh, target, &[]).await?;
@@ -320,10 +327,10 @@ async fn mesh_frontend() -> anyhow::Result<()> {
     Ok(())
 }
 
+each_delivery! { #[tokio::test] mesh_frontend_hostname }
 /// MeshFrontendHostname: the route is chosen by the Service dialled, never by the
 /// request's `:authority` or the route's `hostnames`.
-#[tokio::test]
-async fn mesh_frontend_hostname() -> anyhow::Result<()> {
+async fn mesh_frontend_hostname(delivery: Delivery) -> anyhow::Result<()> {
     let mut m = Manifests::conformance(&[
         "v1.6.1/mesh/manifests.yaml",
         "v1.6.1/tests/mesh/mesh-frontend.yaml",
@@ -334,8 +341,8 @@ async fn mesh_frontend_hostname() -> anyhow::Result<()> {
     for route in m.of_kind_mut("GRPCRoute") {
         route["spec"]["hostnames"] = json!(["echo-v1"]);
     }
-    let cluster = Cluster::start(&m).await?;
-    let mesh = cluster.mesh(MESH, 6)?;
+    let cluster = Cluster::start(delivery, &m).await?;
+    let mesh = cluster.mesh(MESH, 6).await?;
     for _ in 0..5 {
         // Dial echo-v2, claim to be calling echo-v1: echo-v2's route applies.
         let mut client =
@@ -372,12 +379,14 @@ fn path_prefixes_to_header(m: &mut Manifests) {
     }
 }
 
+each_delivery! { #[tokio::test] mesh_request_header_modifier_upstream_http_cases }
 /// The gRPC form of MeshHTTPRouteRequestHeaderModifier and
 /// MeshHTTPRouteBackendRequestHeaderModifier (filters on the rule, then on the backendRef):
 /// every upstream case, including canonical filter names acting on lowercase request
 /// names, with the path prefix each case was selected by turned into a header match.
-#[tokio::test]
-async fn mesh_request_header_modifier_upstream_http_cases() -> anyhow::Result<()> {
+async fn mesh_request_header_modifier_upstream_http_cases(
+    delivery: Delivery,
+) -> anyhow::Result<()> {
     type Headers = &'static [(&'static str, &'static str)];
     let cases: [(&str, Headers, Headers, &[&str]); 7] = [
         (
@@ -470,8 +479,8 @@ async fn mesh_request_header_modifier_upstream_http_cases() -> anyhow::Result<()
         path_prefixes_to_header(&mut m);
         m.http_routes_to_grpc()?;
         m.h2c_app_protocols();
-        let cluster = Cluster::start(&m).await?;
-        let mesh = cluster.mesh(MESH, 7)?;
+        let cluster = Cluster::start(delivery, &m).await?;
+        let mesh = cluster.mesh(MESH, 7).await?;
         for (path, sent, expected, absent) in &cases {
             let mut md = vec![("x-path", *path)];
             md.extend_from_slice(sent);

@@ -22,8 +22,8 @@ use grpcroute_client::{
 };
 use grpcroute_echo::{EchoConfig, EchoServer};
 use grpcroute_interop_tests::{
-    EchoService, GRPC_PORT, LOOPBACK, backend, backends::add_all, call, calls::ECHO, eventually,
-    refused_port, tally,
+    Delivery, EchoService, Feed, GRPC_PORT, LOOPBACK, backend, backends::add_all, call,
+    calls::ECHO, each_delivery, eventually, refused_port, tally,
 };
 
 const NS: &str = "r";
@@ -37,11 +37,13 @@ fn slice_for(service_name: &str, slice: &str, server: &EchoServer) -> Object {
         .into()
 }
 
+each_delivery! { #[tokio::test] refused_endpoint_is_retried_elsewhere_then_avoided }
 /// A connect-refused endpoint among two live ones: no call fails (the call is tried on
 /// another endpoint), and afterwards the dead endpoint is avoided: a server started on its
 /// port during the backoff gets no call.
-#[tokio::test]
-async fn refused_endpoint_is_retried_elsewhere_then_avoided() -> anyhow::Result<()> {
+async fn refused_endpoint_is_retried_elsewhere_then_avoided(
+    delivery: Delivery,
+) -> anyhow::Result<()> {
     let live = EchoService::start(NS, "svc", 2).await?;
     let dead_port = refused_port()?;
     let mut resources = Resources::new();
@@ -52,12 +54,15 @@ async fn refused_endpoint_is_retried_elsewhere_then_avoided() -> anyhow::Result<
             .port("grpc", dead_port)
             .ready(LOOPBACK),
     );
-    let mesh = Mesh::builder()
-        .namespace(NS)
-        .seed(41)
-        .connect_backoff(Duration::from_secs(60), Duration::from_secs(120))
-        .build();
-    assert!(mesh.update(&resources).rejected.is_empty());
+    let feed = Feed::with(delivery, resources).await?;
+    let mesh = feed
+        .mesh(
+            Mesh::builder()
+                .namespace(NS)
+                .seed(41)
+                .connect_backoff(Duration::from_secs(60), Duration::from_secs(120)),
+        )
+        .await?;
     let channel = mesh.channel("svc:7070")?;
 
     // With three endpoints and no history, the dead one is among the first picks with
@@ -79,14 +84,18 @@ async fn refused_endpoint_is_retried_elsewhere_then_avoided() -> anyhow::Result<
     );
     revived.shutdown().await;
     live.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }
 
+each_delivery! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    configuration_changes_under_load_lose_nothing
+}
 /// Eight tasks call continuously while the configuration changes 20 times (the endpoints of
 /// two backends and their weights). No call fails, and each is answered by a server that
 /// was in the configuration at some moment during the call.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn configuration_changes_under_load_lose_nothing() -> anyhow::Result<()> {
+async fn configuration_changes_under_load_lose_nothing(delivery: Delivery) -> anyhow::Result<()> {
     let pool = EchoService::start(NS, "pool", 6).await?;
     let updates = 20;
     // Configuration i: backend a on pool servers i, i+1; backend b on server i+3 (mod 6).
@@ -117,8 +126,8 @@ async fn configuration_changes_under_load_lose_nothing() -> anyhow::Result<()> {
         })
         .collect();
 
-    let mesh = Mesh::builder().namespace(NS).seed(42).build();
-    assert!(mesh.update(&configs[0].0).rejected.is_empty());
+    let feed = Feed::with(delivery, configs[0].0.clone()).await?;
+    let mesh = feed.mesh(Mesh::builder().namespace(NS).seed(42)).await?;
     let epoch = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = tokio::task::JoinSet::new();
@@ -138,7 +147,7 @@ async fn configuration_changes_under_load_lose_nothing() -> anyhow::Result<()> {
     }
     for (i, (config, _)) in configs.iter().enumerate().skip(1) {
         tokio::time::sleep(Duration::from_millis(15)).await;
-        assert!(mesh.update(config).rejected.is_empty());
+        feed.set(config.clone()).await?;
         epoch.store(i, Ordering::SeqCst);
     }
     tokio::time::sleep(Duration::from_millis(15)).await;
@@ -177,13 +186,14 @@ async fn configuration_changes_under_load_lose_nothing() -> anyhow::Result<()> {
         );
     }
     pool.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] removed_endpoints_drain }
 /// A slow call in flight on an endpoint that a configuration change removes completes
 /// normally; afterwards no new call reaches that endpoint.
-#[tokio::test]
-async fn removed_endpoints_drain() -> anyhow::Result<()> {
+async fn removed_endpoints_drain(delivery: Delivery) -> anyhow::Result<()> {
     let slow =
         EchoService::start_with(NS, "slow", 1, |c| c.delay(Duration::from_millis(300))).await?;
     let fresh = EchoService::start(NS, "fresh", 1).await?;
@@ -192,16 +202,25 @@ async fn removed_endpoints_drain() -> anyhow::Result<()> {
             .with(service(NS, "svc").port("grpc", GRPC_PORT))
             .with(slice_for("svc", "svc-slice", server))
     };
-    let mesh = Mesh::builder().namespace(NS).seed(43).build();
-    mesh.update(&config(&slow.servers[0]));
+    let feed = Feed::with(delivery, config(&slow.servers[0])).await?;
+    let mesh = feed.mesh(Mesh::builder().namespace(NS).seed(43)).await?;
     let channel = mesh.channel("svc:7070")?;
     let in_flight = tokio::spawn(call(channel.clone(), ECHO, &[]));
     assert!(
         eventually(Duration::from_secs(5), || slow.calls() == 1).await,
         "the slow call never arrived"
     );
-    let report = mesh.update(&config(&fresh.servers[0]));
-    assert_eq!((report.endpoints_removed, report.endpoints_added), (1, 1));
+    feed.set(config(&fresh.servers[0])).await?;
+    let explained = mesh.explain(&grpcroute_client::CallDescription {
+        target: "svc:7070".into(),
+        path: ECHO.into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        explained.backends[0].endpoints,
+        [fresh.servers[0].addr().to_string()],
+        "{explained:?}"
+    );
 
     let response = in_flight.await??;
     assert_eq!(backend(response.metadata()).as_deref(), Some("slow-0"));
@@ -211,6 +230,7 @@ async fn removed_endpoints_drain() -> anyhow::Result<()> {
     assert_eq!(slow.calls(), 1, "a removed endpoint took a new call");
     slow.shutdown().await;
     fresh.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }
 
@@ -332,18 +352,23 @@ async fn manifest_folder_reloads_and_survives_broken_files() -> anyhow::Result<(
     Ok(())
 }
 
+each_delivery! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    graceful_backend_shutdown_under_load_loses_nothing
+}
 /// One of two replicas shuts down gracefully (HTTP/2 GOAWAY, then its port closes) while
 /// four tasks call continuously and before any configuration change removes it, as when a
 /// pod is terminated ahead of its endpoint update. Calls in flight on it complete; new
 /// calls that it refuses (GOAWAY, or a refused connect) were never processed, so they are
 /// retried on the other replica: no call fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_backend_shutdown_under_load_loses_nothing() -> anyhow::Result<()> {
+async fn graceful_backend_shutdown_under_load_loses_nothing(
+    delivery: Delivery,
+) -> anyhow::Result<()> {
     let mut svc = EchoService::start(NS, "svc", 2).await?;
     let mut resources = Resources::new();
     add_all(&mut resources, svc.objects());
-    let mesh = Mesh::builder().namespace(NS).seed(45).build();
-    assert!(mesh.update(&resources).rejected.is_empty());
+    let feed = Feed::with(delivery, resources).await?;
+    let mesh = feed.mesh(Mesh::builder().namespace(NS).seed(45)).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..4 {
@@ -388,6 +413,7 @@ async fn graceful_backend_shutdown_under_load_loses_nothing() -> anyhow::Result<
         failures.first()
     );
     svc.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }
 
@@ -450,18 +476,18 @@ async fn goaway_server() -> anyhow::Result<(u16, Arc<AtomicUsize>, tokio::task::
     Ok((port, refused, task))
 }
 
+each_delivery! { #[tokio::test] goaway_refused_call_is_unavailable }
 /// A stream the server refuses with GOAWAY was never processed. gRPC's HTTP/2 transport
 /// spec (PROTOCOL-HTTP2.md, "GOAWAY Frame"): "Clients should consider any stream initiated
 /// after the last successfully accepted stream as UNAVAILABLE and retry the call
 /// elsewhere." With no other endpoint to go to, the caller must see UNAVAILABLE.
-#[tokio::test]
-async fn goaway_refused_call_is_unavailable() -> anyhow::Result<()> {
+async fn goaway_refused_call_is_unavailable(delivery: Delivery) -> anyhow::Result<()> {
     let (port, refused, server) = goaway_server().await?;
     let resources = Resources::new()
         .with(service(NS, "svc").port("grpc", GRPC_PORT))
         .with(endpoints(NS, "svc").port("grpc", port).ready(LOOPBACK));
-    let mesh = Mesh::builder().namespace(NS).seed(46).build();
-    mesh.update(&resources);
+    let feed = Feed::with(delivery, resources).await?;
+    let mesh = feed.mesh(Mesh::builder().namespace(NS).seed(46)).await?;
     let status = call(mesh.channel("svc:7070")?, ECHO, &[])
         .await
         .err()
@@ -477,13 +503,14 @@ async fn goaway_refused_call_is_unavailable() -> anyhow::Result<()> {
         "a stream refused by GOAWAY must fail UNAVAILABLE: {status:?}"
     );
     server.abort();
+    feed.shutdown().await;
     Ok(())
 }
 
+each_delivery! { #[tokio::test] goaway_refused_call_is_retried_elsewhere }
 /// The same refusal with a healthy second endpoint: the refused call is retried there, so
 /// no call fails (and the refusing endpoint did refuse some).
-#[tokio::test]
-async fn goaway_refused_call_is_retried_elsewhere() -> anyhow::Result<()> {
+async fn goaway_refused_call_is_retried_elsewhere(delivery: Delivery) -> anyhow::Result<()> {
     let (port, refused, server) = goaway_server().await?;
     let live = EchoService::start(NS, "svc", 1).await?;
     let mut resources = Resources::new();
@@ -494,8 +521,8 @@ async fn goaway_refused_call_is_retried_elsewhere() -> anyhow::Result<()> {
             .port("grpc", port)
             .ready(LOOPBACK),
     );
-    let mesh = Mesh::builder().namespace(NS).seed(47).build();
-    mesh.update(&resources);
+    let feed = Feed::with(delivery, resources).await?;
+    let mesh = feed.mesh(Mesh::builder().namespace(NS).seed(47)).await?;
     let channel = mesh.channel("svc:7070")?;
     let t = tally(50, |_| call(channel.clone(), ECHO, &[])).await;
     assert!(
@@ -506,6 +533,7 @@ async fn goaway_refused_call_is_retried_elsewhere() -> anyhow::Result<()> {
     assert_eq!(t.by_prefix("svc-0"), 50);
     server.abort();
     live.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }
 
@@ -534,13 +562,15 @@ async fn hanging_listener()
     anyhow::bail!("could not fill the accept queue of {addr}")
 }
 
+each_delivery! { #[tokio::test] call_follows_endpoints_replaced_twice_before_it_is_sent }
 /// A call that has not been sent yet when its backend's endpoints are replaced, twice in a
 /// row, must go to the newest endpoints: it never left the client. Here the call is held up
 /// connecting (to endpoints whose connects hang) while the configuration changes: e1 → e2
 /// (e1's connect times out, the call moves to e2), then e2 → a live server (e2's connect
 /// times out, the call must move again).
-#[tokio::test]
-async fn call_follows_endpoints_replaced_twice_before_it_is_sent() -> anyhow::Result<()> {
+async fn call_follows_endpoints_replaced_twice_before_it_is_sent(
+    delivery: Delivery,
+) -> anyhow::Result<()> {
     let (port1, _held1, _l1) = hanging_listener().await?;
     let (port2, _held2, _l2) = hanging_listener().await?;
     let live = EchoService::start(NS, "live", 1).await?;
@@ -554,19 +584,22 @@ async fn call_follows_endpoints_replaced_twice_before_it_is_sent() -> anyhow::Re
                     .ready(LOOPBACK),
             )
     };
-    let mesh = Mesh::builder()
-        .namespace(NS)
-        .seed(48)
-        .connect_timeout(Duration::from_millis(800))
-        .build();
-    mesh.update(&config(port1));
+    let feed = Feed::with(delivery, config(port1)).await?;
+    let mesh = feed
+        .mesh(
+            Mesh::builder()
+                .namespace(NS)
+                .seed(48)
+                .connect_timeout(Duration::from_millis(800)),
+        )
+        .await?;
     let pending = tokio::spawn(call(mesh.channel("svc:7070")?, ECHO, &[]));
     // t ≈ 0.1 s: e1 is replaced while the call waits for e1's connect (times out at 0.8 s).
     tokio::time::sleep(Duration::from_millis(100)).await;
-    mesh.update(&config(port2));
+    feed.set(config(port2)).await?;
     // t ≈ 1.2 s: e2 is replaced while the call waits for e2's connect (0.8 s to 1.6 s).
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    mesh.update(&config(live.servers[0].addr().port()));
+    feed.set(config(live.servers[0].addr().port())).await?;
     let response = pending.await?;
     assert!(
         response.is_ok(),
@@ -575,5 +608,6 @@ async fn call_follows_endpoints_replaced_twice_before_it_is_sent() -> anyhow::Re
     );
     assert_eq!(live.calls(), 1);
     live.shutdown().await;
+    feed.shutdown().await;
     Ok(())
 }
