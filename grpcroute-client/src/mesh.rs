@@ -353,7 +353,9 @@ struct HealthState {
 pub struct SourceHealth {
     /// Whether the source reaches where its configuration comes from (sources that have
     /// nothing to reach, like a fixed configuration, count as connected once they
-    /// published).
+    /// published). For the Kubernetes source: the API server answers; its watches may
+    /// need a few more seconds (their backoff) before changes made during an outage
+    /// arrive, which `last_update` then shows.
     pub connected: bool,
     /// When the source is not connected: since when.
     pub disconnected_since: Option<SystemTime>,

@@ -29,6 +29,8 @@ pub struct KubeSource {
     quiet: Duration,
     max_delay: Duration,
     watch_timeout: Option<u32>,
+    backoff_initial: Duration,
+    backoff_max: Duration,
 }
 
 impl std::fmt::Debug for KubeSource {
@@ -49,6 +51,8 @@ impl Default for KubeSource {
             quiet: Duration::from_millis(5),
             max_delay: Duration::from_millis(50),
             watch_timeout: None,
+            backoff_initial: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(5),
         }
     }
 }
@@ -90,6 +94,18 @@ impl KubeSource {
     pub fn coalesce(mut self, quiet: Duration, max_delay: Duration) -> Self {
         self.quiet = quiet;
         self.max_delay = max_delay.max(quiet);
+        self
+    }
+
+    /// How a failed watch retries: exponential backoff from `initial` to `max` (defaults
+    /// 250 ms and 5 s), each pause jittered by ±50 % so the clients of a mesh do not all
+    /// come back at once. After an outage a change made meanwhile arrives within about
+    /// `max` of the API server's return; a larger `max` is gentler on a recovering API
+    /// server with many clients.
+    #[must_use]
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff_initial = initial;
+        self.backoff_max = max.max(initial);
         self
     }
 

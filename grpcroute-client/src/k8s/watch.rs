@@ -183,6 +183,8 @@ fn streams(
     } else {
         cfg.namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
+    // Every stream gets its own backoff state.
+    let backoff = || WatchBackoff::new(cfg.backoff_initial, cfg.backoff_max);
     let config = || {
         let c = watcher::Config::default();
         match cfg.watch_timeout {
@@ -199,20 +201,20 @@ fn streams(
         let i = push(&mut state.services);
         out.push(stream(
             typed_api::<Service>(client, ns),
-            services,
+            (services, backoff()),
             move |e| Update::Service(i, Box::new(e)),
         ));
         let i = push(&mut state.slices);
         out.push(stream(
             typed_api::<EndpointSlice>(client, ns),
-            config(),
+            (config(), backoff()),
             move |e| Update::Slice(i, Box::new(e)),
         ));
         if grants != GrantVersion::None {
             let i = push(&mut state.routes);
             out.push(stream(
                 typed_api::<GrpcRoute>(client, ns),
-                config(),
+                (config(), backoff()),
                 move |e| Update::Route(i, Box::new(e)),
             ));
         }
@@ -221,7 +223,7 @@ fn streams(
                 let i = push(&mut state.grants);
                 out.push(stream(
                     typed_api::<ReferenceGrant>(client, ns),
-                    config(),
+                    (config(), backoff()),
                     move |e| Update::Grant(i, Box::new(e)),
                 ));
             }
@@ -237,7 +239,7 @@ fn streams(
                     None => Api::<DynamicObject>::all_with(client.clone(), &resource),
                 };
                 let i = push(&mut state.grants);
-                out.push(stream(api, config(), move |e| {
+                out.push(stream(api, (config(), backoff()), move |e| {
                     Update::GrantBeta(i, Box::new(e))
                 }));
             }
@@ -265,17 +267,14 @@ where
 
 fn stream<K>(
     api: Api<K>,
-    config: watcher::Config,
+    (config, backoff): (watcher::Config, WatchBackoff),
     tag: impl Fn(Event<K>) -> Update + Send + 'static,
 ) -> Events
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     watcher::watcher(api, config)
-        .backoff(WatchBackoff::new(
-            Duration::from_millis(250),
-            Duration::from_secs(5),
-        ))
+        .backoff(backoff)
         .map(move |r| r.map(&tag))
         .boxed()
 }
