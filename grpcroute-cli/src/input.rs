@@ -105,6 +105,7 @@ impl Inputs {
         let mesh = Mesh::builder()
             .namespace(&args.from_namespace)
             .cluster_domain(&args.cluster_domain)
+            .report_routing(true)
             .build();
         let report = mesh.update(&self.resources);
         (mesh, report.rejected)

@@ -19,6 +19,8 @@ use crate::{
     transport::{LoadGuard, Replay, ResponseBody, refused},
 };
 
+const USER_AGENT: &str = concat!("grpcroute-client/", env!("CARGO_PKG_VERSION"));
+
 /// Attempts per call (connects that fail, streams refused unprocessed), over distinct
 /// endpoints of the chosen backend.
 const MAX_CONNECT_ATTEMPTS: usize = 4;
@@ -28,7 +30,8 @@ const MAX_CONNECT_ATTEMPTS: usize = 4;
 const MAX_REFRESHES: usize = 8;
 
 /// Routes one call to the Service `target` names. Failures become gRPC status responses,
-/// as a proxy would send them. Every response carries a [`RoutedTo`] extension.
+/// as a proxy would send them. With `report_routing`, every response carries a
+/// [`RoutedTo`] extension.
 pub(crate) async fn route(
     shared: &Arc<Shared>,
     target: &Target,
@@ -43,7 +46,9 @@ pub(crate) async fn route(
             tonic::Status::from(error).into_http()
         }
     };
-    response.extensions_mut().insert(routed);
+    if shared.report_routing {
+        response.extensions_mut().insert(routed);
+    }
     response
 }
 
@@ -156,6 +161,11 @@ fn record(decision: &Decision<'_>) {
 /// Points the request at the original authority (a sidecar would forward `:authority`
 /// unchanged too); the endpoint address is the connection's, not the request's.
 fn set_uri(req: &mut Request<Body>, authority: &Authority) {
+    // gRPC clients identify themselves; tonic's own channel adds this below a layer, which
+    // the mesh replaces.
+    req.headers_mut()
+        .entry(http::header::USER_AGENT)
+        .or_insert(http::HeaderValue::from_static(USER_AGENT));
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
     parts.scheme = Some(http::uri::Scheme::HTTP);
     parts.authority = Some(authority.clone());

@@ -51,7 +51,7 @@ pub enum CallError {
         /// `producer` or `consumer`.
         set: &'static str,
         /// The routes of the set, comma-separated.
-        routes: String,
+        routes: std::sync::Arc<str>,
         /// The call's `:path`.
         path: String,
     },

@@ -49,6 +49,7 @@ pub struct MeshBuilder {
     grant_policy: GrantPolicy,
     ready_timeout: Duration,
     seed: Option<u64>,
+    report_routing: bool,
     transport: TransportConfig,
 }
 
@@ -60,6 +61,7 @@ impl Default for MeshBuilder {
             grant_policy: GrantPolicy::Permissive,
             ready_timeout: Duration::from_secs(10),
             seed: None,
+            report_routing: false,
             transport: TransportConfig::default(),
         }
     }
@@ -128,6 +130,15 @@ impl MeshBuilder {
         self
     }
 
+    /// Attaches a [`RoutedTo`](crate::RoutedTo) extension to every response the mesh
+    /// routes (route, rule, backend and endpoint of the call), for tools that tally where
+    /// calls go. Off by default: it costs an allocation per call.
+    #[must_use]
+    pub fn report_routing(mut self, report: bool) -> Self {
+        self.report_routing = report;
+        self
+    }
+
     /// A mesh with no configuration yet: feed it with [`Mesh::update`]. Calls made before
     /// the first update wait for it (up to the ready timeout).
     pub fn build(self) -> Mesh {
@@ -139,6 +150,7 @@ impl MeshBuilder {
                 cluster_domain: self.cluster_domain,
                 grant_policy: self.grant_policy,
                 ready_timeout: self.ready_timeout,
+                report_routing: self.report_routing,
                 snapshot: ArcSwapOption::empty(),
                 ready,
                 pool: Pool::new(self.transport),
@@ -319,6 +331,7 @@ pub(crate) struct Shared {
     pub(crate) cluster_domain: String,
     grant_policy: GrantPolicy,
     pub(crate) ready_timeout: Duration,
+    pub(crate) report_routing: bool,
     /// The table every call reads; `None` until the first update.
     pub(crate) snapshot: ArcSwapOption<Snapshot>,
     /// The version of the current snapshot; 0 until the first update.

@@ -5,9 +5,11 @@ use std::{fmt, net::SocketAddr};
 
 use crate::model::ObjectKey;
 
-/// Where the mesh sent a call. [`Channel`](crate::Channel) and
-/// [`MeshLayer`](crate::MeshLayer) insert one into the extensions of every response they
-/// route, including the status responses of calls that failed inside the mesh.
+/// Where the mesh sent a call. When the mesh is built with
+/// [`MeshBuilder::report_routing`](crate::MeshBuilder::report_routing),
+/// [`Channel`](crate::Channel) and [`MeshLayer`](crate::MeshLayer) insert one into the
+/// extensions of every response they route, including the status responses of calls that
+/// failed inside the mesh.
 ///
 /// ```no_run
 /// # async fn example(mesh: grpcroute_client::Mesh) -> Result<(), Box<dyn std::error::Error>> {

@@ -110,12 +110,7 @@ pub(crate) fn decide<'s>(
                     RouteSetKind::Consumer => "consumer",
                     RouteSetKind::Producer => "producer",
                 },
-                routes: set
-                    .routes
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                routes: set.routes_label.clone(),
                 path: path.to_string(),
             },
             None,

@@ -19,6 +19,10 @@ const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 /// `shop/front:50051` routes `pkg.Svc/Ok` to `v1` and `pkg.Svc/Gone` to a Service that
 /// does not exist; `shop/plain:50051` has no route.
 fn mesh(echo: &EchoServer) -> Mesh {
+    mesh_reporting(echo, true)
+}
+
+fn mesh_reporting(echo: &EchoServer, report: bool) -> Mesh {
     let port = echo.addr().port();
     let resources = Resources::new()
         .with(service("shop", "front").port("grpc", 50051))
@@ -44,7 +48,10 @@ fn mesh(echo: &EchoServer) -> Mesh {
                         .backend(Backend::service("gone", 50051)),
                 ),
         );
-    let mesh = Mesh::builder().namespace("shop").build();
+    let mesh = Mesh::builder()
+        .namespace("shop")
+        .report_routing(report)
+        .build();
     assert!(mesh.update(&resources).rejected.is_empty());
     mesh
 }
@@ -142,4 +149,20 @@ async fn the_layer_attaches_it_too() {
     let routed = response.extensions().get::<RoutedTo>().unwrap();
     assert_eq!(routed.endpoint, Some(echo.addr()));
     assert_eq!(routed.backend, backend("shop", "v1"));
+}
+
+#[tokio::test]
+async fn nothing_is_attached_unless_asked_for() {
+    let echo = EchoServer::start(EchoConfig::new("checkout-v1"))
+        .await
+        .unwrap();
+    let quiet = mesh_reporting(&echo, false);
+    let channel = quiet.channel("front.shop:50051").unwrap();
+    let response = channel.oneshot(grpc_request("/pkg.Svc/Ok")).await.unwrap();
+    assert!(response.extensions().get::<RoutedTo>().is_none());
+    assert_eq!(
+        response.headers()["x-echo-backend"],
+        "checkout-v1",
+        "the call itself is routed"
+    );
 }

@@ -308,7 +308,8 @@ type AnyBody = StreamBody<tokio_stream::Iter<std::vec::IntoIter<Result<Frame<Byt
 
 impl<B> tower::Service<Request<B>> for AnyMethod
 where
-    B: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
 {
     type Response = Response<AnyBody>;
     type Error = Infallible;
@@ -318,9 +319,12 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let echo = self.echo.clone();
         Box::pin(async move {
+            // Read the request to its end before answering, as a real handler does: an
+            // unread request stream left open makes HTTP/2 peers reset the connection.
+            let _ = http_body_util::BodyExt::collect(req.into_body()).await;
             echo.answer().await;
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", HeaderValue::from_static("0"));

@@ -157,6 +157,16 @@ pub(crate) struct RouteMatch {
 }
 
 impl RouteMatch {
+    /// Like [`RouteMatch::matches`] for a candidate found by an index on its exact
+    /// service: the service is known to match and is not compared again.
+    pub(crate) fn matches_indexed(&self, method: &str, headers: &HeaderMap) -> bool {
+        self.method
+            .as_ref()
+            .and_then(|m| m.method.as_ref())
+            .is_none_or(|m| m.matches(method))
+            && self.headers.iter().all(|h| h.matches(headers))
+    }
+
     pub(crate) fn matches(&self, service: &str, method: &str, headers: &HeaderMap) -> bool {
         self.method
             .as_ref()

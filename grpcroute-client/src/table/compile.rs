@@ -8,8 +8,8 @@ use std::{
 };
 
 use super::{
-    BackendTarget, Candidate, CompiledBackend, CompiledMirror, CompiledRule, Filters, Frontend,
-    InvalidBackend, RouteSet, RouteSetKind, ServiceEntry, Snapshot,
+    BackendTarget, Candidate, CompiledBackend, CompiledMirror, CompiledRule, FastMap, Filters,
+    Frontend, InvalidBackend, RouteSet, RouteSetKind, ServiceEntry, Snapshot,
     status::{self, Attachment, ParentOutcome},
 };
 use crate::{
@@ -81,8 +81,8 @@ pub(crate) fn compile(model: &Model, policy: GrantPolicy, pool: &Pool) -> Snapsh
     }
 
     // Frontends: every port of every Service.
-    let mut services: HashMap<Box<str>, HashMap<Box<str>, ServiceEntry>> = HashMap::new();
-    let mut cluster_ips = HashMap::new();
+    let mut services: FastMap<Box<str>, FastMap<Box<str>, ServiceEntry>> = FastMap::default();
+    let mut cluster_ips = FastMap::default();
     let all_services: Vec<&Service> = cx.services.values().copied().collect();
     for svc in all_services {
         let mut ports = Vec::with_capacity(svc.ports.len());
@@ -174,6 +174,7 @@ fn route_set(kind: RouteSetKind, routes: Vec<RouteRules>) -> RouteSet {
                     Candidate {
                         matcher: Arc::new(matcher.clone()),
                         rule: rule.clone(),
+                        service_indexed: false,
                     },
                 ));
             }
@@ -187,7 +188,7 @@ fn route_set(kind: RouteSetKind, routes: Vec<RouteRules>) -> RouteSet {
         .filter(|c| exact_service(c).is_none())
         .cloned()
         .collect();
-    let mut by_service: HashMap<Box<str>, Box<[Candidate]>> = HashMap::new();
+    let mut by_service: FastMap<Box<str>, Box<[Candidate]>> = FastMap::default();
     for service in ordered.iter().filter_map(exact_service) {
         if by_service.contains_key(service) {
             continue;
@@ -195,13 +196,21 @@ fn route_set(kind: RouteSetKind, routes: Vec<RouteRules>) -> RouteSet {
         let list = ordered
             .iter()
             .filter(|c| exact_service(c).is_none_or(|s| s == service))
-            .cloned()
+            .map(|c| Candidate {
+                service_indexed: exact_service(c).is_some(),
+                ..c.clone()
+            })
             .collect();
         by_service.insert(service.into(), list);
     }
+    let routes_label = routes
+        .iter()
+        .map(|(r, _)| r.key.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     RouteSet {
         kind,
-        routes: routes.iter().map(|(r, _)| r.key.clone()).collect(),
+        routes_label: routes_label.into(),
         by_service,
         generic,
     }

@@ -10,6 +10,10 @@ mod status;
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
+/// The per-call maps hash with foldhash: their keys come from configuration, so a faster,
+/// non-cryptographic hash cannot be turned against them (a request only looks keys up).
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use http::HeaderMap;
 
 pub(crate) use self::compile::{GrantPolicy, compile};
@@ -24,8 +28,8 @@ use crate::{
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     /// Services by namespace, then name.
-    services: HashMap<Box<str>, HashMap<Box<str>, ServiceEntry>>,
-    cluster_ips: HashMap<IpAddr, ObjectKey>,
+    services: FastMap<Box<str>, FastMap<Box<str>, ServiceEntry>>,
+    cluster_ips: FastMap<IpAddr, ObjectKey>,
     pub(crate) statuses: Vec<RouteStatus>,
     pub(crate) rejected: Vec<InvalidObject>,
     /// Every endpoint any backend of this snapshot can use.
@@ -64,7 +68,7 @@ pub(crate) struct Frontend {
     pub(crate) port: u16,
     pub(crate) producer: Option<Arc<RouteSet>>,
     /// Consumer routes, by the namespace of the clients they apply to.
-    pub(crate) consumers: HashMap<Box<str>, Arc<RouteSet>>,
+    pub(crate) consumers: FastMap<Box<str>, Arc<RouteSet>>,
     pub(crate) passthrough: Arc<BackendTarget>,
 }
 
@@ -92,10 +96,12 @@ pub enum RouteSetKind {
 #[derive(Debug)]
 pub(crate) struct RouteSet {
     pub(crate) kind: RouteSetKind,
-    pub(crate) routes: Vec<ObjectKey>,
+    /// `ns/a, ns/b`: the routes of the set, for error messages (built once, not per
+    /// failed call).
+    pub(crate) routes_label: Arc<str>,
     /// Candidates for calls to each service that some match names exactly, merged with the
     /// generic ones; sorted so the first that matches is the best.
-    by_service: HashMap<Box<str>, Box<[Candidate]>>,
+    by_service: FastMap<Box<str>, Box<[Candidate]>>,
     /// Candidates that do not name one exact service (method-only, regex, no method).
     generic: Box<[Candidate]>,
 }
@@ -104,6 +110,8 @@ pub(crate) struct RouteSet {
 pub(crate) struct Candidate {
     pub(crate) matcher: Arc<RouteMatch>,
     pub(crate) rule: Arc<CompiledRule>,
+    /// The index this candidate sits in already guarantees its exact service matches.
+    pub(crate) service_indexed: bool,
 }
 
 impl RouteSet {
@@ -118,7 +126,13 @@ impl RouteSet {
         let candidates = self.by_service.get(service).unwrap_or(&self.generic);
         candidates
             .iter()
-            .find(|c| c.matcher.matches(service, method, headers))
+            .find(|c| {
+                if c.service_indexed {
+                    c.matcher.matches_indexed(method, headers)
+                } else {
+                    c.matcher.matches(service, method, headers)
+                }
+            })
             .map(|c| &c.rule)
     }
 }
