@@ -38,9 +38,15 @@ pub use self::{
 /// anyhow::Result<()>`: `name::direct` and `name::kube`, each carrying the test attributes
 /// given (e.g. `#[tokio::test]`).
 ///
-/// ```ignore
+/// ```no_run
+/// use grpcroute_interop_tests::{Delivery, each_delivery};
+///
 /// each_delivery!(#[tokio::test] weighted_split);
-/// async fn weighted_split(delivery: Delivery) -> anyhow::Result<()> { .. }
+/// async fn weighted_split(delivery: Delivery) -> anyhow::Result<()> {
+///     let _ = delivery;
+///     Ok(())
+/// }
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! each_delivery {
