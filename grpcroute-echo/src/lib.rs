@@ -15,10 +15,14 @@
 //!
 //! Every accepted connection has TCP_NODELAY set.
 
+mod codec;
 mod headers;
 mod server;
 
-pub use self::server::{EchoConfig, EchoServer, StartError};
+pub use self::{
+    codec::RawCodec,
+    server::{EchoConfig, EchoServer, StartError},
+};
 
 /// The conformance suite's echo service (`grpcecho.proto`).
 #[allow(

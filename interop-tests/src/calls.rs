@@ -1,10 +1,9 @@
 //! Making calls: any method path with raw bytes, metadata in, echoed metadata out.
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use http::uri::PathAndQuery;
 use tonic::{
     Request, Response, Status,
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
     codegen::{Body, StdError},
     metadata::{MetadataKey, MetadataMap, MetadataValue},
 };
@@ -18,45 +17,8 @@ pub const ECHO_THREE: &str = "/gateway_api_conformance.echo_basic.grpcecho.GrpcE
 /// The conformance echo service.
 pub const ECHO_SERVICE: &str = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho";
 
-/// A codec that sends and receives message bodies as they are: lets a test call any
-/// method path without generated code.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        let len = src.remaining();
-        Ok(Some(src.copy_to_bytes(len)))
-    }
-}
+/// The raw-bytes codec, from the echo crate (re-exported for the tests).
+pub use grpcroute_echo::RawCodec;
 
 /// Calls method `path` (`/pkg.Service/Method`) on `service` (a mesh channel, a tonic
 /// channel, a layered stack) with an empty message and `metadata`.
