@@ -271,7 +271,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use grpcroute_client::{ConditionStatus, ObjectKey, ParentStatus};
+    use grpcroute_client::{ObjectKey, ParentStatus};
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
@@ -299,16 +299,7 @@ mod tests {
         reason: &str,
         message: &str,
     ) -> grpcroute_client::Condition {
-        grpcroute_client::Condition {
-            type_,
-            status: if ok {
-                ConditionStatus::True
-            } else {
-                ConditionStatus::False
-            },
-            reason: reason.into(),
-            message: message.into(),
-        }
+        grpcroute_client::Condition::new(type_, ok, reason, message)
     }
 
     fn desired(generation: i64, parents: Vec<ParentStatus>) -> RouteStatus {

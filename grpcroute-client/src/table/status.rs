@@ -83,7 +83,8 @@ impl fmt::Display for ConditionStatus {
 }
 
 impl Condition {
-    fn new(
+    /// A condition that holds (`ok`) or not, with its reason and message.
+    pub fn new(
         type_: &'static str,
         ok: bool,
         reason: impl Into<String>,
