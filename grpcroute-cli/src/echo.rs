@@ -29,6 +29,8 @@ pub(crate) async fn run(args: &EchoArgs) -> Result<Verdict, InputError> {
     let server = EchoServer::start(config)
         .await
         .map_err(|e| InputError(e.to_string()))?;
+    // Before the banner: whoever reads it may signal at once.
+    let stop = crate::shutdown_signal();
     let listening = Listening {
         name,
         listen: server.addr().to_string(),
@@ -44,7 +46,7 @@ pub(crate) async fn run(args: &EchoArgs) -> Result<Verdict, InputError> {
             listening.name, listening.listen
         ));
     }
-    crate::shutdown_signal().await;
+    stop.await;
     server.shutdown().await;
     Ok(Verdict::Ok)
 }
