@@ -11,7 +11,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use grpcroute_client::RoutedTo;
+use grpcroute_client::{RoutedTo, code_name};
 use grpcroute_echo::RawCodec;
 use http::uri::PathAndQuery;
 use serde::Serialize;
@@ -283,29 +283,6 @@ fn human(report: &Report, samples: &[Sample], style: Style, out: &mut String) {
         l.p99,
         l.max
     ));
-}
-
-/// The canonical upper-case name of a gRPC code.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::{
     balance,
     error::CallError,
     mesh::Shared,
+    metrics::{Meter, status_in_headers},
     mirror,
     routed::{BackendService, RoutedTo},
     router::{self, Decision, Refusal},
@@ -39,13 +40,27 @@ pub(crate) async fn route(
     req: Request<Body>,
 ) -> Response<Body> {
     let mut routed = RoutedTo::default();
-    let mut response = match dispatch(shared, target, authority, req, &mut routed).await {
+    // Counted as unrouted until the router decides; dropped unfinished, as cancelled.
+    let mut meter = Some(Meter::new(
+        shared.series.unrouted().clone(),
+        tokio::time::Instant::now(),
+    ));
+    let mut response = match dispatch(shared, target, authority, req, &mut routed, &mut meter).await
+    {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, "call failed in the mesh");
             tonic::Status::from(error).into_http()
         }
     };
+    // Unless the response body took the meter to read the status from the trailers, the
+    // headers settle it.
+    if let Some(meter) = meter {
+        meter.finish(
+            status_in_headers(response.status(), response.headers())
+                .unwrap_or(tonic::Code::Unknown),
+        );
+    }
     if shared.report_routing {
         response.extensions_mut().insert(routed);
     }
@@ -58,6 +73,7 @@ async fn dispatch(
     authority: &Authority,
     mut req: Request<Body>,
     routed: &mut RoutedTo,
+    meter: &mut Option<Meter>,
 ) -> Result<Response<Body>, CallError> {
     let snapshot = shared.snapshot().await?;
     let frontend = router::frontend(&snapshot, target, &shared.namespace)?;
@@ -74,11 +90,18 @@ async fn dispatch(
             error,
             rule,
             backend,
+            stats,
         }) => {
+            if let Some(m) = meter {
+                m.retarget(stats);
+            }
             note_choice(routed, rule, backend.map(|b| b.backend_service()));
             return Err(error);
         }
     };
+    if let Some(m) = meter {
+        m.retarget(decision.stats);
+    }
     record(&decision);
     note_choice(
         routed,
@@ -97,6 +120,7 @@ async fn dispatch(
         rule,
         backend,
         target,
+        ..
     } = decision;
     if let Some(m) = rule.and_then(|r| r.filters.request_headers.as_ref()) {
         m.apply(req.headers_mut());
@@ -110,7 +134,7 @@ async fn dispatch(
         m.apply(req.headers_mut());
     }
 
-    let mut response = send(shared, &snapshot, target, req, &mut routed.endpoint)
+    let mut response = send(shared, &snapshot, target, req, &mut routed.endpoint, meter)
         .await
         .map_err(|e| match (e, rule) {
             (CallError::NoEndpoints { backend, .. }, Some(rule)) => CallError::NoEndpoints {
@@ -200,7 +224,7 @@ fn start_mirrors<'a>(
                 Some(s) => s,
                 None => return,
             };
-            match send(&shared, &snapshot, &target, copy, &mut None).await {
+            match send(&shared, &snapshot, &target, copy, &mut None, &mut None).await {
                 // The mirror's response is ignored; reading it to the end lets the stream
                 // finish cleanly.
                 Ok(response) => {
@@ -215,13 +239,15 @@ fn start_mirrors<'a>(
 
 /// Sends on an endpoint of `target`, trying other endpoints when one cannot be connected
 /// to or refuses the stream unprocessed. A call is only ever retried if it never reached
-/// the server's application. `reached` is set to the endpoint the call was sent to.
+/// the server's application. `reached` is set to the endpoint the call was sent to; the
+/// response body takes `meter` when the call's status is still to come in its trailers.
 pub(crate) async fn send(
     shared: &Shared,
     snapshot: &Arc<Snapshot>,
     target: &Arc<BackendTarget>,
     mut req: Request<Body>,
     reached: &mut Option<SocketAddr>,
+    meter: &mut Option<Meter>,
 ) -> Result<Response<Body>, CallError> {
     let mut target = target.clone();
     let mut current = snapshot.clone();
@@ -293,7 +319,12 @@ pub(crate) async fn send(
                     started.elapsed()
                 };
                 endpoint.load.observe(rtt, endpoint.now());
-                return Ok(response.map(|body| Body::new(ResponseBody::new(body, guard))));
+                let meter = if status_in_headers(response.status(), response.headers()).is_none() {
+                    meter.take()
+                } else {
+                    None
+                };
+                return Ok(response.map(|body| Body::new(ResponseBody::new(body, guard, meter))));
             }
             Err(mut error) => {
                 if let Some(unsent) = error.take_message() {

@@ -182,7 +182,7 @@ fn explain_frontend(
         RouteSetKind::Producer => "producer",
     };
     let (service, method) = split_path(&call.path);
-    let Some(rule) = set.find(service, method, &call.metadata) else {
+    let Some(rule) = set.find(service, method, &call.metadata).map(|c| &c.rule) else {
         // Reuse the router's error for the wording.
         let reason = router::decide(frontend, client_ns, &call.path, &call.metadata, 0)
             .err()

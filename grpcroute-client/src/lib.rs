@@ -80,6 +80,7 @@ mod k8s;
 mod layer;
 pub mod manifest;
 mod mesh;
+mod metrics;
 mod mirror;
 mod model;
 mod namespace;
@@ -99,6 +100,7 @@ pub use self::{
     explain::{BackendExplanation, CallDescription, Explanation, FrontendRef, RouteRef, RuleRef},
     layer::{MeshLayer, Routed},
     mesh::{ChangeSummary, Mesh, MeshBuilder, SourceHealth, UpdateReport},
+    metrics::{Metrics, code_name},
     model::ObjectKey,
     resources::{Object, Resources},
     routed::{BackendService, RoutedTo},
@@ -107,6 +109,9 @@ pub use self::{
 
 #[doc(hidden)]
 pub mod bench_support;
+
+/// The Prometheus client library whose registry [`Metrics::register`] takes.
+pub use prometheus_client;
 
 /// The Gateway API group.
 pub(crate) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";

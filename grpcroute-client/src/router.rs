@@ -8,6 +8,7 @@ use http::HeaderMap;
 use crate::{
     authority::{Host, Target},
     error::CallError,
+    metrics::CallStats,
     model::matches::split_path,
     table::{BackendTarget, CompiledBackend, CompiledRule, Frontend, RouteSetKind, Snapshot},
 };
@@ -21,6 +22,8 @@ pub(crate) struct Decision<'s> {
     pub(crate) backend: Option<&'s CompiledBackend>,
     /// The endpoints to send to.
     pub(crate) target: &'s Arc<BackendTarget>,
+    /// The series the call counts in.
+    pub(crate) stats: &'s Arc<CallStats>,
 }
 
 /// A call the router refused, with what it had chosen before refusing (so a caller can
@@ -32,6 +35,8 @@ pub(crate) struct Refusal<'s> {
     pub(crate) rule: Option<&'s Arc<CompiledRule>>,
     /// The backendRef picked by weight, if one was (it is then the one that failed).
     pub(crate) backend: Option<&'s CompiledBackend>,
+    /// The series the call counts in.
+    pub(crate) stats: &'s Arc<CallStats>,
 }
 
 impl From<Refusal<'_>> for CallError {
@@ -88,10 +93,11 @@ pub(crate) fn decide<'s>(
     headers: &HeaderMap,
     random: u64,
 ) -> Result<Decision<'s>, Refusal<'s>> {
-    let refuse = |error, rule, backend| Refusal {
+    let refuse = |error, rule, backend, stats| Refusal {
         error,
         rule,
         backend,
+        stats,
     };
     let Some(set) = frontend.route_set(client_namespace) else {
         // No routes: the call proceeds to the Service's own endpoints (GEP-1294).
@@ -99,10 +105,11 @@ pub(crate) fn decide<'s>(
             rule: None,
             backend: None,
             target: &frontend.passthrough,
+            stats: &frontend.passthrough_stats,
         });
     };
     let (service, method) = split_path(path);
-    let Some(rule) = set.find(service, method, headers) else {
+    let Some(candidate) = set.find(service, method, headers) else {
         return Err(refuse(
             CallError::NoMatch {
                 frontend: format!("{}:{}", frontend.service, frontend.port),
@@ -115,8 +122,11 @@ pub(crate) fn decide<'s>(
             },
             None,
             None,
+            &set.unmatched,
         ));
     };
+    let rule = &candidate.rule;
+    let stats = &candidate.stats;
     if let Some(detail) = &rule.filters.unsupported {
         return Err(refuse(
             CallError::UnsupportedFilter {
@@ -125,6 +135,7 @@ pub(crate) fn decide<'s>(
             },
             Some(rule),
             None,
+            &stats.rule,
         ));
     }
     if rule.backends.is_empty() {
@@ -134,15 +145,21 @@ pub(crate) fn decide<'s>(
             },
             Some(rule),
             None,
+            &stats.rule,
         ));
     }
-    let Some(backend) = rule.pick(random) else {
+    // `pick_index` is within `backends`, and the stats have one series per backend.
+    let picked = rule
+        .pick_index(random)
+        .and_then(|i| Some((rule.backends.get(i)?, stats.backends.get(i)?)));
+    let Some((backend, backend_stats)) = picked else {
         return Err(refuse(
             CallError::AllWeightsZero {
                 rule: rule.describe(),
             },
             Some(rule),
             None,
+            &stats.rule,
         ));
     };
     let target = match &backend.target {
@@ -157,6 +174,7 @@ pub(crate) fn decide<'s>(
                 },
                 Some(rule),
                 Some(backend),
+                backend_stats,
             ));
         }
     };
@@ -168,11 +186,13 @@ pub(crate) fn decide<'s>(
             },
             Some(rule),
             Some(backend),
+            backend_stats,
         ));
     }
     Ok(Decision {
         rule: Some(rule),
         backend: Some(backend),
         target,
+        stats: backend_stats,
     })
 }

@@ -36,6 +36,18 @@ pub struct SourceHealth {
 }
 
 impl Shared {
+    pub(crate) fn source_health(&self) -> SourceHealth {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        SourceHealth {
+            connected: state.health.connected,
+            disconnected_since: state.health.disconnected_since.map(|(t, _)| t),
+            last_update: state.health.last_update,
+            version: state.version,
+            last_error: state.last_error.clone(),
+            last_latency: state.health.last_latency,
+        }
+    }
+
     pub(crate) fn report_connection(&self, connected: bool) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let health = &mut state.health;

@@ -24,6 +24,7 @@ use crate::{
     authority::{Target, TargetError},
     convert::InvalidObject,
     explain::{self, CallDescription, Explanation},
+    metrics::{Metrics, SeriesRegistry},
     rng::SharedRng,
     source::{Source, Updater},
     table::{GrantPolicy, RouteStatus},
@@ -165,6 +166,7 @@ impl MeshBuilder {
                     .map_or_else(SharedRng::from_entropy, SharedRng::new),
                 state: Mutex::new(UpdateState::default()),
                 tasks: Mutex::new(Vec::new()),
+                series: SeriesRegistry::default(),
             }),
         }
     }
@@ -294,14 +296,20 @@ impl Mesh {
     /// Whether the source is connected, when it last updated the configuration, and its
     /// last error.
     pub fn source_health(&self) -> SourceHealth {
-        let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        SourceHealth {
-            connected: state.health.connected,
-            disconnected_since: state.health.disconnected_since.map(|(t, _)| t),
-            last_update: state.health.last_update,
-            version: state.version,
-            last_error: state.last_error.clone(),
-            last_latency: state.health.last_latency,
-        }
+        self.shared.source_health()
+    }
+
+    /// The mesh's Prometheus metrics: calls by frontend, route, rule, backend and gRPC
+    /// status with their latency, and the state of the configuration. See [`Metrics`].
+    ///
+    /// ```no_run
+    /// # fn example(mesh: grpcroute_client::Mesh) {
+    /// let mut registry = prometheus_client::registry::Registry::default();
+    /// mesh.metrics().register(&mut registry);
+    /// // Serve `prometheus_client::encoding::text::encode(&mut body, &registry)` on /metrics.
+    /// # }
+    /// ```
+    pub fn metrics(&self) -> Metrics {
+        Metrics::new(&self.shared)
     }
 }

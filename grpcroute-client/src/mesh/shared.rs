@@ -14,6 +14,7 @@ use super::health::HealthState;
 use crate::{
     convert::InvalidObject,
     error::CallError,
+    metrics::SeriesRegistry,
     model::{Model, ObjectKey},
     rng::SharedRng,
     table::{self, GrantPolicy, Snapshot},
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     /// Only updates take this lock; calls never do.
     pub(super) state: Mutex<UpdateState>,
     pub(super) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Call statistics, which the tables hold and calls record into.
+    pub(crate) series: SeriesRegistry,
 }
 
 #[derive(Default)]
@@ -107,7 +110,12 @@ impl Drop for Shared {
 impl Shared {
     pub(crate) fn apply(&self, model: Model) -> UpdateReport {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = Arc::new(table::compile(&model, self.grant_policy, &self.pool));
+        let snapshot = Arc::new(table::compile(
+            &model,
+            self.grant_policy,
+            &self.pool,
+            &self.series,
+        ));
         let previous = self.snapshot.swap(Some(snapshot.clone()));
 
         // Endpoints that left the configuration take no new calls; their connections close
@@ -125,6 +133,10 @@ impl Shared {
                 }
             }
         }
+        // Series only the previous table reached (routes, rules, backends that are gone)
+        // leave with it; calls still in flight keep theirs until the next update.
+        drop(previous);
+        self.series.forget_unused();
         let endpoints_added = snapshot
             .endpoints
             .iter()

@@ -20,6 +20,7 @@ pub(crate) use self::compile::{GrantPolicy, compile};
 pub use self::status::{Condition, ConditionStatus, ParentReference, ParentStatus, RouteStatus};
 use crate::{
     convert::InvalidObject,
+    metrics::CallStats,
     model::{HeaderModifier, ObjectKey, RouteMatch},
     transport::Endpoint,
 };
@@ -70,6 +71,8 @@ pub(crate) struct Frontend {
     /// Consumer routes, by the namespace of the clients they apply to.
     pub(crate) consumers: FastMap<Box<str>, Arc<RouteSet>>,
     pub(crate) passthrough: Arc<BackendTarget>,
+    /// The series of pass-through calls.
+    pub(crate) passthrough_stats: Arc<CallStats>,
 }
 
 impl Frontend {
@@ -104,6 +107,8 @@ pub(crate) struct RouteSet {
     by_service: FastMap<Box<str>, Box<[Candidate]>>,
     /// Candidates that do not name one exact service (method-only, regex, no method).
     generic: Box<[Candidate]>,
+    /// The series of calls that matched no rule.
+    pub(crate) unmatched: Arc<CallStats>,
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +117,17 @@ pub(crate) struct Candidate {
     pub(crate) rule: Arc<CompiledRule>,
     /// The index this candidate sits in already guarantees its exact service matches.
     pub(crate) service_indexed: bool,
+    /// The series of the rule's calls from this frontend.
+    pub(crate) stats: Arc<RuleStats>,
+}
+
+/// The call series of one rule as seen from one frontend.
+#[derive(Debug)]
+pub(crate) struct RuleStats {
+    /// Calls the rule refused before picking a backend.
+    pub(crate) rule: Arc<CallStats>,
+    /// Calls sent to each backendRef, in the rule's order.
+    pub(crate) backends: Box<[Arc<CallStats>]>,
 }
 
 impl RouteSet {
@@ -122,18 +138,15 @@ impl RouteSet {
         service: &str,
         method: &str,
         headers: &HeaderMap,
-    ) -> Option<&Arc<CompiledRule>> {
+    ) -> Option<&Candidate> {
         let candidates = self.by_service.get(service).unwrap_or(&self.generic);
-        candidates
-            .iter()
-            .find(|c| {
-                if c.service_indexed {
-                    c.matcher.matches_indexed(method, headers)
-                } else {
-                    c.matcher.matches(service, method, headers)
-                }
-            })
-            .map(|c| &c.rule)
+        candidates.iter().find(|c| {
+            if c.service_indexed {
+                c.matcher.matches_indexed(method, headers)
+            } else {
+                c.matcher.matches(service, method, headers)
+            }
+        })
     }
 }
 
@@ -150,10 +163,10 @@ pub(crate) struct CompiledRule {
 }
 
 impl CompiledRule {
-    /// Picks a backend by weight with `random` uniform in `0..u64::MAX`. `None` when the
-    /// rule has no backends with weight above 0.
-    pub(crate) fn pick(&self, random: u64) -> Option<&CompiledBackend> {
-        self.backends.get(weighted_index(&self.cumulative, random)?)
+    /// Picks a backend by weight with `random` uniform in `0..u64::MAX`: its index in
+    /// `backends`. `None` when the rule has no backends with weight above 0.
+    pub(crate) fn pick_index(&self, random: u64) -> Option<usize> {
+        weighted_index(&self.cumulative, random).filter(|&i| i < self.backends.len())
     }
 
     pub(crate) fn total_weight(&self) -> u64 {

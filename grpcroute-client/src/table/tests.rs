@@ -21,6 +21,7 @@ fn compile_with(resources: &Resources, policy: GrantPolicy) -> Snapshot {
         &resources.to_model(),
         policy,
         &Pool::new(TransportConfig::default()),
+        &crate::metrics::SeriesRegistry::default(),
     )
 }
 

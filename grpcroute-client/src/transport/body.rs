@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::Endpoint;
+use crate::metrics::{Meter, status_in_trailers};
 
 /// Counts one outstanding call on an endpoint until dropped.
 #[derive(Debug)]
@@ -37,14 +38,18 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Incoming,
         guard: Option<LoadGuard>,
+        // Records the call's status when the trailers bring it (or CANCELLED if the caller
+        // drops the body first).
+        meter: Option<Meter>,
     }
 }
 
 impl ResponseBody {
-    pub(crate) fn new(inner: Incoming, guard: LoadGuard) -> Self {
+    pub(crate) fn new(inner: Incoming, guard: LoadGuard, meter: Option<Meter>) -> Self {
         Self {
             inner,
             guard: Some(guard),
+            meter,
         }
     }
 }
@@ -60,13 +65,37 @@ impl Body for ResponseBody {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(meter) = this.meter.take()
+                {
+                    meter.finish(status_in_trailers(trailers));
+                }
+            }
             // The stream is over: the call no longer loads the endpoint.
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+            Poll::Ready(None) => {
+                this.guard.take();
+                // Ended without trailers: no status came.
+                if let Some(meter) = this.meter.take() {
+                    meter.finish(tonic::Code::Unknown);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
                 this.guard.take();
             }
-            _ => {}
+            Poll::Pending => {}
         }
-        polled.map(|frame| frame.map(|r| r.map_err(|e| status_from_hyper(&e))))
+        polled.map(|frame| {
+            frame.map(|r| {
+                r.map_err(|e| {
+                    let status = status_from_hyper(&e);
+                    if let Some(meter) = this.meter.take() {
+                        meter.finish(status.code());
+                    }
+                    status
+                })
+            })
+        })
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,0 +1,281 @@
+//! Prometheus metrics of a mesh: what happened to the calls (by frontend, route, rule,
+//! backend and gRPC status, with latency) and the state of the configuration (version,
+//! rejected objects, route conditions, source connection).
+//!
+//! Calls record into atomic counters that the routing table holds for every (frontend,
+//! rule, backend) it can route to, so recording takes no lock; a scrape reads them.
+
+mod meter;
+mod series;
+
+use std::{
+    fmt::Write as _,
+    sync::{Arc, Weak},
+    time::UNIX_EPOCH,
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::{Registry, Unit},
+};
+use tonic::Code;
+
+pub(crate) use self::{
+    meter::{Meter, status_in_headers, status_in_trailers},
+    series::{BUCKETS, CallStats, SeriesKey, SeriesRegistry},
+};
+use crate::{mesh::Shared, table::ConditionStatus};
+
+/// The metrics of a [`Mesh`](crate::Mesh), for Prometheus.
+///
+/// Get one with [`Mesh::metrics`](crate::Mesh::metrics), then either add it to the
+/// application's own [`prometheus_client`] registry with [`Metrics::register`], or render
+/// it alone with [`Metrics::encode`] and serve that on the application's `/metrics`.
+/// The handle does not keep the mesh alive: once every clone of the mesh is dropped, it
+/// reports nothing.
+///
+/// | metric | type | labels |
+/// |---|---|---|
+/// | `grpcroute_client_calls_total` | counter | `frontend`, `route`, `rule`, `backend`, `grpc_code` |
+/// | `grpcroute_client_call_duration_seconds` | histogram | `frontend`, `route`, `rule`, `backend` |
+/// | `grpcroute_config_version` | gauge | |
+/// | `grpcroute_config_last_update_timestamp_seconds` | gauge | |
+/// | `grpcroute_config_rejected_objects` | gauge | |
+/// | `grpcroute_route_condition` | gauge (1 True, 0 False) | `route`, `parent`, `condition` |
+/// | `grpcroute_endpoints` | gauge | |
+/// | `grpcroute_source_connected` | gauge (1 or 0) | |
+///
+/// A call is counted once it ends, under its final status: the one the server sent, the
+/// one the mesh answered with (`UNIMPLEMENTED` when no rule matched, `UNAVAILABLE` for an
+/// invalid or endpoint-less backend), or `CANCELLED` when the caller dropped it first.
+/// `frontend` is the Service port called (`namespace/name:port`), `route` the GRPCRoute
+/// whose rule took the call (`namespace/name`) and `rule` its index, `backend` the
+/// Service port picked by weight; a label that does not apply is empty (no route for a
+/// pass-through call; no backend when the call was refused before one was picked; all
+/// empty for a call to a Service the mesh does not know). Series of routes and backends
+/// that leave the configuration are dropped.
+///
+/// The alert of a canary whose error rate runs away:
+///
+/// ```text
+/// sum by (route, backend) (rate(grpcroute_client_calls_total{grpc_code!="OK"}[5m]))
+///   / sum by (route, backend) (rate(grpcroute_client_calls_total[5m])) > 0.05
+/// ```
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    shared: Weak<Shared>,
+}
+
+impl Metrics {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
+        Self {
+            shared: Arc::downgrade(shared),
+        }
+    }
+
+    /// Adds these metrics to `registry`, read on each of its scrapes.
+    pub fn register(self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self));
+    }
+
+    /// The metrics in the OpenMetrics text format (`application/openmetrics-text;
+    /// version=1.0.0; charset=utf-8`), ending with `# EOF`.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut registry = Registry::default();
+        self.clone().register(&mut registry);
+        let mut out = String::new();
+        // Writing to a String cannot fail, and every value encodes.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let Some(shared) = self.shared.upgrade() else {
+            return Ok(());
+        };
+        encode_calls(&shared, &mut encoder)?;
+        encode_config(&shared, &mut encoder)
+    }
+}
+
+fn encode_calls(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    let empty: Arc<str> = Arc::from("");
+    let mut series = shared.series.snapshot();
+    series.push((
+        SeriesKey {
+            frontend: empty.clone(),
+            route: empty.clone(),
+            rule: empty.clone(),
+            backend: empty,
+        },
+        shared.series.unrouted().clone(),
+    ));
+
+    let mut calls = encoder.encode_descriptor(
+        "grpcroute_client_calls",
+        "Calls routed by the mesh, by frontend Service port, route, rule, backend and final gRPC status.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (key, stats) in &series {
+        for code in 0..series::CODES {
+            let code = Code::from_i32(code as i32);
+            let n = stats.count(code);
+            // OK is always there, so that error ratios have a denominator from the start.
+            if n == 0 && code != Code::Ok {
+                continue;
+            }
+            let labels = [
+                ("frontend", &*key.frontend),
+                ("route", &*key.route),
+                ("rule", &*key.rule),
+                ("backend", &*key.backend),
+                ("grpc_code", code_name(code)),
+            ];
+            ConstCounter::new(n).encode(calls.encode_family(&labels)?)?;
+        }
+    }
+
+    let mut durations = encoder.encode_descriptor(
+        "grpcroute_client_call_duration",
+        "Time from a call entering the mesh to the end of its response.",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for (key, stats) in &series {
+        let counts = stats.buckets();
+        let buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(counts)
+            .collect();
+        let labels = [
+            ("frontend", &*key.frontend),
+            ("route", &*key.route),
+            ("rule", &*key.rule),
+            ("backend", &*key.backend),
+        ];
+        durations
+            .encode_family(&labels)?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                stats.sum_seconds(),
+                counts.iter().sum(),
+                &buckets,
+                None,
+            )?;
+    }
+    Ok(())
+}
+
+fn encode_config(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    let health = shared.source_health();
+    let snapshot = shared.snapshot.load_full();
+
+    let gauge = |encoder: &mut DescriptorEncoder<'_>, name, help, unit, value: f64| {
+        ConstGauge::new(value).encode(encoder.encode_descriptor(
+            name,
+            help,
+            unit,
+            MetricType::Gauge,
+        )?)
+    };
+    gauge(
+        encoder,
+        "grpcroute_config_version",
+        "Configuration updates applied; 0 until the first.",
+        None,
+        health.version as f64,
+    )?;
+    gauge(
+        encoder,
+        "grpcroute_config_last_update_timestamp",
+        "When the configuration was last updated (Unix time); 0 before the first update.",
+        Some(&Unit::Seconds),
+        health
+            .last_update
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64()),
+    )?;
+    gauge(
+        encoder,
+        "grpcroute_config_rejected_objects",
+        "Objects of the current configuration left out because they are invalid.",
+        None,
+        snapshot.as_ref().map_or(0, |s| s.rejected.len()) as f64,
+    )?;
+    gauge(
+        encoder,
+        "grpcroute_endpoints",
+        "Endpoint addresses the routing table can send calls to.",
+        None,
+        snapshot.as_ref().map_or(0, |s| s.endpoints.len()) as f64,
+    )?;
+    gauge(
+        encoder,
+        "grpcroute_source_connected",
+        "1 while the configuration source reaches where its configuration comes from.",
+        None,
+        if health.connected { 1.0 } else { 0.0 },
+    )?;
+
+    let mut conditions = encoder.encode_descriptor(
+        "grpcroute_route_condition",
+        "The conditions the mesh computes for each Service parent of each GRPCRoute: 1 True, 0 False.",
+        None,
+        MetricType::Gauge,
+    )?;
+    let mut parent = String::new();
+    for route in snapshot.iter().flat_map(|s| &s.statuses) {
+        let name = route.route.to_string();
+        for p in &route.parents {
+            let r = &p.parent_ref;
+            parent.clear();
+            let ns = r.namespace.as_deref().unwrap_or(route.route.namespace());
+            let _ = write!(parent, "{ns}/{}", r.name);
+            if let Some(port) = r.port {
+                let _ = write!(parent, ":{port}");
+            }
+            for c in &p.conditions {
+                let labels = [
+                    ("route", name.as_str()),
+                    ("parent", parent.as_str()),
+                    ("condition", c.type_),
+                ];
+                let value = i64::from(c.status == ConditionStatus::True);
+                ConstGauge::new(value).encode(conditions.encode_family(&labels)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The canonical name of a gRPC status code (`"OK"`, `"UNAVAILABLE"`), as gRPC's
+/// documentation writes them and as the mesh's metrics label calls.
+#[must_use]
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -1,0 +1,170 @@
+//! Per-series call statistics: lock-free counters that the compiled table hands to every
+//! call, and the registry that keeps them across configuration changes.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tonic::Code;
+
+/// Upper bounds of the latency buckets, in seconds: from half a millisecond (a loopback
+/// call) to ten seconds (a slow streaming call).
+pub(crate) const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The 17 gRPC status codes, by number.
+pub(crate) const CODES: usize = 17;
+
+/// What one series counts: calls by final gRPC status, and their duration. Every field is
+/// an atomic, so calls record without a lock.
+#[derive(Debug, Default)]
+pub(crate) struct CallStats {
+    codes: [AtomicU64; CODES],
+    /// One count per bucket of [`BUCKETS`], then one for longer calls.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl CallStats {
+    pub(crate) fn record(&self, code: Code, elapsed: Duration) {
+        let index = (code as usize).min(CODES - 1);
+        self.codes[index].fetch_add(1, Ordering::Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        let bucket = BUCKETS.partition_point(|&b| b < seconds);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Calls that ended with `code`.
+    pub(crate) fn count(&self, code: Code) -> u64 {
+        self.codes[(code as usize).min(CODES - 1)].load(Ordering::Relaxed)
+    }
+
+    /// Per-bucket counts (not cumulative), the last one for calls above every bound.
+    pub(crate) fn buckets(&self) -> [u64; BUCKETS.len() + 1] {
+        std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn sum_seconds(&self) -> f64 {
+        Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)).as_secs_f64()
+    }
+}
+
+/// The labels of one series. Empty strings stand for "does not apply" (no route for a
+/// pass-through call, no backend for a call refused before one was picked).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SeriesKey {
+    /// The Service port called: `namespace/name:port`.
+    pub(crate) frontend: Arc<str>,
+    /// The GRPCRoute whose rule took the call: `namespace/name`.
+    pub(crate) route: Arc<str>,
+    /// The rule's index in its route.
+    pub(crate) rule: Arc<str>,
+    /// The backend picked: `namespace/name:port`.
+    pub(crate) backend: Arc<str>,
+}
+
+/// Every series, by labels. Only compilation and scrapes take the lock: the table holds an
+/// `Arc` of each series its rules can reach, and calls record through that.
+#[derive(Debug, Default)]
+pub(crate) struct SeriesRegistry {
+    series: Mutex<HashMap<SeriesKey, Arc<CallStats>>>,
+    /// Calls that named no Service the mesh knows, or came before the first configuration.
+    unrouted: Arc<CallStats>,
+}
+
+impl SeriesRegistry {
+    /// The series for `key`, the same one every time while something holds it, so counts
+    /// survive configuration changes.
+    pub(crate) fn get(&self, key: SeriesKey) -> Arc<CallStats> {
+        self.lock().entry(key).or_default().clone()
+    }
+
+    pub(crate) fn unrouted(&self) -> &Arc<CallStats> {
+        &self.unrouted
+    }
+
+    /// Forgets the series no table and no call in flight holds any more (the route, rule or
+    /// backend is gone), so that churning configuration does not grow the registry.
+    pub(crate) fn forget_unused(&self) {
+        self.lock().retain(|_, stats| Arc::strong_count(stats) > 1);
+    }
+
+    /// A copy of the current series, sorted by labels, for a scrape.
+    pub(crate) fn snapshot(&self) -> Vec<(SeriesKey, Arc<CallStats>)> {
+        let mut all: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, Arc<CallStats>>> {
+        // The map stays consistent even if a holder panicked: every operation is one call.
+        self.series.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(route: &str) -> SeriesKey {
+        SeriesKey {
+            frontend: "shop/checkout:50051".into(),
+            route: route.into(),
+            rule: "0".into(),
+            backend: "shop/checkout-v1:50051".into(),
+        }
+    }
+
+    #[test]
+    fn records_codes_buckets_and_sum() {
+        let stats = CallStats::default();
+        stats.record(Code::Ok, Duration::from_micros(300));
+        stats.record(Code::Ok, Duration::from_millis(3));
+        stats.record(Code::Unavailable, Duration::from_secs(60));
+        assert_eq!(stats.count(Code::Ok), 2);
+        assert_eq!(stats.count(Code::Unavailable), 1);
+        assert_eq!(stats.count(Code::Internal), 0);
+        let buckets = stats.buckets();
+        assert_eq!(buckets[0], 1, "0.3 ms is in the 0.5 ms bucket");
+        assert_eq!(buckets[3], 1, "3 ms is in the 5 ms bucket");
+        assert_eq!(buckets[BUCKETS.len()], 1, "60 s is above every bound");
+        assert_eq!(buckets.iter().sum::<u64>(), 3);
+        assert!((stats.sum_seconds() - 60.0033).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_bound_itself_falls_in_its_bucket() {
+        let stats = CallStats::default();
+        stats.record(Code::Ok, Duration::from_millis(1));
+        assert_eq!(stats.buckets()[1], 1, "le=0.001 includes 1 ms");
+    }
+
+    #[test]
+    fn series_survive_while_held_and_are_forgotten_after() {
+        let registry = SeriesRegistry::default();
+        let held = registry.get(key("shop/a"));
+        held.record(Code::Ok, Duration::ZERO);
+        drop(registry.get(key("shop/b")));
+        assert!(Arc::ptr_eq(&held, &registry.get(key("shop/a"))));
+        registry.forget_unused();
+        let left: Vec<_> = registry
+            .snapshot()
+            .into_iter()
+            .map(|(k, _)| k.route)
+            .collect();
+        assert_eq!(left, vec![Arc::<str>::from("shop/a")]);
+        assert_eq!(registry.get(key("shop/a")).count(Code::Ok), 1);
+    }
+}
