@@ -4,6 +4,8 @@
 #     Debian's kubernetes-client (installed, or unpacked locally if installing fails);
 #   - the Python grpcio virtual environment, which the interop tests create themselves
 #     on first use (interop-tests/.venv);
+#   - the Node @grpc/grpc-js packages, which the interop tests install themselves with
+#     `npm ci` on first use (interop-tests/node/node_modules; needs node and npm);
 # then unit, integration, end-to-end, doc and benchmark-smoke tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +42,17 @@ if ! command -v python3 >/dev/null 2>&1; then
     echo "test.sh: python3 is required for the gRPC C-core interop tests" >&2
     exit 1
 fi
+if ! { command -v node && command -v npm; } >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing Node.js and npm (Debian packages nodejs, npm)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null 2>&1 || true
+fi
+for tool in node npm; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "test.sh: $tool is required for the @grpc/grpc-js (Node.js) interop tests" >&2
+        exit 1
+    fi
+done
 
 # Every test target: lib, bins, integration tests, examples, and benches in test mode
 # (criterion runs each benchmark once; the loopback harness runs a short pass).

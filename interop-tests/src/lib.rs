@@ -15,13 +15,17 @@
 //!   send back.
 //! - [`stats`]: tally calls by backend and check weighted shares within 4σ.
 //! - [`python`]: backends served by Python `grpcio` (gRPC C-core), for wire interop.
+//! - [`node`]: backends served by Node `@grpc/grpc-js`, for wire interop.
+//! - [`interop`]: the wire-interop scenario, run against each of them.
 
 pub mod backends;
 pub mod calls;
 pub mod cluster;
 pub mod delivery;
+pub mod interop;
 pub mod load;
 pub mod manifests;
+pub mod node;
 pub mod python;
 pub mod stats;
 
