@@ -16,7 +16,7 @@ use grpcroute_examples::{
     },
 };
 use tokio::task::JoinSet;
-use tonic::{Code, Status, metadata::MetadataValue};
+use tonic::{Status, metadata::MetadataValue};
 
 use crate::{EXPERIMENT_HEADER, join, pods};
 
@@ -139,7 +139,11 @@ where
             for _ in 0..share {
                 let key = match call().await {
                     Ok(pod) => pod,
-                    Err(s) => format!("error {}: {}", code_name(s.code()), s.message()),
+                    Err(s) => format!(
+                        "error {}: {}",
+                        grpcroute_client::code_name(s.code()),
+                        s.message()
+                    ),
                 };
                 *tally.entry(key).or_default() += 1;
             }
@@ -194,17 +198,4 @@ pub(crate) fn summary(groups: &BTreeMap<String, (usize, String)>) -> String {
         return "no calls".into();
     }
     join(groups.iter().map(|(b, (n, _))| format!("{b}: {n}")))
-}
-
-/// `UNIMPLEMENTED`, not `Unimplemented`: the gRPC spelling.
-pub(crate) fn code_name(code: Code) -> String {
-    let camel = format!("{code:?}");
-    let mut out = String::new();
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
 }

@@ -48,8 +48,8 @@ use tonic::{Code, codegen::http::HeaderMap};
 
 use crate::{
     calls::{
-        BACKEND, Tally, call_get_order, call_order, call_recommend, call_user, code_name, group,
-        spread, summary,
+        BACKEND, Tally, call_get_order, call_order, call_recommend, call_user, group, spread,
+        summary,
     },
     report::{Align, Checks, Style, Table},
 };
@@ -134,20 +134,22 @@ async fn run(style: Style, checks: &mut Checks) -> anyhow::Result<()> {
     reads_and_writes(style, checks, &mesh).await?;
     ab_test(style, checks, &mesh).await?;
     style.section(
-        "[5/8]",
+        "[5/9]",
         "order.v1.OrderService: the 90/10 canary over 1,000 calls",
     );
     canary_split(style, checks, &mesh, 90).await?;
     explain_a_call(style, &mesh);
     hot_reload(style, checks, &mesh, folder.path()).await?;
     canary_split(style, checks, &mesh, 50).await?;
-    consumer_route(style, checks, &mesh, folder.path()).await
+    consumer_route(style, checks, &mesh, folder.path()).await?;
+    metrics(style, checks, &mesh);
+    Ok(())
 }
 
-/// [1/8] One echo server per pod.
+/// [1/9] One echo server per pod.
 async fn start_backends(style: Style, pods: &[pods::Pod]) -> anyhow::Result<Vec<EchoServer>> {
     style.section(
-        "[1/8]",
+        "[1/9]",
         "Start the backends: 2 pods per Deployment, grpcroute-echo servers on 127.0.0.1",
     );
     let servers = pods::start(pods).await?;
@@ -174,7 +176,7 @@ async fn start_backends(style: Style, pods: &[pods::Pod]) -> anyhow::Result<Vec<
     Ok(servers)
 }
 
-/// [2/8] Copies the manifests to `folder` and starts a mesh on it.
+/// [2/9] Copies the manifests to `folder` and starts a mesh on it.
 async fn load_manifests(
     style: Style,
     checks: &mut Checks,
@@ -182,7 +184,7 @@ async fn load_manifests(
     pods: &[pods::Pod],
 ) -> anyhow::Result<Mesh> {
     style.section(
-        "[2/8]",
+        "[2/9]",
         "Load examples/manifests/ (copied to a temporary folder) with ManifestDir",
     );
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
@@ -227,10 +229,10 @@ async fn load_manifests(
     Ok(mesh)
 }
 
-/// [3/8] The reader/writer split, and a method no rule matches.
+/// [3/9] The reader/writer split, and a method no rule matches.
 async fn reads_and_writes(style: Style, checks: &mut Checks, mesh: &Mesh) -> anyhow::Result<()> {
     style.section(
-        "[3/8]",
+        "[3/9]",
         "user.v1.UserService: reads to user-service-reader, writes to user-service-writer",
     );
     let user = UserServiceClient::new(mesh.channel(USER)?);
@@ -292,7 +294,7 @@ async fn reads_and_writes(style: Style, checks: &mut Checks, mesh: &Mesh) -> any
         ),
         Err(status) => println!(
             "    {}: {}",
-            style.red(&code_name(status.code())),
+            style.red(grpcroute_client::code_name(status.code())),
             status.message()
         ),
     }
@@ -304,16 +306,16 @@ async fn reads_and_writes(style: Style, checks: &mut Checks, mesh: &Mesh) -> any
         "an unrouted method is UNIMPLEMENTED, naming the route",
         match &unmatched {
             Ok(_) => "the call succeeded".into(),
-            Err(s) => format!("{}: {}", code_name(s.code()), s.message()),
+            Err(s) => format!("{}: {}", grpcroute_client::code_name(s.code()), s.message()),
         },
     );
     Ok(())
 }
 
-/// [4/8] The A/B test: exact, by header.
+/// [4/9] The A/B test: exact, by header.
 async fn ab_test(style: Style, checks: &mut Checks, mesh: &Mesh) -> anyhow::Result<()> {
     style.section(
-        "[4/8]",
+        "[4/9]",
         "recommendation.v1.RecommendationService: A/B test on x-experiment-group",
     );
     let recommendation = RecommendationServiceClient::new(mesh.channel(RECOMMENDATION)?);
@@ -363,7 +365,7 @@ async fn ab_test(style: Style, checks: &mut Checks, mesh: &Mesh) -> anyhow::Resu
     Ok(())
 }
 
-/// [5/8] and [7/8] 1,000 orders; checks the split against `stable_weight`/100.
+/// [5/9] and [7/9] 1,000 orders; checks the split against `stable_weight`/100.
 async fn canary_split(
     style: Style,
     checks: &mut Checks,
@@ -376,17 +378,17 @@ async fn canary_split(
     Ok(())
 }
 
-/// [6/8] `explain` for one order.
+/// [6/9] `explain` for one order.
 fn explain_a_call(style: Style, mesh: &Mesh) {
     style.section(
-        "[6/8]",
+        "[6/9]",
         "Mesh::explain: what happens to a call, without making it",
     );
     let order_call = call(ORDER, ORDER_SERVICE, "PlaceOrder", None);
     print_explanation(style, &order_call, &mesh.explain(&order_call));
 }
 
-/// [7/8] Edits the canary's weights in the watched folder and waits for them.
+/// [7/9] Edits the canary's weights in the watched folder and waits for them.
 async fn hot_reload(
     style: Style,
     checks: &mut Checks,
@@ -394,7 +396,7 @@ async fn hot_reload(
     folder: &Path,
 ) -> anyhow::Result<()> {
     style.section(
-        "[7/8]",
+        "[7/9]",
         "Hot reload: set the canary to 50/50 in the watched folder",
     );
     let path = folder.join(CANARY_FILE);
@@ -439,7 +441,7 @@ async fn hot_reload(
     Ok(())
 }
 
-/// [8/8] Namespace `web`'s consumer route.
+/// [8/9] Namespace `web`'s consumer route.
 async fn consumer_route(
     style: Style,
     checks: &mut Checks,
@@ -447,7 +449,7 @@ async fn consumer_route(
     folder: &Path,
 ) -> anyhow::Result<()> {
     style.section(
-        "[8/8]",
+        "[8/9]",
         "A consumer route: clients in namespace web keep their orders off the canary",
     );
     println!(
@@ -499,6 +501,88 @@ async fn consumer_route(
     }
     table.print(style);
     Ok(())
+}
+
+/// [9/9] What the mesh counted for order-service, from its Prometheus metrics.
+fn metrics(style: Style, checks: &mut Checks, mesh: &Mesh) {
+    style.section(
+        "[9/9]",
+        "Prometheus metrics: what the mesh counted for app/order-service (Mesh::metrics)",
+    );
+    let text = mesh.metrics().encode();
+    let frontend = "app/order-service:50051";
+    let mut table = Table::new(&[
+        ("route", Align::Left),
+        ("rule", Align::Right),
+        ("backend", Align::Left),
+        ("grpc_code", Align::Left),
+        ("calls", Align::Right),
+    ]);
+    let mut placed_orders = 0.0;
+    for series in parse_calls(&text).filter(|s| s.label("frontend") == Some(frontend)) {
+        if series.value == 0.0 {
+            continue;
+        }
+        let route = series.label("route").unwrap_or_default();
+        let rule = series.label("rule").unwrap_or_default();
+        if route == "app/order-canary-route" && series.label("grpc_code") == Some("OK") {
+            placed_orders += series.value;
+        }
+        table.row([
+            route.to_string(),
+            rule.to_string(),
+            series.label("backend").unwrap_or_default().to_string(),
+            series.label("grpc_code").unwrap_or_default().to_string(),
+            format!("{}", series.value),
+        ]);
+    }
+    table.print(style);
+    for gauge in [
+        "grpcroute_config_version",
+        "grpcroute_config_rejected_objects",
+        "grpcroute_endpoints",
+    ] {
+        if let Some(line) = text.lines().find(|l| l.starts_with(&format!("{gauge} "))) {
+            println!("  {}", style.dim(line));
+        }
+    }
+    println!(
+        "  {}",
+        style.dim("Serve this on /metrics; examples/kubernetes/prometheus-rule.yaml alerts on a canary's error rate.")
+    );
+    // Two canary splits of 1,000 calls and namespace app's 200 GetOrder calls, counted in
+    // the same series before and after the hot reload.
+    checks.check(
+        style,
+        placed_orders == 2200.0,
+        "the metrics count namespace app's 2,200 order calls, across the hot reload",
+        format!("{placed_orders} OK calls of app/order-canary-route"),
+    );
+}
+
+/// One sample of `grpcroute_client_calls_total`.
+struct Sample<'a> {
+    labels: &'a str,
+    value: f64,
+}
+
+impl<'a> Sample<'a> {
+    fn label(&self, name: &str) -> Option<&'a str> {
+        let start = self.labels.find(&format!("{name}=\""))? + name.len() + 2;
+        let rest = &self.labels[start..];
+        Some(&rest[..rest.find('"')?])
+    }
+}
+
+fn parse_calls(text: &str) -> impl Iterator<Item = Sample<'_>> {
+    text.lines().filter_map(|line| {
+        let rest = line.strip_prefix("grpcroute_client_calls_total{")?;
+        let (labels, value) = rest.rsplit_once("} ")?;
+        Some(Sample {
+            labels,
+            value: value.parse().ok()?,
+        })
+    })
 }
 
 /// Copies the manifest files of `from` into `to`; returns the copies, in name order.
