@@ -3,14 +3,18 @@
 //! services. It calls them in a loop and logs which backend served each one, so the effect
 //! of `kubectl apply`/`edit` on a GRPCRoute shows in `kubectl logs` within milliseconds.
 //!
+//! It serves the mesh's Prometheus metrics on `METRICS_ADDR` (default `0.0.0.0:9090`) at
+//! `/metrics`, for the PodMonitor and alerts of `examples/kubernetes/prometheus-rule.yaml`.
+//!
 //! ```text
 //! # inside the cluster (see examples/kubernetes/), or locally against your kubeconfig:
 //! POD_NAMESPACE=app cargo run --example kube_client
+//! curl -s localhost:9090/metrics | grep grpcroute_client_calls_total
 //! ```
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, time::Duration};
 
-use grpcroute_client::{Mesh, source::KubeSource};
+use grpcroute_client::{Mesh, Metrics, source::KubeSource};
 use grpcroute_echo::BACKEND_HEADER;
 use grpcroute_examples::{
     order::v1::{PlaceOrderRequest, order_service_client::OrderServiceClient},
@@ -31,6 +35,12 @@ async fn main() -> anyhow::Result<()> {
     // The client's namespace comes from POD_NAMESPACE (downward API), else the service
     // account's namespace file, else `default`.
     let mesh = Mesh::builder().build_with_source(KubeSource::new());
+    let metrics_addr: SocketAddr = std::env::var("METRICS_ADDR")
+        .unwrap_or_else(|_| "0.0.0.0:9090".into())
+        .parse()?;
+    let listener = tokio::net::TcpListener::bind(metrics_addr).await?;
+    tracing::info!(%metrics_addr, "serving Prometheus metrics on /metrics");
+    tokio::spawn(serve_metrics(listener, mesh.metrics()));
     tokio::time::timeout(Duration::from_secs(30), mesh.ready())
         .await
         .map_err(|_| anyhow::anyhow!("the mesh did not sync with the Kubernetes API in 30 s"))?;
@@ -68,6 +78,44 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Answers `GET /metrics` with the mesh's metrics, anything else with 404.
+async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Metrics) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "metrics listener");
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                let response = if req.uri().path() == "/metrics" {
+                    hyper::Response::builder()
+                        .header(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )
+                        .body(http_body_util::Full::<bytes::Bytes>::from(metrics.encode()))
+                } else {
+                    hyper::Response::builder()
+                        .status(404)
+                        .body(http_body_util::Full::<bytes::Bytes>::from("not found\n"))
+                };
+                async move { Ok::<_, Infallible>(response.unwrap_or_default()) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(%error, "metrics connection");
+            }
+        });
+    }
 }
 
 /// The backend that answered, or the status code of a failed call.
