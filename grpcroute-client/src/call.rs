@@ -12,7 +12,7 @@ use crate::{
     balance,
     error::CallError,
     mesh::Shared,
-    metrics::{Meter, status_in_headers},
+    metrics::{CallMeter, status_in_headers},
     mirror,
     routed::{BackendService, RoutedTo},
     router::{self, Decision, Refusal},
@@ -40,11 +40,8 @@ pub(crate) async fn route(
     req: Request<Body>,
 ) -> Response<Body> {
     let mut routed = RoutedTo::default();
-    // Counted as unrouted until the router decides; dropped unfinished, as cancelled.
-    let mut meter = Some(Meter::new(
-        shared.series.unrouted().clone(),
-        tokio::time::Instant::now(),
-    ));
+    // Dropped unfinished (the caller gave up), the call counts as cancelled.
+    let mut meter = CallMeter::start(shared.series.unrouted());
     let mut response = match dispatch(shared, target, authority, req, &mut routed, &mut meter).await
     {
         Ok(response) => response,
@@ -55,12 +52,9 @@ pub(crate) async fn route(
     };
     // Unless the response body took the meter to read the status from the trailers, the
     // headers settle it.
-    if let Some(meter) = meter {
-        meter.finish(
-            status_in_headers(response.status(), response.headers())
-                .unwrap_or(tonic::Code::Unknown),
-        );
-    }
+    meter.finish(
+        status_in_headers(response.status(), response.headers()).unwrap_or(tonic::Code::Unknown),
+    );
     if shared.report_routing {
         response.extensions_mut().insert(routed);
     }
@@ -73,7 +67,7 @@ async fn dispatch(
     authority: &Authority,
     mut req: Request<Body>,
     routed: &mut RoutedTo,
-    meter: &mut Option<Meter>,
+    meter: &mut CallMeter<'_>,
 ) -> Result<Response<Body>, CallError> {
     let snapshot = shared.snapshot().await?;
     let frontend = router::frontend(&snapshot, target, &shared.namespace)?;
@@ -92,16 +86,12 @@ async fn dispatch(
             backend,
             stats,
         }) => {
-            if let Some(m) = meter {
-                m.retarget(stats);
-            }
+            meter.place(stats);
             note_choice(routed, rule, backend.map(|b| b.backend_service()));
             return Err(error);
         }
     };
-    if let Some(m) = meter {
-        m.retarget(decision.stats);
-    }
+    meter.place(decision.stats);
     record(&decision);
     note_choice(
         routed,
@@ -134,15 +124,22 @@ async fn dispatch(
         m.apply(req.headers_mut());
     }
 
-    let mut response = send(shared, &snapshot, target, req, &mut routed.endpoint, meter)
-        .await
-        .map_err(|e| match (e, rule) {
-            (CallError::NoEndpoints { backend, .. }, Some(rule)) => CallError::NoEndpoints {
-                backend,
-                via: format!(" ({})", rule.describe()),
-            },
-            (e, _) => e,
-        })?;
+    let mut response = send(
+        shared,
+        &snapshot,
+        target,
+        req,
+        &mut routed.endpoint,
+        Some(meter),
+    )
+    .await
+    .map_err(|e| match (e, rule) {
+        (CallError::NoEndpoints { backend, .. }, Some(rule)) => CallError::NoEndpoints {
+            backend,
+            via: format!(" ({})", rule.describe()),
+        },
+        (e, _) => e,
+    })?;
 
     // Response filters unwind in reverse: the backend's, then the rule's.
     if let Some(m) = backend.and_then(|b| b.filters.response_headers.as_ref()) {
@@ -224,7 +221,7 @@ fn start_mirrors<'a>(
                 Some(s) => s,
                 None => return,
             };
-            match send(&shared, &snapshot, &target, copy, &mut None, &mut None).await {
+            match send(&shared, &snapshot, &target, copy, &mut None, None).await {
                 // The mirror's response is ignored; reading it to the end lets the stream
                 // finish cleanly.
                 Ok(response) => {
@@ -247,7 +244,7 @@ pub(crate) async fn send(
     target: &Arc<BackendTarget>,
     mut req: Request<Body>,
     reached: &mut Option<SocketAddr>,
-    meter: &mut Option<Meter>,
+    mut meter: Option<&mut CallMeter<'_>>,
 ) -> Result<Response<Body>, CallError> {
     let mut target = target.clone();
     let mut current = snapshot.clone();
@@ -320,7 +317,7 @@ pub(crate) async fn send(
                 };
                 endpoint.load.observe(rtt, endpoint.now());
                 let meter = if status_in_headers(response.status(), response.headers()).is_none() {
-                    meter.take()
+                    meter.as_mut().and_then(|m| m.hand_over())
                 } else {
                     None
                 };

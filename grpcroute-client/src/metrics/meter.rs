@@ -8,9 +8,9 @@ use tonic::Code;
 
 use super::series::CallStats;
 
-/// One call being measured. Finishing it records the final status and the time since the
-/// call started; dropping it unfinished records `CANCELLED` (the caller gave up on the
-/// response before its end).
+/// One call being measured, once the router has placed it in a series. Finishing it
+/// records the final status and the time since the call started; dropping it unfinished
+/// records `CANCELLED` (the caller gave up on the response before its end).
 #[derive(Debug)]
 pub(crate) struct Meter {
     pending: Option<(Arc<CallStats>, Instant)>,
@@ -20,13 +20,6 @@ impl Meter {
     pub(crate) fn new(stats: Arc<CallStats>, started: Instant) -> Self {
         Self {
             pending: Some((stats, started)),
-        }
-    }
-
-    /// Counts the call in `stats` instead (once the router knows where it goes).
-    pub(crate) fn retarget(&mut self, stats: &Arc<CallStats>) {
-        if let Some((current, _)) = &mut self.pending {
-            *current = stats.clone();
         }
     }
 
@@ -42,6 +35,62 @@ impl Meter {
 }
 
 impl Drop for Meter {
+    fn drop(&mut self) {
+        self.record(Code::Cancelled);
+    }
+}
+
+/// The meter of a call while the mesh handles it: counted as unrouted (a borrowed series,
+/// so the common path touches no shared reference count) until the router places it, and
+/// handed to the response body when the status is still to come.
+#[derive(Debug)]
+pub(crate) struct CallMeter<'a> {
+    unrouted: &'a CallStats,
+    started: Instant,
+    placed: Option<Meter>,
+    /// Recorded, or handed over to the body, which records it.
+    done: bool,
+}
+
+impl<'a> CallMeter<'a> {
+    pub(crate) fn start(unrouted: &'a CallStats) -> Self {
+        Self {
+            unrouted,
+            started: Instant::now(),
+            placed: None,
+            done: false,
+        }
+    }
+
+    /// Counts the call in `stats`.
+    pub(crate) fn place(&mut self, stats: &Arc<CallStats>) {
+        self.placed = Some(Meter::new(stats.clone(), self.started));
+    }
+
+    /// The placed meter, for a response body that will read the status in its trailers.
+    pub(crate) fn hand_over(&mut self) -> Option<Meter> {
+        let meter = self.placed.take();
+        self.done |= meter.is_some();
+        meter
+    }
+
+    /// Records `code`, unless the body took the meter.
+    pub(crate) fn finish(mut self, code: Code) {
+        self.record(code);
+    }
+
+    fn record(&mut self, code: Code) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        match self.placed.take() {
+            Some(meter) => meter.finish(code),
+            None => self.unrouted.record(code, self.started.elapsed()),
+        }
+    }
+}
+
+impl Drop for CallMeter<'_> {
     fn drop(&mut self) {
         self.record(Code::Cancelled);
     }
@@ -123,14 +172,41 @@ mod tests {
         tokio::time::advance(Duration::from_millis(20)).await;
         meter.finish(Code::Ok);
         drop(Meter::new(stats.clone(), Instant::now()));
-        let other = Arc::new(CallStats::default());
-        let mut moved = Meter::new(other.clone(), Instant::now());
-        moved.retarget(&stats);
-        moved.finish(Code::Unimplemented);
         assert_eq!(stats.count(Code::Ok), 1);
         assert_eq!(stats.count(Code::Cancelled), 1);
-        assert_eq!(stats.count(Code::Unimplemented), 1);
-        assert_eq!(other.count(Code::Unimplemented), 0);
         assert!((stats.sum_seconds() - 0.02).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_counts_as_unrouted_until_placed_and_once_in_all() {
+        let unrouted = CallStats::default();
+        let placed = Arc::new(CallStats::default());
+
+        CallMeter::start(&unrouted).finish(Code::Unavailable);
+        drop(CallMeter::start(&unrouted));
+        assert_eq!(unrouted.count(Code::Unavailable), 1);
+        assert_eq!(unrouted.count(Code::Cancelled), 1);
+
+        let mut m = CallMeter::start(&unrouted);
+        m.place(&placed);
+        m.finish(Code::Unimplemented);
+        let mut m = CallMeter::start(&unrouted);
+        m.place(&placed);
+        drop(m);
+        assert_eq!(placed.count(Code::Unimplemented), 1);
+        assert_eq!(placed.count(Code::Cancelled), 1);
+
+        // Handed to a body: the body records, the call meter does not.
+        let mut m = CallMeter::start(&unrouted);
+        m.place(&placed);
+        let body = m.hand_over().unwrap();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        m.finish(Code::Internal);
+        body.finish(Code::Ok);
+        assert_eq!(placed.count(Code::Ok), 1);
+        assert_eq!(placed.count(Code::Internal), 0);
+        assert!((placed.sum_seconds() - 0.005).abs() < 1e-9);
+        assert_eq!(unrouted.count(Code::Internal), 0);
+        assert_eq!(unrouted.buckets().iter().sum::<u64>(), 2);
     }
 }

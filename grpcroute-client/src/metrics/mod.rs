@@ -23,7 +23,7 @@ use prometheus_client::{
 use tonic::Code;
 
 pub(crate) use self::{
-    meter::{Meter, status_in_headers, status_in_trailers},
+    meter::{CallMeter, Meter, status_in_headers, status_in_trailers},
     series::{BUCKETS, CallStats, SeriesKey, SeriesRegistry},
 };
 use crate::{mesh::Shared, table::ConditionStatus};
