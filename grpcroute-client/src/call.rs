@@ -80,22 +80,21 @@ async fn dispatch(
     );
     let decision = match decided {
         Ok(decision) => decision,
-        Err(Refusal {
-            error,
-            rule,
-            backend,
-            stats,
-        }) => {
-            meter.place(stats);
-            note_choice(routed, rule, backend.map(|b| b.backend_service()));
-            return Err(error);
+        Err(Refusal { error, series }) => {
+            meter.place(series.stats(&shared.series));
+            note_choice(
+                routed,
+                series.of.rule(),
+                series.of.backend().map(CompiledBackend::backend_service),
+            );
+            return Err(*error);
         }
     };
-    meter.place(decision.stats);
+    meter.place(decision.series.stats(&shared.series));
     record(&decision);
     note_choice(
         routed,
-        decision.rule,
+        decision.rule.map(|r| &**r),
         Some(decision.backend.map_or_else(
             || BackendService {
                 service: decision.target.service.clone(),
@@ -154,7 +153,7 @@ async fn dispatch(
 /// Notes the rule and backend chosen for a call in its [`RoutedTo`].
 fn note_choice(
     routed: &mut RoutedTo,
-    rule: Option<&Arc<CompiledRule>>,
+    rule: Option<&CompiledRule>,
     backend: Option<BackendService>,
 ) {
     if let Some(rule) = rule {

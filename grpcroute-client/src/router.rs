@@ -8,9 +8,11 @@ use http::HeaderMap;
 use crate::{
     authority::{Host, Target},
     error::CallError,
-    metrics::CallStats,
     model::matches::split_path,
-    table::{BackendTarget, CompiledBackend, CompiledRule, Frontend, RouteSetKind, Snapshot},
+    table::{
+        BackendTarget, CompiledBackend, CompiledRule, Frontend, RouteSetKind, SeriesOf, SeriesRef,
+        Snapshot,
+    },
 };
 
 /// Where a call goes.
@@ -23,25 +25,21 @@ pub(crate) struct Decision<'s> {
     /// The endpoints to send to.
     pub(crate) target: &'s Arc<BackendTarget>,
     /// The series the call counts in.
-    pub(crate) stats: &'s Arc<CallStats>,
+    pub(crate) series: SeriesRef<'s>,
 }
 
-/// A call the router refused, with what it had chosen before refusing (so a caller can
-/// tell which rule and backend a failed call was for).
+/// A call the router refused, with the series it counts in, which says what the router
+/// had chosen before refusing (the rule that matched and the backend picked, if any).
 #[derive(Debug)]
 pub(crate) struct Refusal<'s> {
-    pub(crate) error: CallError,
-    /// The rule that matched, if one did.
-    pub(crate) rule: Option<&'s Arc<CompiledRule>>,
-    /// The backendRef picked by weight, if one was (it is then the one that failed).
-    pub(crate) backend: Option<&'s CompiledBackend>,
-    /// The series the call counts in.
-    pub(crate) stats: &'s Arc<CallStats>,
+    /// Boxed: refusals are the rare path, and they allocate their messages anyway.
+    pub(crate) error: Box<CallError>,
+    pub(crate) series: SeriesRef<'s>,
 }
 
 impl From<Refusal<'_>> for CallError {
     fn from(r: Refusal<'_>) -> Self {
-        r.error
+        *r.error
     }
 }
 
@@ -93,19 +91,18 @@ pub(crate) fn decide<'s>(
     headers: &HeaderMap,
     random: u64,
 ) -> Result<Decision<'s>, Refusal<'s>> {
-    let refuse = |error, rule, backend, stats| Refusal {
-        error,
-        rule,
-        backend,
-        stats,
+    let refuse = |error, series| Refusal {
+        error: Box::new(error),
+        series,
     };
+    let series = |slot, of| SeriesRef { slot, frontend, of };
     let Some(set) = frontend.route_set(client_namespace) else {
         // No routes: the call proceeds to the Service's own endpoints (GEP-1294).
         return Ok(Decision {
             rule: None,
             backend: None,
             target: &frontend.passthrough,
-            stats: &frontend.passthrough_stats,
+            series: series(&frontend.passthrough_series, SeriesOf::Passthrough),
         });
     };
     let (service, method) = split_path(path);
@@ -120,22 +117,18 @@ pub(crate) fn decide<'s>(
                 routes: set.routes_label.clone(),
                 path: path.to_string(),
             },
-            None,
-            None,
-            &set.unmatched,
+            series(&frontend.unmatched_series, SeriesOf::Unmatched),
         ));
     };
     let rule = &candidate.rule;
-    let stats = &candidate.stats;
+    let slots = &candidate.series;
     if let Some(detail) = &rule.filters.unsupported {
         return Err(refuse(
             CallError::UnsupportedFilter {
                 place: rule.describe(),
                 detail: detail.clone(),
             },
-            Some(rule),
-            None,
-            &stats.rule,
+            series(&slots.rule, SeriesOf::Rule(rule)),
         ));
     }
     if rule.backends.is_empty() {
@@ -143,23 +136,19 @@ pub(crate) fn decide<'s>(
             CallError::NoBackends {
                 rule: rule.describe(),
             },
-            Some(rule),
-            None,
-            &stats.rule,
+            series(&slots.rule, SeriesOf::Rule(rule)),
         ));
     }
-    // `pick_index` is within `backends`, and the stats have one series per backend.
+    // `pick_index` is within `backends`, and there is one series slot per backend.
     let picked = rule
         .pick_index(random)
-        .and_then(|i| Some((rule.backends.get(i)?, stats.backends.get(i)?)));
-    let Some((backend, backend_stats)) = picked else {
+        .and_then(|i| Some((rule.backends.get(i)?, slots.backends.get(i)?)));
+    let Some((backend, slot)) = picked else {
         return Err(refuse(
             CallError::AllWeightsZero {
                 rule: rule.describe(),
             },
-            Some(rule),
-            None,
-            &stats.rule,
+            series(&slots.rule, SeriesOf::Rule(rule)),
         ));
     };
     let target = match &backend.target {
@@ -172,9 +161,7 @@ pub(crate) fn decide<'s>(
                     reason: invalid.reason,
                     message: invalid.message.clone(),
                 },
-                Some(rule),
-                Some(backend),
-                backend_stats,
+                series(slot, SeriesOf::Backend(rule, backend)),
             ));
         }
     };
@@ -184,15 +171,13 @@ pub(crate) fn decide<'s>(
                 place: format!("{} backendRef {}", rule.describe(), backend.describe()),
                 detail: detail.clone(),
             },
-            Some(rule),
-            Some(backend),
-            backend_stats,
+            series(slot, SeriesOf::Backend(rule, backend)),
         ));
     }
     Ok(Decision {
         rule: Some(rule),
         backend: Some(backend),
         target,
-        stats: backend_stats,
+        series: series(slot, SeriesOf::Backend(rule, backend)),
     })
 }

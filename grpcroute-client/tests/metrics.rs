@@ -111,7 +111,7 @@ async fn trailer_status_server(code: u8) -> SocketAddr {
 /// that does not exist, `pkg.Svc/Fail` to a server that fails every call in its trailers,
 /// `pkg.Svc/Slow` to a server that answers after a minute. `shop/plain:50051` has no
 /// route.
-async fn setup() -> (Mesh, Vec<EchoServer>) {
+async fn setup() -> (Mesh, Vec<EchoServer>, Resources) {
     let v1 = EchoServer::start(EchoConfig::new("v1")).await.unwrap();
     let v2 = EchoServer::start(EchoConfig::new("v2")).await.unwrap();
     let slow = EchoServer::start(EchoConfig::new("slow").delay(Duration::from_secs(60)))
@@ -165,7 +165,7 @@ async fn setup() -> (Mesh, Vec<EchoServer>) {
         .seed(7)
         .build();
     assert!(mesh.update(&resources).rejected.is_empty());
-    (mesh, vec![v1, v2, slow])
+    (mesh, vec![v1, v2, slow], resources)
 }
 
 const FRONT: &str = "shop/front:50051";
@@ -173,7 +173,7 @@ const SPLIT: &str = "shop/split";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_is_counted_once_under_its_route_backend_and_status() {
-    let (mesh, _servers) = setup().await;
+    let (mesh, _servers, _) = setup().await;
     let metrics = mesh.metrics();
 
     // Weighted split: the series agree exactly with where the calls went.
@@ -265,7 +265,7 @@ async fn every_call_is_counted_once_under_its_route_backend_and_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_gauges_and_series_follow_updates() {
-    let (mesh, servers) = setup().await;
+    let (mesh, servers, resources) = setup().await;
     let metrics = mesh.metrics();
     let text = metrics.encode();
     assert_eq!(
@@ -302,6 +302,23 @@ async fn configuration_gauges_and_series_follow_updates() {
     call(&mesh, "front:50051", "/pkg.Svc/Split").await;
     let text = metrics.encode();
     assert!(text.contains("route=\"shop/split\""));
+    let split_calls = |text: &str| {
+        calls(text, FRONT, SPLIT, "0", "shop/v1:50051", "OK")
+            + calls(text, FRONT, SPLIT, "0", "shop/v2:50051", "OK")
+    };
+    assert_eq!(split_calls(&text), 1.0);
+
+    // An update that keeps the route (here: one more Service) keeps its series and counts,
+    // including before the new table's first call into them.
+    let kept = resources.with(service("shop", "extra").port("grpc", 50051));
+    assert!(mesh.update(&kept).rejected.is_empty());
+    assert_eq!(
+        split_calls(&metrics.encode()),
+        1.0,
+        "kept across the update"
+    );
+    call(&mesh, "front:50051", "/pkg.Svc/Split").await;
+    assert_eq!(split_calls(&metrics.encode()), 2.0, "and counting on");
 
     // The route goes away: its series with it; an invalid object is counted.
     let v1 = &servers[0];
@@ -325,7 +342,7 @@ async fn configuration_gauges_and_series_follow_updates() {
     assert_eq!(report.rejected.len(), 1);
     let text = metrics.encode();
     assert!(!text.contains("route=\"shop/split\""), "{text}");
-    assert_eq!(gauge(&text, "grpcroute_config_version"), 2.0);
+    assert_eq!(gauge(&text, "grpcroute_config_version"), 3.0);
     assert_eq!(gauge(&text, "grpcroute_config_rejected_objects"), 1.0);
     assert_eq!(condition(&text, "Accepted"), None);
     call(&mesh, "front:50051", "/pkg.Svc/Split").await;

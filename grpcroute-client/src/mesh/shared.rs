@@ -110,12 +110,7 @@ impl Drop for Shared {
 impl Shared {
     pub(crate) fn apply(&self, model: Model) -> UpdateReport {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = Arc::new(table::compile(
-            &model,
-            self.grant_policy,
-            &self.pool,
-            &self.series,
-        ));
+        let snapshot = Arc::new(table::compile(&model, self.grant_policy, &self.pool));
         let previous = self.snapshot.swap(Some(snapshot.clone()));
 
         // Endpoints that left the configuration take no new calls; their connections close
@@ -133,10 +128,8 @@ impl Shared {
                 }
             }
         }
-        // Series only the previous table reached (routes, rules, backends that are gone)
-        // leave with it; calls still in flight keep theirs until the next update.
-        drop(previous);
-        self.series.forget_unused();
+        // Series of routes, rules and backends that are gone leave with them.
+        self.series.retain_reachable(|key| snapshot.reaches(key));
         let endpoints_added = snapshot
             .endpoints
             .iter()

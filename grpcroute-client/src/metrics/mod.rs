@@ -24,7 +24,7 @@ use tonic::Code;
 
 pub(crate) use self::{
     meter::{CallMeter, Meter, status_in_headers, status_in_trailers},
-    series::{BUCKETS, CallStats, SeriesKey, SeriesRegistry},
+    series::{BUCKETS, CallStats, SeriesKey, SeriesRegistry, SeriesSlot},
 };
 use crate::{mesh::Shared, table::ConditionStatus};
 
@@ -104,17 +104,16 @@ impl Collector for Metrics {
 }
 
 fn encode_calls(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
-    let empty: Arc<str> = Arc::from("");
-    let mut series = shared.series.snapshot();
-    series.push((
-        SeriesKey {
-            frontend: empty.clone(),
-            route: empty.clone(),
-            rule: empty.clone(),
-            backend: empty,
-        },
-        shared.series.unrouted().clone(),
-    ));
+    let registered = shared.series.snapshot();
+    // The unrouted series first: every label empty.
+    let series: Vec<([String; 4], &CallStats)> =
+        std::iter::once((Default::default(), shared.series.unrouted()))
+            .chain(
+                registered
+                    .iter()
+                    .map(|(key, stats)| (labels(key), &**stats)),
+            )
+            .collect();
 
     let mut calls = encoder.encode_descriptor(
         "grpcroute_client_calls",
@@ -130,11 +129,12 @@ fn encode_calls(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fm
             if n == 0 && code != Code::Ok {
                 continue;
             }
+            let [frontend, route, rule, backend] = key;
             let labels = [
-                ("frontend", &*key.frontend),
-                ("route", &*key.route),
-                ("rule", &*key.rule),
-                ("backend", &*key.backend),
+                ("frontend", frontend.as_str()),
+                ("route", route),
+                ("rule", rule),
+                ("backend", backend),
                 ("grpc_code", code_name(code)),
             ];
             ConstCounter::new(n).encode(calls.encode_family(&labels)?)?;
@@ -155,11 +155,12 @@ fn encode_calls(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fm
             .chain([f64::MAX])
             .zip(counts)
             .collect();
+        let [frontend, route, rule, backend] = key;
         let labels = [
-            ("frontend", &*key.frontend),
-            ("route", &*key.route),
-            ("rule", &*key.rule),
-            ("backend", &*key.backend),
+            ("frontend", frontend.as_str()),
+            ("route", route),
+            ("rule", rule),
+            ("backend", backend),
         ];
         durations
             .encode_family(&labels)?
@@ -171,6 +172,21 @@ fn encode_calls(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fm
             )?;
     }
     Ok(())
+}
+
+/// `frontend`, `route`, `rule` and `backend` of a series; empty where they do not apply.
+fn labels(key: &SeriesKey) -> [String; 4] {
+    let frontend = key
+        .frontend
+        .as_ref()
+        .map(|(service, port)| format!("{service}:{port}"));
+    let (route, rule) = key
+        .rule
+        .as_ref()
+        .map(|(route, index)| (route.to_string(), index.to_string()))
+        .unzip();
+    let backend = key.backend.as_ref().map(ToString::to_string);
+    [frontend, route, rule, backend].map(Option::unwrap_or_default)
 }
 
 fn encode_config(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {

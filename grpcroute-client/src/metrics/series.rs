@@ -4,13 +4,15 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use tonic::Code;
+
+use crate::{BackendService, model::ObjectKey};
 
 /// Upper bounds of the latency buckets, in seconds: from half a millisecond (a loopback
 /// call) to ten seconds (a slow streaming call).
@@ -57,47 +59,61 @@ impl CallStats {
     }
 }
 
-/// The labels of one series. Empty strings stand for "does not apply" (no route for a
-/// pass-through call, no backend for a call refused before one was picked).
+/// Which calls one series counts. Labels are rendered from it at scrape time.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct SeriesKey {
-    /// The Service port called: `namespace/name:port`.
-    pub(crate) frontend: Arc<str>,
-    /// The GRPCRoute whose rule took the call: `namespace/name`.
-    pub(crate) route: Arc<str>,
-    /// The rule's index in its route.
-    pub(crate) rule: Arc<str>,
-    /// The backend picked: `namespace/name:port`.
-    pub(crate) backend: Arc<str>,
+    /// The Service port called; `None` for calls to a Service the mesh does not know.
+    pub(crate) frontend: Option<(ObjectKey, u16)>,
+    /// The GRPCRoute rule (route, index) that took the call.
+    pub(crate) rule: Option<(ObjectKey, usize)>,
+    /// The backend picked (for a pass-through call, the frontend itself).
+    pub(crate) backend: Option<BackendService>,
 }
 
-/// Every series, by labels. Only compilation and scrapes take the lock: the table holds an
-/// `Arc` of each series its rules can reach, and calls record through that.
+/// A series of a routing table, looked up (or created) in the registry by the first call
+/// that records into it: a table of many rules costs a pointer per rule and backend until
+/// calls reach them, and calls after the first read it without a lock.
+#[derive(Debug, Default)]
+pub(crate) struct SeriesSlot(OnceLock<Arc<CallStats>>);
+
+impl SeriesSlot {
+    pub(crate) fn get(
+        &self,
+        registry: &SeriesRegistry,
+        key: impl FnOnce() -> SeriesKey,
+    ) -> &Arc<CallStats> {
+        self.0.get_or_init(|| registry.get(key()))
+    }
+}
+
+/// Every series that calls have recorded into, by key. Only a table's first call into a
+/// series, configuration updates and scrapes take the lock.
 #[derive(Debug, Default)]
 pub(crate) struct SeriesRegistry {
     series: Mutex<HashMap<SeriesKey, Arc<CallStats>>>,
     /// Calls that named no Service the mesh knows, or came before the first configuration.
-    unrouted: Arc<CallStats>,
+    unrouted: CallStats,
 }
 
 impl SeriesRegistry {
-    /// The series for `key`, the same one every time while something holds it, so counts
-    /// survive configuration changes.
+    /// The series for `key`, the same one every time while it is kept, so counts survive
+    /// configuration changes.
     pub(crate) fn get(&self, key: SeriesKey) -> Arc<CallStats> {
         self.lock().entry(key).or_default().clone()
     }
 
-    pub(crate) fn unrouted(&self) -> &Arc<CallStats> {
+    pub(crate) fn unrouted(&self) -> &CallStats {
         &self.unrouted
     }
 
-    /// Forgets the series no table and no call in flight holds any more (the route, rule or
-    /// backend is gone), so that churning configuration does not grow the registry.
-    pub(crate) fn forget_unused(&self) {
-        self.lock().retain(|_, stats| Arc::strong_count(stats) > 1);
+    /// Forgets the series of routes, rules, backends and Services that the configuration
+    /// no longer has (`reachable` says which remain), so that churning configuration does
+    /// not grow the registry. A call still in flight keeps its own series to the end.
+    pub(crate) fn retain_reachable(&self, reachable: impl Fn(&SeriesKey) -> bool) {
+        self.lock().retain(|key, _| reachable(key));
     }
 
-    /// A copy of the current series, sorted by labels, for a scrape.
+    /// A copy of the current series, sorted by key, for a scrape.
     pub(crate) fn snapshot(&self) -> Vec<(SeriesKey, Arc<CallStats>)> {
         let mut all: Vec<_> = self
             .lock()
@@ -120,10 +136,9 @@ mod tests {
 
     fn key(route: &str) -> SeriesKey {
         SeriesKey {
-            frontend: "shop/checkout:50051".into(),
-            route: route.into(),
-            rule: "0".into(),
-            backend: "shop/checkout-v1:50051".into(),
+            frontend: Some((ObjectKey::new("shop", "checkout"), 50051)),
+            rule: Some((ObjectKey::new("shop", route), 0)),
+            backend: None,
         }
     }
 
@@ -152,19 +167,30 @@ mod tests {
     }
 
     #[test]
-    fn series_survive_while_held_and_are_forgotten_after() {
+    fn series_survive_while_reachable_and_are_forgotten_after() {
         let registry = SeriesRegistry::default();
-        let held = registry.get(key("shop/a"));
-        held.record(Code::Ok, Duration::ZERO);
-        drop(registry.get(key("shop/b")));
-        assert!(Arc::ptr_eq(&held, &registry.get(key("shop/a"))));
-        registry.forget_unused();
-        let left: Vec<_> = registry
-            .snapshot()
-            .into_iter()
-            .map(|(k, _)| k.route)
-            .collect();
-        assert_eq!(left, vec![Arc::<str>::from("shop/a")]);
-        assert_eq!(registry.get(key("shop/a")).count(Code::Ok), 1);
+        let slot = SeriesSlot::default();
+        let a = slot.get(&registry, || key("a"));
+        a.record(Code::Ok, Duration::ZERO);
+        let b = registry.get(key("b"));
+        assert!(Arc::ptr_eq(a, &registry.get(key("a"))));
+        assert!(Arc::ptr_eq(
+            a,
+            slot.get(&registry, || unreachable!("set once"))
+        ));
+
+        registry.retain_reachable(|k| k.rule.as_ref().is_some_and(|(r, _)| r.name() == "a"));
+        assert_eq!(registry.snapshot().len(), 1);
+        assert_eq!(
+            registry.get(key("a")).count(Code::Ok),
+            1,
+            "kept with its counts"
+        );
+        b.record(Code::Ok, Duration::ZERO);
+        assert_eq!(
+            registry.get(key("b")).count(Code::Ok),
+            0,
+            "forgotten: a new series"
+        );
     }
 }

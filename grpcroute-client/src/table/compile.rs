@@ -9,11 +9,11 @@ use std::{
 
 use super::{
     BackendTarget, Candidate, CompiledBackend, CompiledMirror, CompiledRule, FastMap, Filters,
-    Frontend, InvalidBackend, RouteSet, RouteSetKind, RuleStats, ServiceEntry, Snapshot,
+    Frontend, InvalidBackend, RouteSet, RouteSetKind, RuleSeries, ServiceEntry, Snapshot,
     status::{self, Attachment, ParentOutcome},
 };
 use crate::{
-    metrics::{SeriesKey, SeriesRegistry},
+    metrics::SeriesSlot,
     model::{
         AppProtocol, BackendRef, EndpointSlice, Filter, GrpcRoute, Model, ObjectKey,
         ReferenceGrant, Rule, Service, ServiceType,
@@ -33,14 +33,8 @@ pub(crate) enum GrantPolicy {
 }
 
 /// Builds the routing table. Pure apart from `pool`, which hands out the shared state of
-/// each endpoint address so that connections survive configuration changes, and `series`,
-/// which does the same for call statistics.
-pub(crate) fn compile(
-    model: &Model,
-    policy: GrantPolicy,
-    pool: &Pool,
-    series: &SeriesRegistry,
-) -> Snapshot {
+/// each endpoint address so that connections survive configuration changes.
+pub(crate) fn compile(model: &Model, policy: GrantPolicy, pool: &Pool) -> Snapshot {
     let mut cx = Context::new(model, policy, pool);
 
     // Rules are compiled once per route and shared by every frontend the route attaches to.
@@ -98,25 +92,19 @@ pub(crate) fn compile(
                 .remove(&(svc.key.clone(), port.port))
                 .unwrap_or_default();
             let passthrough = cx.target(svc, port.port);
-            let label: Arc<str> = format!("{}:{}", svc.key, port.port).into();
-            let sets = SetContext {
-                frontend: &label,
-                series,
-            };
             let frontend = Frontend {
                 service: svc.key.clone(),
                 port: port.port,
                 producer: (!routes.producer.is_empty())
-                    .then(|| Arc::new(route_set(RouteSetKind::Producer, routes.producer, &sets))),
+                    .then(|| Arc::new(route_set(RouteSetKind::Producer, routes.producer))),
                 consumers: routes
                     .consumers
                     .into_iter()
-                    .map(|(ns, list)| {
-                        (ns, Arc::new(route_set(RouteSetKind::Consumer, list, &sets)))
-                    })
+                    .map(|(ns, list)| (ns, Arc::new(route_set(RouteSetKind::Consumer, list))))
                     .collect(),
                 passthrough,
-                passthrough_stats: series.get(sets.key("", "", &label)),
+                passthrough_series: SeriesSlot::default(),
+                unmatched_series: SeriesSlot::default(),
             };
             ports.push((port.port, Arc::new(frontend)));
         }
@@ -164,45 +152,15 @@ struct PortRoutes {
     consumers: BTreeMap<Box<str>, Vec<RouteRules>>,
 }
 
-/// What the route sets of one frontend share: the frontend's label for call series.
-struct SetContext<'a> {
-    frontend: &'a Arc<str>,
-    series: &'a SeriesRegistry,
-}
-
-impl SetContext<'_> {
-    fn key(&self, route: &str, rule: &str, backend: &str) -> SeriesKey {
-        SeriesKey {
-            frontend: self.frontend.clone(),
-            route: route.into(),
-            rule: rule.into(),
-            backend: backend.into(),
-        }
-    }
-
-    fn rule_stats(&self, rule: &CompiledRule) -> Arc<RuleStats> {
-        let route = rule.route.to_string();
-        let index = rule.index.to_string();
-        Arc::new(RuleStats {
-            rule: self.series.get(self.key(&route, &index, "")),
-            backends: rule
-                .backends
-                .iter()
-                .map(|b| self.series.get(self.key(&route, &index, &b.describe())))
-                .collect(),
-        })
-    }
-}
-
 /// Orders every match of every rule of the set by the spec's precedence, continuing on
 /// ties: characters of service, characters of method, number of header matches (all
 /// larger first), then the oldest route, then `{namespace}/{name}`, then rule order (and
 /// match order, which never changes the outcome since matches of one rule share a target).
-fn route_set(kind: RouteSetKind, routes: Vec<RouteRules>, cx: &SetContext<'_>) -> RouteSet {
+fn route_set(kind: RouteSetKind, routes: Vec<RouteRules>) -> RouteSet {
     let mut keyed = Vec::new();
     for (route, rules) in &routes {
         for rule in rules {
-            let stats = cx.rule_stats(rule);
+            let series = Arc::new(RuleSeries::new(rule));
             let source = &route.rules[rule.index];
             for (m, matcher) in source.matches.iter().enumerate() {
                 let key = (
@@ -221,7 +179,7 @@ fn route_set(kind: RouteSetKind, routes: Vec<RouteRules>, cx: &SetContext<'_>) -
                         matcher: Arc::new(matcher.clone()),
                         rule: rule.clone(),
                         service_indexed: false,
-                        stats: stats.clone(),
+                        series: series.clone(),
                     },
                 ));
             }
@@ -260,7 +218,6 @@ fn route_set(kind: RouteSetKind, routes: Vec<RouteRules>, cx: &SetContext<'_>) -
         routes_label: routes_label.into(),
         by_service,
         generic,
-        unmatched: cx.series.get(cx.key("", "", "")),
     }
 }
 

@@ -20,7 +20,7 @@ pub(crate) use self::compile::{GrantPolicy, compile};
 pub use self::status::{Condition, ConditionStatus, ParentReference, ParentStatus, RouteStatus};
 use crate::{
     convert::InvalidObject,
-    metrics::CallStats,
+    metrics::{CallStats, SeriesKey, SeriesRegistry, SeriesSlot},
     model::{HeaderModifier, ObjectKey, RouteMatch},
     transport::Endpoint,
 };
@@ -72,7 +72,9 @@ pub(crate) struct Frontend {
     pub(crate) consumers: FastMap<Box<str>, Arc<RouteSet>>,
     pub(crate) passthrough: Arc<BackendTarget>,
     /// The series of pass-through calls.
-    pub(crate) passthrough_stats: Arc<CallStats>,
+    pub(crate) passthrough_series: SeriesSlot,
+    /// The series of calls that matched no rule.
+    pub(crate) unmatched_series: SeriesSlot,
 }
 
 impl Frontend {
@@ -83,6 +85,13 @@ impl Frontend {
         self.consumers
             .get(client_namespace)
             .or(self.producer.as_ref())
+    }
+
+    fn route_sets(&self) -> impl Iterator<Item = &RouteSet> {
+        self.producer
+            .iter()
+            .chain(self.consumers.values())
+            .map(|s| &**s)
     }
 }
 
@@ -107,8 +116,6 @@ pub(crate) struct RouteSet {
     by_service: FastMap<Box<str>, Box<[Candidate]>>,
     /// Candidates that do not name one exact service (method-only, regex, no method).
     generic: Box<[Candidate]>,
-    /// The series of calls that matched no rule.
-    pub(crate) unmatched: Arc<CallStats>,
 }
 
 #[derive(Clone, Debug)]
@@ -118,16 +125,130 @@ pub(crate) struct Candidate {
     /// The index this candidate sits in already guarantees its exact service matches.
     pub(crate) service_indexed: bool,
     /// The series of the rule's calls from this frontend.
-    pub(crate) stats: Arc<RuleStats>,
+    pub(crate) series: Arc<RuleSeries>,
 }
 
 /// The call series of one rule as seen from one frontend.
 #[derive(Debug)]
-pub(crate) struct RuleStats {
+pub(crate) struct RuleSeries {
     /// Calls the rule refused before picking a backend.
-    pub(crate) rule: Arc<CallStats>,
+    pub(crate) rule: SeriesSlot,
     /// Calls sent to each backendRef, in the rule's order.
-    pub(crate) backends: Box<[Arc<CallStats>]>,
+    pub(crate) backends: Box<[SeriesSlot]>,
+}
+
+impl RuleSeries {
+    pub(crate) fn new(rule: &CompiledRule) -> Self {
+        Self {
+            rule: SeriesSlot::default(),
+            backends: rule
+                .backends
+                .iter()
+                .map(|_| SeriesSlot::default())
+                .collect(),
+        }
+    }
+}
+
+/// The series a call counts in: a slot of the table, and what names it.
+#[derive(Debug)]
+pub(crate) struct SeriesRef<'s> {
+    pub(crate) slot: &'s SeriesSlot,
+    pub(crate) frontend: &'s Frontend,
+    pub(crate) of: SeriesOf<'s>,
+}
+
+/// What kind of calls a series counts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum SeriesOf<'s> {
+    /// Calls to a frontend without routes.
+    Passthrough,
+    /// Calls that matched no rule.
+    Unmatched,
+    /// Calls a rule refused before picking a backend.
+    Rule(&'s CompiledRule),
+    /// Calls sent (or failed) to a backend of a rule.
+    Backend(&'s CompiledRule, &'s CompiledBackend),
+}
+
+impl<'s> SeriesOf<'s> {
+    /// The rule that took the call, if one did.
+    pub(crate) fn rule(self) -> Option<&'s CompiledRule> {
+        match self {
+            Self::Rule(r) | Self::Backend(r, _) => Some(r),
+            Self::Passthrough | Self::Unmatched => None,
+        }
+    }
+
+    /// The backendRef picked, if one was.
+    pub(crate) fn backend(self) -> Option<&'s CompiledBackend> {
+        match self {
+            Self::Backend(_, b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+impl<'s> SeriesRef<'s> {
+    /// The series, registered by the first call that needs it.
+    pub(crate) fn stats(&self, registry: &SeriesRegistry) -> &'s Arc<CallStats> {
+        self.slot.get(registry, || self.key())
+    }
+
+    fn key(&self) -> SeriesKey {
+        let f = self.frontend;
+        let (rule, backend) = match self.of {
+            SeriesOf::Passthrough => (
+                None,
+                Some(crate::BackendService {
+                    service: f.service.clone(),
+                    port: Some(f.port),
+                }),
+            ),
+            SeriesOf::Unmatched => (None, None),
+            SeriesOf::Rule(r) => (Some((r.route.clone(), r.index)), None),
+            SeriesOf::Backend(r, b) => {
+                (Some((r.route.clone(), r.index)), Some(b.backend_service()))
+            }
+        };
+        SeriesKey {
+            frontend: Some((f.service.clone(), f.port)),
+            rule,
+            backend,
+        }
+    }
+}
+
+impl Snapshot {
+    /// Whether this table can still route calls into the series `key`: its Service port
+    /// exists, and so do its route rule and backendRef.
+    pub(crate) fn reaches(&self, key: &SeriesKey) -> bool {
+        let Some((service, port)) = &key.frontend else {
+            return true;
+        };
+        let Some(frontend) = self
+            .service(service.namespace(), service.name())
+            .and_then(|s| s.frontend(*port))
+        else {
+            return false;
+        };
+        let Some((route, index)) = &key.rule else {
+            // Pass-through calls, and calls that matched no rule.
+            return true;
+        };
+        frontend.route_sets().any(|set| {
+            set.generic
+                .iter()
+                .chain(set.by_service.values().flat_map(|c| c.iter()))
+                .any(|c| {
+                    c.rule.route == *route
+                        && c.rule.index == *index
+                        && key.backend.as_ref().is_none_or(|b| {
+                            c.rule.backends.iter().any(|x| x.backend_service() == *b)
+                        })
+                })
+        })
+    }
 }
 
 impl RouteSet {

@@ -21,7 +21,6 @@ fn compile_with(resources: &Resources, policy: GrantPolicy) -> Snapshot {
         &resources.to_model(),
         policy,
         &Pool::new(TransportConfig::default()),
-        &crate::metrics::SeriesRegistry::default(),
     )
 }
 
@@ -936,4 +935,58 @@ fn status_reports_accepted_and_resolved_refs() {
             ("ResolvedRefs", ConditionStatus::True, "ResolvedRefs")
         ]
     );
+}
+
+#[test]
+fn a_table_reaches_the_call_series_of_its_frontends_rules_and_backends() {
+    use crate::{BackendService, metrics::SeriesKey};
+    let r = base("shop").with(
+        route("shop", "r")
+            .parent_service("front", Some(50051))
+            .rule(Rule::new().backend(Backend::service("a", 50051))),
+    );
+    let s = snapshot(&r);
+    let front = Some((ObjectKey::new("shop", "front"), 50051));
+    let key =
+        |frontend: Option<(ObjectKey, u16)>, rule: Option<(&str, usize)>, backend: Option<&str>| {
+            SeriesKey {
+                frontend,
+                rule: rule.map(|(name, i)| (ObjectKey::new("shop", name), i)),
+                backend: backend.map(|name| BackendService {
+                    service: ObjectKey::new("shop", name),
+                    port: Some(50051),
+                }),
+            }
+        };
+    assert!(s.reaches(&key(front.clone(), Some(("r", 0)), Some("a"))));
+    assert!(
+        s.reaches(&key(front.clone(), Some(("r", 0)), None)),
+        "the rule's own refusals"
+    );
+    assert!(
+        s.reaches(&key(front.clone(), None, None)),
+        "unmatched calls"
+    );
+    assert!(
+        !s.reaches(&key(front.clone(), Some(("r", 0)), Some("b"))),
+        "not a backend of the rule"
+    );
+    assert!(
+        !s.reaches(&key(front.clone(), Some(("r", 1)), None)),
+        "no such rule"
+    );
+    assert!(
+        !s.reaches(&key(front.clone(), Some(("other", 0)), None)),
+        "no such route"
+    );
+    assert!(
+        !s.reaches(&key(Some((ObjectKey::new("shop", "front"), 1)), None, None)),
+        "no such port"
+    );
+    assert!(!s.reaches(&key(
+        Some((ObjectKey::new("shop", "gone"), 50051)),
+        None,
+        None
+    )));
+    assert!(s.reaches(&key(None, None, None)), "unrouted calls");
 }
