@@ -17,6 +17,8 @@
 //! - [`python`]: backends served by Python `grpcio` (gRPC C-core), for wire interop.
 //! - [`node`]: backends served by Node `@grpc/grpc-js`, for wire interop.
 //! - [`interop`]: the wire-interop scenario, run against each of them.
+//! - [`prometheus`]: a real Prometheus server scraping the mesh's metrics and evaluating
+//!   the shipped alert rules.
 
 pub mod backends;
 pub mod calls;
@@ -26,6 +28,7 @@ pub mod interop;
 pub mod load;
 pub mod manifests;
 pub mod node;
+pub mod prometheus;
 pub mod python;
 pub mod stats;
 

@@ -60,9 +60,12 @@ use crate::{mesh::Shared, table::ConditionStatus};
 /// The alert of a canary whose error rate runs away:
 ///
 /// ```text
-/// sum by (route, backend) (rate(grpcroute_client_calls_total{grpc_code!="OK"}[5m]))
-///   / sum by (route, backend) (rate(grpcroute_client_calls_total[5m])) > 0.05
+/// 1 - (sum by (route, backend) (rate(grpcroute_client_calls_total{route!="", grpc_code="OK"}[5m]))
+///      / sum by (route, backend) (rate(grpcroute_client_calls_total{route!=""}[5m]))) > 0.05
 /// ```
+///
+/// (`1 - OK / all` rather than `failed / all`: every series has its `OK` sample from the
+/// start, so a backend that never failed is at 0 rather than absent.)
 #[derive(Clone, Debug)]
 pub struct Metrics {
     shared: Weak<Shared>,
