@@ -206,10 +206,47 @@ fn weighted_pick(c: &mut Criterion) {
     group.finish();
 }
 
+/// The per-call cost of the metrics: the same decision with and without the call's
+/// accounting (meter started, placed in its series, finished).
+fn accounting(c: &mut Criterion) {
+    let mut group = c.benchmark_group("accounting");
+    let mesh = configured(&fixtures::ten_rules(
+        TenRules::DistinctMethods,
+        &fake_backends(),
+    ));
+    let decider = Decider::new(&mesh).expect("configured");
+    let target = decider.target(ECHO_TARGET).expect("a Service target");
+    let path = echo_path(9);
+    let headers = request_headers(&[(TENANT_HEADER, TENANT)]);
+    assert!(
+        decider
+            .decide_and_count(&target, &path, &headers, 0)
+            .is_ok()
+    );
+    group.bench_function("decide", |b| {
+        let mut rng = SplitMix(1);
+        b.iter(|| {
+            decider
+                .decide(&target, black_box(&path), &headers, rng.next())
+                .is_ok()
+        });
+    });
+    group.bench_function("decide_and_count", |b| {
+        let mut rng = SplitMix(1);
+        b.iter(|| {
+            decider
+                .decide_and_count(&target, black_box(&path), &headers, rng.next())
+                .is_ok()
+        });
+    });
+    group.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     ten_rules(&mut c);
     routes(&mut c);
     weighted_pick(&mut c);
+    accounting(&mut c);
     c.final_summary();
 }

@@ -8,6 +8,8 @@ use http::HeaderMap;
 use crate::{
     CallError, Mesh, TargetError,
     authority::Target,
+    mesh::Shared,
+    metrics::CallMeter,
     router,
     table::{Snapshot, weighted_index},
 };
@@ -15,6 +17,7 @@ use crate::{
 /// The routing decision over a mesh's current table.
 #[derive(Debug)]
 pub struct Decider {
+    shared: Arc<Shared>,
     snapshot: Arc<Snapshot>,
     namespace: Arc<str>,
     cluster_domain: String,
@@ -28,6 +31,7 @@ impl Decider {
     /// The decision over `mesh`'s table; `None` before its first update.
     pub fn new(mesh: &Mesh) -> Option<Self> {
         Some(Self {
+            shared: mesh.shared.clone(),
             snapshot: mesh.shared.snapshot.load_full()?,
             namespace: mesh.shared.namespace.clone(),
             cluster_domain: mesh.shared.cluster_domain.clone(),
@@ -58,6 +62,28 @@ impl Decider {
     ) -> Result<&str, CallError> {
         let frontend = router::frontend(&self.snapshot, &target.0, &self.namespace)?;
         let decision = router::decide(frontend, &self.namespace, path, headers, random)?;
+        Ok(decision.target.service.name())
+    }
+
+    /// [`Decider::decide`], with the call's accounting as the per-call path does it: the
+    /// meter started, placed in the decision's series, and finished `OK` (the metrics' cost
+    /// per call is the difference).
+    ///
+    /// # Errors
+    ///
+    /// The call's routing failure.
+    pub fn decide_and_count(
+        &self,
+        target: &DeciderTarget,
+        path: &str,
+        headers: &HeaderMap,
+        random: u64,
+    ) -> Result<&str, CallError> {
+        let mut meter = CallMeter::start(self.shared.series.unrouted());
+        let frontend = router::frontend(&self.snapshot, &target.0, &self.namespace)?;
+        let decision = router::decide(frontend, &self.namespace, path, headers, random)?;
+        meter.place(decision.series.stats(&self.shared.series));
+        meter.finish(tonic::Code::Ok);
         Ok(decision.target.service.name())
     }
 }

@@ -20,6 +20,18 @@ pub(crate) const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// [`BUCKETS`] in nanoseconds, so that recording compares integers.
+const BUCKETS_NANOS: [u64; BUCKETS.len()] = {
+    let mut out = [0; BUCKETS.len()];
+    let mut i = 0;
+    while i < BUCKETS.len() {
+        // Every bound is a whole number of microseconds, exact in f64.
+        out[i] = (BUCKETS[i] * 1e6) as u64 * 1000;
+        i += 1;
+    }
+    out
+};
+
 /// The 17 gRPC status codes, by number.
 pub(crate) const CODES: usize = 17;
 
@@ -37,10 +49,9 @@ impl CallStats {
     pub(crate) fn record(&self, code: Code, elapsed: Duration) {
         let index = (code as usize).min(CODES - 1);
         self.codes[index].fetch_add(1, Ordering::Relaxed);
-        let seconds = elapsed.as_secs_f64();
-        let bucket = BUCKETS.partition_point(|&b| b < seconds);
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS_NANOS.partition_point(|&b| b < nanos);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
@@ -157,6 +168,13 @@ mod tests {
         assert_eq!(buckets[BUCKETS.len()], 1, "60 s is above every bound");
         assert_eq!(buckets.iter().sum::<u64>(), 3);
         assert!((stats.sum_seconds() - 60.0033).abs() < 1e-9);
+    }
+
+    #[test]
+    fn integer_bounds_are_the_bounds() {
+        for (nanos, seconds) in BUCKETS_NANOS.iter().zip(BUCKETS) {
+            assert_eq!(Duration::from_nanos(*nanos).as_secs_f64(), seconds);
+        }
     }
 
     #[test]
