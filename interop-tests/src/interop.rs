@@ -1,6 +1,6 @@
 //! The wire-interop scenario, run against each independent gRPC implementation: backends
 //! served by Python `grpcio` (gRPC C-core, [`python`](crate::python)) or Node
-//! `@grpc/grpc-js` ([`node`](crate::node)) behind the mesh. Header routing, a weighted
+//! `@grpc/grpc-js` ([`node`]) behind the mesh. Header routing, a weighted
 //! split, request and response filters, metadata, message bodies and non-OK statuses must
 //! all cross unchanged, and killed servers must be reported `UNAVAILABLE`.
 
