@@ -12,9 +12,9 @@
 //! curl -s localhost:9090/metrics | grep grpcroute_client_calls_total
 //! ```
 
-use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use grpcroute_client::{Mesh, Metrics, source::KubeSource};
+use grpcroute_client::{Mesh, serve_metrics, source::KubeSource};
 use grpcroute_echo::BACKEND_HEADER;
 use grpcroute_examples::{
     order::v1::{PlaceOrderRequest, order_service_client::OrderServiceClient},
@@ -38,9 +38,11 @@ async fn main() -> anyhow::Result<()> {
     let metrics_addr: SocketAddr = std::env::var("METRICS_ADDR")
         .unwrap_or_else(|_| "0.0.0.0:9090".into())
         .parse()?;
+    let mut registry = grpcroute_client::prometheus_client::registry::Registry::default();
+    mesh.metrics().register(&mut registry);
     let listener = tokio::net::TcpListener::bind(metrics_addr).await?;
     tracing::info!(%metrics_addr, "serving Prometheus metrics on /metrics");
-    tokio::spawn(serve_metrics(listener, mesh.metrics()));
+    tokio::spawn(serve_metrics(listener, Arc::new(registry)));
     tokio::time::timeout(Duration::from_secs(30), mesh.ready())
         .await
         .map_err(|_| anyhow::anyhow!("the mesh did not sync with the Kubernetes API in 30 s"))?;
@@ -78,44 +80,6 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Answers `GET /metrics` with the mesh's metrics, anything else with 404.
-async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Metrics) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "metrics listener");
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                let response = if req.uri().path() == "/metrics" {
-                    hyper::Response::builder()
-                        .header(
-                            "content-type",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )
-                        .body(http_body_util::Full::<bytes::Bytes>::from(metrics.encode()))
-                } else {
-                    hyper::Response::builder()
-                        .status(404)
-                        .body(http_body_util::Full::<bytes::Bytes>::from("not found\n"))
-                };
-                async move { Ok::<_, Infallible>(response.unwrap_or_default()) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
-                tracing::debug!(%error, "metrics connection");
-            }
-        });
-    }
 }
 
 /// The backend that answered, or the status code of a failed call.

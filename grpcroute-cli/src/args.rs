@@ -188,6 +188,10 @@ pub(crate) struct StatusControllerArgs {
     /// every third of it and stops writing after two thirds without a renewal.
     #[arg(long, value_name = "SECONDS", default_value = "15", value_parser = lease_duration)]
     pub(crate) lease_duration: Duration,
+    /// Serve Prometheus metrics on http://ADDR/metrics (leadership, status writes, and the
+    /// mesh's view: route conditions, configuration version, API connection).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn namespace(s: &str) -> Result<String, String> {

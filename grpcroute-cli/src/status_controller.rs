@@ -18,13 +18,22 @@
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use futures_util::StreamExt;
 use gateway_api::grpcroutes::GrpcRoute;
-use grpcroute_client::{Mesh, ObjectKey, RouteStatus, source::KubeSource};
+use grpcroute_client::{
+    Mesh, ObjectKey, RouteStatus,
+    prometheus_client::{
+        metrics::{counter::Counter, gauge::Gauge},
+        registry::Registry,
+    },
+    serve_metrics,
+    source::KubeSource,
+};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
@@ -73,6 +82,10 @@ pub(crate) async fn run(args: &StatusControllerArgs) -> Result<Verdict, InputErr
         .clone()
         // The mesh's namespace: $POD_NAMESPACE, the service account's, or `default`.
         .unwrap_or_else(|| mesh.namespace().to_string());
+    let metrics = ControllerMetrics::default();
+    if let Some(addr) = args.metrics_addr {
+        serve(addr, &mesh, &metrics).await?;
+    }
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     tracing::info!(
         controller = %writer.controller,
@@ -89,11 +102,69 @@ pub(crate) async fn run(args: &StatusControllerArgs) -> Result<Verdict, InputErr
         Clock::System,
     );
     tokio::select! {
-        () = control(&mesh, &routes, &writer, election.leadership()) => {}
+        () = control(&mesh, &routes, &writer, election.leadership(), &metrics) => {}
         () = crate::shutdown_signal() => tracing::info!("shutting down"),
     }
     election.stop().await;
     Ok(Verdict::Ok)
+}
+
+/// What the controller reports to Prometheus, beside the mesh's own metrics.
+#[derive(Clone, Debug, Default)]
+struct ControllerMetrics {
+    leader: Gauge,
+    passes: Counter,
+    written: Counter,
+    failed: Counter,
+}
+
+impl ControllerMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "grpcroute_status_controller_leader",
+            "1 while this instance holds the Lease and writes statuses",
+            self.leader.clone(),
+        );
+        registry.register(
+            "grpcroute_status_controller_passes",
+            "Reconciliation passes run while leading",
+            self.passes.clone(),
+        );
+        registry.register(
+            "grpcroute_status_controller_status_writes",
+            "GRPCRoute statuses written (only changed ones are)",
+            self.written.clone(),
+        );
+        registry.register(
+            "grpcroute_status_controller_write_failures",
+            "GRPCRoute status writes that failed after their retries; retried later",
+            self.failed.clone(),
+        );
+    }
+
+    fn record(&self, pass: &Pass) {
+        self.passes.inc();
+        self.written.inc_by(pass.written as u64);
+        self.failed.inc_by(pass.failed as u64);
+    }
+}
+
+/// Serves the controller's and the mesh's metrics on `addr` (`--metrics-addr`).
+async fn serve(
+    addr: SocketAddr,
+    mesh: &Mesh,
+    metrics: &ControllerMetrics,
+) -> Result<(), InputError> {
+    let mut registry = Registry::default();
+    mesh.metrics().register(&mut registry);
+    metrics.register(&mut registry);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| InputError(format!("--metrics-addr {addr}: cannot listen: {e}")))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, "serving metrics on /metrics");
+    tokio::spawn(serve_metrics(listener, Arc::new(registry)));
+    Ok(())
 }
 
 /// A client from `--kubeconfig`/`--context`/`--server`, else from the environment.
@@ -211,7 +282,13 @@ async fn synced(mesh: &Mesh, routes: &Routes) {
 }
 
 /// The long-running controller: a pass after every trigger, while leading.
-async fn control(mesh: &Mesh, routes: &Routes, writer: &Writer, mut leadership: Leadership) {
+async fn control(
+    mesh: &Mesh,
+    routes: &Routes,
+    writer: &Writer,
+    mut leadership: Leadership,
+    metrics: &ControllerMetrics,
+) {
     let mut updates = mesh.updates();
     let mut events = routes.events.clone();
     synced(mesh, routes).await;
@@ -223,6 +300,7 @@ async fn control(mesh: &Mesh, routes: &Routes, writer: &Writer, mut leadership: 
     let mut pending = Some(Instant::now());
     let mut dirty = false;
     let mut leading = false;
+    metrics.leader.set(i64::from(leadership.is_leader()));
     let mut events_open = true;
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
@@ -236,6 +314,7 @@ async fn control(mesh: &Mesh, routes: &Routes, writer: &Writer, mut leadership: 
                 dirty = false;
                 let pass = writer.pass(mesh, routes, &leadership).await;
                 pass.log();
+                metrics.record(&pass);
                 if pass.failed > 0 || pass.interrupted {
                     dirty = true;
                     if pass.failed > 0 {
@@ -258,6 +337,7 @@ async fn control(mesh: &Mesh, routes: &Routes, writer: &Writer, mut leadership: 
             }
             () = leadership.changed() => {
                 let now = leadership.is_leader();
+                metrics.leader.set(i64::from(now));
                 if now && (!leading || dirty) {
                     schedule(&mut pending);
                 }

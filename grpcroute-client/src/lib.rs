@@ -100,7 +100,7 @@ pub use self::{
     explain::{BackendExplanation, CallDescription, Explanation, FrontendRef, RouteRef, RuleRef},
     layer::{MeshLayer, Routed},
     mesh::{ChangeSummary, Mesh, MeshBuilder, SourceHealth, UpdateReport},
-    metrics::{Metrics, code_name},
+    metrics::{Metrics, code_name, serve_metrics},
     model::ObjectKey,
     resources::{Object, Resources},
     routed::{BackendService, RoutedTo},

@@ -176,10 +176,15 @@ struct Controller {
 
 impl Controller {
     fn start(cluster: &Cluster, identity: &str, lease_seconds: &str) -> Self {
+        Self::start_with(cluster, identity, lease_seconds, &[])
+    }
+
+    fn start_with(cluster: &Cluster, identity: &str, lease_seconds: &str, extra: &[&str]) -> Self {
         let mut child = grpcroute()
             .args(["status-controller", "--kubeconfig"])
             .arg(&cluster.kubeconfig)
             .args(["--identity", identity, "--lease-duration", lease_seconds])
+            .args(extra)
             .env_remove("POD_NAMESPACE")
             .env_remove("POD_NAME")
             .stdout(Stdio::null())
@@ -202,6 +207,34 @@ impl Controller {
 
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Its `/metrics` page (started with `--metrics-addr 127.0.0.1:0`: the bound address
+    /// is in the log).
+    fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let log = self.log();
+        let addr = log
+            .lines()
+            .find(|l| l.contains("serving metrics"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut page = String::new();
+        stream.read_to_string(&mut page).unwrap();
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        page
+    }
+
+    /// The value of the sample `name` (with its labels, as encoded) on the metrics page.
+    fn sample(&self, name: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// How many status writes it logged.
@@ -593,12 +626,13 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_stops() {
     let parents = json!([service_parent("checkout", 50051)]);
     cluster.apply(route("shop", "r", parents, backends(&["checkout-v1"])));
 
-    let a = Controller::start(&cluster, "a", "2");
+    let metrics = ["--metrics-addr", "127.0.0.1:0"];
+    let a = Controller::start_with(&cluster, "a", "2", &metrics);
     eventually(Duration::from_secs(10), "a leads", || {
         cluster.lease_holder().as_deref() == Some("a")
     })
     .await;
-    let b = Controller::start(&cluster, "b", "2");
+    let b = Controller::start_with(&cluster, "b", "2", &metrics);
     eventually(Duration::from_secs(10), "b stands by", || {
         b.log().contains("standing by")
     })
@@ -627,6 +661,25 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_stops() {
     assert_eq!(b.writes(), 0, "{}", b.log());
     assert_eq!(cluster.lease_holder().as_deref(), Some("a"));
 
+    // The metrics say the same: who leads, how many statuses each wrote, and the mesh's
+    // view of the route (its backendRef to `gone-again` does not resolve).
+    let leader = "grpcroute_status_controller_leader";
+    let writes = "grpcroute_status_controller_status_writes_total";
+    assert_eq!(a.sample(leader), Some(1.0), "{}", a.metrics());
+    assert_eq!(b.sample(leader), Some(0.0));
+    assert_eq!(a.sample(writes), Some(4.0));
+    assert_eq!(b.sample(writes), Some(0.0));
+    let condition = |c: &str| {
+        format!(
+            "grpcroute_route_condition{{route=\"shop/r\",parent=\"shop/checkout:50051\",condition=\"{c}\"}}"
+        )
+    };
+    for controller in [&a, &b] {
+        assert_eq!(controller.sample(&condition("Accepted")), Some(1.0));
+        assert_eq!(controller.sample(&condition("ResolvedRefs")), Some(0.0));
+        assert_eq!(controller.sample("grpcroute_source_connected"), Some(1.0));
+    }
+
     // a stops cleanly: it releases the Lease, and b takes it at its next try.
     assert_eq!(a.signal("TERM").await, Some(0));
     let stopped = Instant::now();
@@ -653,6 +706,8 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_stops() {
     })
     .await;
     assert!(b.log().contains("became the leader"));
+    assert_eq!(b.sample(leader), Some(1.0), "{}", b.metrics());
+    assert_eq!(b.sample(writes), Some(1.0));
 
     // b is killed (no release): a new standby waits for the Lease to expire.
     let c = Controller::start(&cluster, "c", "2");
@@ -701,6 +756,15 @@ async fn bad_arguments_and_an_unreachable_api_server_are_one_line_errors() {
         .await
         .unwrap()
         .input_error(&["--lease-duration"]);
+    blocking(args(&["--metrics-addr", "localhost"]))
+        .await
+        .unwrap()
+        .input_error(&["--metrics-addr"]);
+    // An address this machine does not have: the listener cannot be made.
+    blocking(args(&["--metrics-addr", "192.0.2.1:9090"]))
+        .await
+        .unwrap()
+        .input_error(&["--metrics-addr 192.0.2.1:9090", "cannot listen"]);
     blocking(vec![
         "status-controller".into(),
         "--kubeconfig".into(),

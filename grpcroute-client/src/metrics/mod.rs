@@ -5,6 +5,7 @@
 //! Calls record into atomic counters that the routing table holds for every (frontend,
 //! rule, backend) it can route to, so recording takes no lock; a scrape reads them.
 
+mod http;
 mod meter;
 mod series;
 
@@ -22,6 +23,7 @@ use prometheus_client::{
 };
 use tonic::Code;
 
+pub use self::http::serve_metrics;
 pub(crate) use self::{
     meter::{CallMeter, Meter, status_in_headers, status_in_trailers},
     series::{BUCKETS, CallStats, SeriesKey, SeriesRegistry, SeriesSlot},
