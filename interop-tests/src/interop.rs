@@ -4,7 +4,7 @@
 //! split, request and response filters, metadata, message bodies and non-OK statuses must
 //! all cross unchanged, and killed servers must be reported `UNAVAILABLE`.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -15,9 +15,9 @@ use grpcroute_client::{
 use tonic::Code;
 
 use crate::{
-    GRPC_PORT, LOOPBACK, assert_share, backend, call, call_with, echoed, metadata,
-    node::{self, NodeServer},
-    python::{PythonServer, python_dir},
+    GRPC_PORT, LOOPBACK, assert_share, backend, call, call_with, echoed, metadata, node,
+    peer::PeerServer,
+    python::{self, python_dir},
     tally,
 };
 
@@ -73,11 +73,11 @@ impl Implementation {
     /// # Errors
     ///
     /// The runtime or the library is missing, or the server did not start.
-    pub async fn start(self, name: &str) -> anyhow::Result<InteropServer> {
-        Ok(match self {
-            Self::PythonGrpcio => InteropServer::Python(PythonServer::start(name).await?),
-            Self::NodeGrpcJs => InteropServer::Node(NodeServer::start(name, &[PATH]).await?),
-        })
+    pub async fn start(self, name: &str) -> anyhow::Result<PeerServer> {
+        match self {
+            Self::PythonGrpcio => python::start(name).await,
+            Self::NodeGrpcJs => node::start(name, &[PATH]).await,
+        }
     }
 
     /// The status message the server sends for request metadata `x-echo-message: message`.
@@ -108,53 +108,6 @@ impl Implementation {
         match self {
             Self::PythonGrpcio => values.join(","),
             Self::NodeGrpcJs => values.join(", "),
-        }
-    }
-}
-
-/// A running echo server of one of the [`Implementation`]s. Killed when dropped.
-#[derive(Debug)]
-pub enum InteropServer {
-    /// On Python `grpcio`.
-    Python(PythonServer),
-    /// On Node `@grpc/grpc-js`.
-    Node(NodeServer),
-}
-
-impl InteropServer {
-    /// Its name (the `x-echo-backend` of its responses).
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Python(s) => s.name(),
-            Self::Node(s) => s.name(),
-        }
-    }
-
-    /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
-        match self {
-            Self::Python(s) => s.addr(),
-            Self::Node(s) => s.addr(),
-        }
-    }
-
-    /// The version of the gRPC library it runs, as it reported it.
-    pub fn library_version(&self) -> &str {
-        match self {
-            Self::Python(s) => s.grpcio_version(),
-            Self::Node(s) => s.grpc_js_version(),
-        }
-    }
-
-    /// Kills the process and waits for it to exit.
-    ///
-    /// # Errors
-    ///
-    /// If the process could not be killed.
-    pub async fn kill(self) -> anyhow::Result<()> {
-        match self {
-            Self::Python(s) => s.kill().await,
-            Self::Node(s) => s.kill().await,
         }
     }
 }

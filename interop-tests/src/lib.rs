@@ -16,6 +16,7 @@
 //! - [`stats`]: tally calls by backend and check weighted shares within 4σ.
 //! - [`python`]: backends served by Python `grpcio` (gRPC C-core), for wire interop.
 //! - [`node`]: backends served by Node `@grpc/grpc-js`, for wire interop.
+//! - [`peer`]: what those two share: set-up commands and the server process.
 //! - [`interop`]: the wire-interop scenario, run against each of them.
 //! - [`prometheus`]: a real Prometheus server scraping the mesh's metrics and evaluating
 //!   the shipped alert rules.
@@ -28,6 +29,7 @@ pub mod interop;
 pub mod load;
 pub mod manifests;
 pub mod node;
+pub mod peer;
 pub mod prometheus;
 pub mod python;
 pub mod stats;

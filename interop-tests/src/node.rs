@@ -9,25 +9,18 @@
 //! the lock file is unchanged. Missing `node` or `npm` is an error, never a skip.
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
     sync::OnceLock,
-    time::Duration,
 };
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
+use tokio::process::Command;
+
+use crate::peer::{PeerServer, crate_dir, run};
 
 /// The npm package the servers run on.
 pub const GRPC_JS: &str = "@grpc/grpc-js";
-
-fn crate_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The folder of the Node sources, `package.json` and `package-lock.json`.
 pub fn node_dir() -> PathBuf {
@@ -66,7 +59,7 @@ pub fn pinned_grpc_js() -> anyhow::Result<String> {
 }
 
 /// The `node` program, after installing the pinned packages on first use. Blocks (run it
-/// with `spawn_blocking` from async code, or call [`NodeServer::start`]).
+/// with `spawn_blocking` from async code, or call [`start`]).
 ///
 /// # Errors
 ///
@@ -134,22 +127,6 @@ fn tool_version(program: &Path) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Runs a command to completion (blocking), failing with its output on a non-zero exit.
-fn run(command: &mut std::process::Command) -> anyhow::Result<()> {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{command:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 fn check_grpc_js(node: &Path) -> anyhow::Result<()> {
     run(std::process::Command::new(node)
         .args(["-e", &format!("require('{GRPC_JS}')")])
@@ -157,92 +134,26 @@ fn check_grpc_js(node: &Path) -> anyhow::Result<()> {
     .with_context(|| format!("{} cannot load {GRPC_JS}", node.display()))
 }
 
-/// A running Node echo server (`node/echo_server.js`). Killed when dropped.
-#[derive(Debug)]
-pub struct NodeServer {
-    name: String,
-    addr: SocketAddr,
-    grpc_js: String,
-    child: Child,
-}
-
-impl NodeServer {
-    /// Starts a server whose responses name it `name`, answering the method paths `methods`
-    /// (grpc-js has no catch-all handler: any other path is UNIMPLEMENTED), on a free port
-    /// of 127.0.0.1.
-    ///
-    /// # Errors
-    ///
-    /// No `node` (see [`node`]), or the server did not report its port within 30 s.
-    pub async fn start(name: &str, methods: &[&str]) -> anyhow::Result<Self> {
-        ensure!(
-            !methods.is_empty(),
-            "a Node server needs a method to answer"
-        );
-        let node = tokio::task::spawn_blocking(node).await??;
-        let mut command = Command::new(&node);
-        command
-            .arg(node_dir().join("echo_server.js"))
-            .args(["--name", name]);
-        for method in methods {
-            command.args(["--method", method]);
-        }
-        let mut child = command
-            .current_dir(node_dir())
-            // The server exits when its stdin closes, so it cannot outlive this process.
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", node.display()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow!("no stdout pipe"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .map_err(|_| anyhow!("Node server {name} did not report its port in 30 s"))??
-            .ok_or_else(|| anyhow!("Node server {name} exited before reporting its port"))?;
-        // "PORT <n> grpc-js <version>"
-        let mut words = line.split_whitespace();
-        let (Some("PORT"), Some(port), Some("grpc-js"), Some(version)) =
-            (words.next(), words.next(), words.next(), words.next())
-        else {
-            bail!("unexpected first line from Node server {name}: {line:?}");
-        };
-        let port: u16 = port.parse().with_context(|| format!("port in {line:?}"))?;
-        Ok(Self {
-            name: name.to_string(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            grpc_js: version.to_string(),
-            child,
-        })
+/// Starts a Node echo server (`node/echo_server.js`) whose responses name it `name`,
+/// answering the method paths `methods` (grpc-js has no catch-all handler: any other path
+/// is UNIMPLEMENTED), on a free port of 127.0.0.1.
+///
+/// # Errors
+///
+/// No `node` (see [`node`]), or the server did not report its port within 30 s.
+pub async fn start(name: &str, methods: &[&str]) -> anyhow::Result<PeerServer> {
+    ensure!(
+        !methods.is_empty(),
+        "a Node server needs a method to answer"
+    );
+    let node = tokio::task::spawn_blocking(node).await??;
+    let mut command = Command::new(&node);
+    command
+        .arg(node_dir().join("echo_server.js"))
+        .args(["--name", name])
+        .current_dir(node_dir());
+    for method in methods {
+        command.args(["--method", method]);
     }
-
-    /// Its name (the `x-echo-backend` of its responses).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The `@grpc/grpc-js` version it runs.
-    pub fn grpc_js_version(&self) -> &str {
-        &self.grpc_js
-    }
-
-    /// Kills the process and waits for it to exit.
-    ///
-    /// # Errors
-    ///
-    /// If the process could not be killed.
-    pub async fn kill(mut self) -> anyhow::Result<()> {
-        self.child.kill().await?;
-        Ok(())
-    }
+    PeerServer::start(command, "Node", "grpc-js", name).await
 }

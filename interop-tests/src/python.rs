@@ -8,25 +8,17 @@
 //! Missing Python or pip is an error, never a skip.
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
-    process::Stdio,
     sync::OnceLock,
-    time::Duration,
 };
 
-use anyhow::{Context as _, anyhow, bail, ensure};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
+use anyhow::{Context as _, anyhow};
+use tokio::process::Command;
+
+use crate::peer::{PeerServer, crate_dir, run};
 
 /// The environment variable naming an interpreter to use instead of the virtualenv.
 pub const PYTHON_ENV: &str = "GRPCROUTE_PYTHON";
-
-fn crate_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The folder of the Python sources and requirements.
 pub fn python_dir() -> PathBuf {
@@ -34,7 +26,7 @@ pub fn python_dir() -> PathBuf {
 }
 
 /// An interpreter with the pinned `grpcio`, creating the virtualenv on first use. Blocks
-/// (run it with `spawn_blocking` from async code, or call [`PythonServer::start`]).
+/// (run it with `spawn_blocking` from async code, or call [`start`]).
 ///
 /// # Errors
 ///
@@ -91,102 +83,22 @@ fn find_or_create() -> anyhow::Result<PathBuf> {
     Ok(python)
 }
 
-/// Runs a command to completion (blocking), failing with its output on a non-zero exit.
-fn run(command: &mut std::process::Command) -> anyhow::Result<()> {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{command:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 fn check_grpcio(python: &Path) -> anyhow::Result<()> {
     run(std::process::Command::new(python).args(["-c", "import grpc"]))
         .with_context(|| format!("{} cannot import grpc", python.display()))
 }
 
-/// A running Python echo server (`python/echo_server.py`). Killed when dropped.
-#[derive(Debug)]
-pub struct PythonServer {
-    name: String,
-    addr: SocketAddr,
-    grpcio: String,
-    child: Child,
-}
-
-impl PythonServer {
-    /// Starts a server whose responses name it `name`, on a free port of 127.0.0.1.
-    ///
-    /// # Errors
-    ///
-    /// No interpreter (see [`interpreter`]), or the server did not report its port within
-    /// 30 s.
-    pub async fn start(name: &str) -> anyhow::Result<Self> {
-        let python = tokio::task::spawn_blocking(interpreter).await??;
-        let mut child = Command::new(&python)
-            .arg(python_dir().join("echo_server.py"))
-            .args(["--name", name])
-            // The server exits when its stdin closes, so it cannot outlive this process.
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", python.display()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow!("no stdout pipe"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .map_err(|_| anyhow!("Python server {name} did not report its port in 30 s"))??
-            .ok_or_else(|| anyhow!("Python server {name} exited before reporting its port"))?;
-        // "PORT <n> grpcio <version>"
-        let mut words = line.split_whitespace();
-        let (Some("PORT"), Some(port), Some("grpcio"), Some(version)) =
-            (words.next(), words.next(), words.next(), words.next())
-        else {
-            bail!("unexpected first line from Python server {name}: {line:?}");
-        };
-        let port: u16 = port.parse().with_context(|| format!("port in {line:?}"))?;
-        Ok(Self {
-            name: name.to_string(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            grpcio: version.to_string(),
-            child,
-        })
-    }
-
-    /// Its name (the `x-echo-backend` of its responses).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The `grpcio` version it runs.
-    pub fn grpcio_version(&self) -> &str {
-        &self.grpcio
-    }
-
-    /// Kills the process and waits for it to exit.
-    ///
-    /// # Errors
-    ///
-    /// If the process could not be killed.
-    pub async fn kill(mut self) -> anyhow::Result<()> {
-        self.child.kill().await?;
-        Ok(())
-    }
+/// Starts a Python echo server (`python/echo_server.py`) whose responses name it `name`,
+/// on a free port of 127.0.0.1.
+///
+/// # Errors
+///
+/// No interpreter (see [`interpreter`]), or the server did not report its port within 30 s.
+pub async fn start(name: &str) -> anyhow::Result<PeerServer> {
+    let python = tokio::task::spawn_blocking(interpreter).await??;
+    let mut command = Command::new(&python);
+    command
+        .arg(python_dir().join("echo_server.py"))
+        .args(["--name", name]);
+    PeerServer::start(command, "Python", "grpcio", name).await
 }
