@@ -1,5 +1,5 @@
 //! The wire-interop scenario, run against each independent gRPC implementation: backends
-//! served by Python `grpcio` (gRPC C-core, [`python`](crate::python)) or Node
+//! served by Python `grpcio` (gRPC C-core, [`python`]) or Node
 //! `@grpc/grpc-js` ([`node`]) behind the mesh. Header routing, a weighted
 //! split, request and response filters, metadata, message bodies and non-OK statuses must
 //! all cross unchanged, and killed servers must be reported `UNAVAILABLE`.
