@@ -60,9 +60,28 @@ impl Decider {
         headers: &HeaderMap,
         random: u64,
     ) -> Result<&str, CallError> {
+        Ok(self
+            .decision(target, path, headers, random)?
+            .target
+            .service
+            .name())
+    }
+
+    fn decision(
+        &self,
+        target: &DeciderTarget,
+        path: &str,
+        headers: &HeaderMap,
+        random: u64,
+    ) -> Result<router::Decision<'_>, CallError> {
         let frontend = router::frontend(&self.snapshot, &target.0, &self.namespace)?;
-        let decision = router::decide(frontend, &self.namespace, path, headers, random)?;
-        Ok(decision.target.service.name())
+        Ok(router::decide(
+            frontend,
+            &self.namespace,
+            path,
+            headers,
+            random,
+        )?)
     }
 
     /// [`Decider::decide`], with the call's accounting as the per-call path does it: the
@@ -80,8 +99,7 @@ impl Decider {
         random: u64,
     ) -> Result<&str, CallError> {
         let mut meter = CallMeter::start(self.shared.series.unrouted());
-        let frontend = router::frontend(&self.snapshot, &target.0, &self.namespace)?;
-        let decision = router::decide(frontend, &self.namespace, path, headers, random)?;
+        let decision = self.decision(target, path, headers, random)?;
         meter.place(decision.series.stats(&self.shared.series));
         meter.finish(tonic::Code::Ok);
         Ok(decision.target.service.name())

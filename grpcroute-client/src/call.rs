@@ -14,9 +14,9 @@ use crate::{
     mesh::Shared,
     metrics::{CallMeter, status_in_headers},
     mirror,
-    routed::{BackendService, RoutedTo},
+    routed::RoutedTo,
     router::{self, Decision, Refusal},
-    table::{BackendTarget, CompiledBackend, CompiledMirror, CompiledRule, Snapshot},
+    table::{BackendTarget, CompiledMirror, CompiledRule, SeriesRef, Snapshot},
     transport::{LoadGuard, Replay, ResponseBody, refused},
 };
 
@@ -82,35 +82,21 @@ async fn dispatch(
         Ok(decision) => decision,
         Err(Refusal { error, series }) => {
             meter.place(series.stats(&shared.series));
-            note_choice(
-                routed,
-                series.of.rule(),
-                series.of.backend().map(CompiledBackend::backend_service),
-            );
+            if shared.report_routing {
+                note_choice(routed, &series);
+            }
             return Err(*error);
         }
     };
     meter.place(decision.series.stats(&shared.series));
-    record(&decision);
-    note_choice(
-        routed,
-        decision.rule.map(|r| &**r),
-        Some(decision.backend.map_or_else(
-            || BackendService {
-                service: decision.target.service.clone(),
-                port: Some(decision.target.port),
-            },
-            CompiledBackend::backend_service,
-        )),
-    );
+    if shared.report_routing {
+        note_choice(routed, &decision.series);
+    }
+    let Decision { target, series } = decision;
+    let (rule, backend) = (series.of.rule(), series.of.backend());
+    record(rule, target);
 
     set_uri(&mut req, authority);
-    let Decision {
-        rule,
-        backend,
-        target,
-        ..
-    } = decision;
     if let Some(m) = rule.and_then(|r| r.filters.request_headers.as_ref()) {
         m.apply(req.headers_mut());
     }
@@ -150,32 +136,26 @@ async fn dispatch(
     Ok(response)
 }
 
-/// Notes the rule and backend chosen for a call in its [`RoutedTo`].
-fn note_choice(
-    routed: &mut RoutedTo,
-    rule: Option<&CompiledRule>,
-    backend: Option<BackendService>,
-) {
-    if let Some(rule) = rule {
+/// Notes the rule and backend chosen for a call in its [`RoutedTo`]: what its series
+/// counts it under.
+fn note_choice(routed: &mut RoutedTo, series: &SeriesRef<'_>) {
+    if let Some(rule) = series.of.rule() {
         routed.route = Some(rule.route.clone());
         routed.rule = Some(rule.index);
     }
-    routed.backend = backend;
+    routed.backend = series.backend_service();
 }
 
-fn record(decision: &Decision<'_>) {
+fn record(rule: Option<&CompiledRule>, target: &BackendTarget) {
     let span = Span::current();
     if span.is_disabled() {
         return;
     }
-    if let Some(rule) = decision.rule {
+    if let Some(rule) = rule {
         span.record("route", tracing::field::display(&rule.route));
         span.record("rule", rule.index);
     }
-    span.record(
-        "backend",
-        tracing::field::display(decision.target.describe()),
-    );
+    span.record("backend", tracing::field::display(target.describe()));
 }
 
 /// Points the request at the original authority (a sidecar would forward `:authority`

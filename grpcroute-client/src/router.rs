@@ -9,22 +9,16 @@ use crate::{
     authority::{Host, Target},
     error::CallError,
     model::matches::split_path,
-    table::{
-        BackendTarget, CompiledBackend, CompiledRule, Frontend, RouteSetKind, SeriesOf, SeriesRef,
-        Snapshot,
-    },
+    table::{BackendTarget, Frontend, RouteSetKind, SeriesOf, SeriesRef, Snapshot},
 };
 
 /// Where a call goes.
 #[derive(Debug)]
 pub(crate) struct Decision<'s> {
-    /// The rule that matched; `None` for a pass-through call (no routes attached).
-    pub(crate) rule: Option<&'s Arc<CompiledRule>>,
-    /// The backendRef picked by weight; `None` for pass-through.
-    pub(crate) backend: Option<&'s CompiledBackend>,
     /// The endpoints to send to.
     pub(crate) target: &'s Arc<BackendTarget>,
-    /// The series the call counts in.
+    /// The series the call counts in, which names the rule that matched and the backendRef
+    /// picked (neither for a pass-through call).
     pub(crate) series: SeriesRef<'s>,
 }
 
@@ -99,8 +93,6 @@ pub(crate) fn decide<'s>(
     let Some(set) = frontend.route_set(client_namespace) else {
         // No routes: the call proceeds to the Service's own endpoints (GEP-1294).
         return Ok(Decision {
-            rule: None,
-            backend: None,
             target: &frontend.passthrough,
             series: series(&frontend.passthrough_series, SeriesOf::Passthrough),
         });
@@ -175,8 +167,6 @@ pub(crate) fn decide<'s>(
         ));
     }
     Ok(Decision {
-        rule: Some(rule),
-        backend: Some(backend),
         target,
         series: series(slot, SeriesOf::Backend(rule, backend)),
     })

@@ -111,12 +111,12 @@ impl Collector for Metrics {
 fn encode_calls(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
     let registered = shared.series.snapshot();
     // The unrouted series first: every label empty.
-    let series: Vec<([String; 4], &CallStats)> =
-        std::iter::once((Default::default(), shared.series.unrouted()))
+    let series: Vec<(Labels, &CallStats)> =
+        std::iter::once((labels(None), shared.series.unrouted()))
             .chain(
                 registered
                     .iter()
-                    .map(|(key, stats)| (labels(key), &**stats)),
+                    .map(|(key, stats)| (labels(Some(key)), &**stats)),
             )
             .collect();
 
@@ -134,14 +134,7 @@ fn encode_calls(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fm
             if n == 0 && code != Code::Ok {
                 continue;
             }
-            let [frontend, route, rule, backend] = key;
-            let labels = [
-                ("frontend", frontend.as_str()),
-                ("route", route),
-                ("rule", rule),
-                ("backend", backend),
-                ("grpc_code", code_name(code)),
-            ];
+            let labels = (&key[..], [("grpc_code", code_name(code))]);
             ConstCounter::new(n).encode(calls.encode_family(&labels)?)?;
         }
     }
@@ -160,15 +153,8 @@ fn encode_calls(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fm
             .chain([f64::MAX])
             .zip(counts)
             .collect();
-        let [frontend, route, rule, backend] = key;
-        let labels = [
-            ("frontend", frontend.as_str()),
-            ("route", route),
-            ("rule", rule),
-            ("backend", backend),
-        ];
         durations
-            .encode_family(&labels)?
+            .encode_family(key)?
             .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
                 stats.sum_seconds(),
                 counts.iter().sum(),
@@ -179,19 +165,30 @@ fn encode_calls(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fm
     Ok(())
 }
 
-/// `frontend`, `route`, `rule` and `backend` of a series; empty where they do not apply.
-fn labels(key: &SeriesKey) -> [String; 4] {
+/// The labels of a series of calls.
+type Labels = [(&'static str, String); 4];
+
+/// `frontend`, `route`, `rule` and `backend` of a series; empty where they do not apply
+/// (all of them for the unrouted series, `None`).
+fn labels(key: Option<&SeriesKey>) -> Labels {
     let frontend = key
-        .frontend
-        .as_ref()
+        .and_then(|k| k.frontend.as_ref())
         .map(|(service, port)| format!("{service}:{port}"));
     let (route, rule) = key
-        .rule
-        .as_ref()
+        .and_then(|k| k.rule.as_ref())
         .map(|(route, index)| (route.to_string(), index.to_string()))
         .unzip();
-    let backend = key.backend.as_ref().map(ToString::to_string);
-    [frontend, route, rule, backend].map(Option::unwrap_or_default)
+    let backend = key
+        .and_then(|k| k.backend.as_ref())
+        .map(ToString::to_string);
+    let [frontend, route, rule, backend] =
+        [frontend, route, rule, backend].map(Option::unwrap_or_default);
+    [
+        ("frontend", frontend),
+        ("route", route),
+        ("rule", rule),
+        ("backend", backend),
+    ]
 }
 
 fn encode_config(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {

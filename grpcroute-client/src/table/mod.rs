@@ -195,26 +195,24 @@ impl<'s> SeriesRef<'s> {
         self.slot.get(registry, || self.key())
     }
 
+    /// The Service port the call was sent (or failed) to: the backend picked, or for a
+    /// pass-through call the frontend itself.
+    pub(crate) fn backend_service(&self) -> Option<crate::BackendService> {
+        match self.of {
+            SeriesOf::Passthrough => Some(crate::BackendService {
+                service: self.frontend.service.clone(),
+                port: Some(self.frontend.port),
+            }),
+            SeriesOf::Backend(_, b) => Some(b.backend_service()),
+            SeriesOf::Unmatched | SeriesOf::Rule(_) => None,
+        }
+    }
+
     fn key(&self) -> SeriesKey {
-        let f = self.frontend;
-        let (rule, backend) = match self.of {
-            SeriesOf::Passthrough => (
-                None,
-                Some(crate::BackendService {
-                    service: f.service.clone(),
-                    port: Some(f.port),
-                }),
-            ),
-            SeriesOf::Unmatched => (None, None),
-            SeriesOf::Rule(r) => (Some((r.route.clone(), r.index)), None),
-            SeriesOf::Backend(r, b) => {
-                (Some((r.route.clone(), r.index)), Some(b.backend_service()))
-            }
-        };
         SeriesKey {
-            frontend: Some((f.service.clone(), f.port)),
-            rule,
-            backend,
+            frontend: Some((self.frontend.service.clone(), self.frontend.port)),
+            rule: self.of.rule().map(|r| (r.route.clone(), r.index)),
+            backend: self.backend_service(),
         }
     }
 }
