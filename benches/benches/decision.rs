@@ -138,24 +138,15 @@ fn ten_rules(c: &mut Criterion) {
 }
 
 fn sizes() -> Vec<usize> {
-    std::env::var("DECISION_ROUTES")
-        .ok()
-        .map(|v| {
-            v.split(',')
-                .filter_map(|n| n.trim().parse().ok())
-                .filter(|n: &usize| *n > 0 && n.is_multiple_of(fixtures::ROUTES_PER_FRONTEND))
-                .collect::<Vec<_>>()
-        })
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| {
-            // Criterion's test mode (no `--bench`, as under `cargo test --benches`) runs
-            // each benchmark once, often unoptimised: skip the largest configurations.
-            if std::env::args().any(|a| a == "--bench") {
-                vec![10, 100, 1000, 10_000]
-            } else {
-                vec![10, 1000]
-            }
-        })
+    fixtures::route_counts_from_env("DECISION_ROUTES").unwrap_or_else(|| {
+        // Criterion's test mode (no `--bench`, as under `cargo test --benches`) runs
+        // each benchmark once, often unoptimised: skip the largest configurations.
+        if std::env::args().any(|a| a == "--bench") {
+            vec![10, 100, 1000, 10_000]
+        } else {
+            vec![10, 1000]
+        }
+    })
 }
 
 fn routes(c: &mut Criterion) {

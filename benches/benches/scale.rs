@@ -59,22 +59,13 @@ fn main() -> ExitCode {
     let quick = !args.iter().any(|a| a == "--bench")
         || args.iter().any(|a| a == "--test")
         || std::env::var("SCALE_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let sizes: Vec<usize> = std::env::var("SCALE_ROUTES")
-        .ok()
-        .map(|v| {
-            v.split(',')
-                .filter_map(|n| n.trim().parse().ok())
-                .filter(|n: &usize| *n > 0 && n.is_multiple_of(fixtures::ROUTES_PER_FRONTEND))
-                .collect::<Vec<_>>()
-        })
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| {
-            if quick {
-                vec![10, 1000]
-            } else {
-                vec![10, 100, 1000, 10_000]
-            }
-        });
+    let sizes = fixtures::route_counts_from_env("SCALE_ROUTES").unwrap_or_else(|| {
+        if quick {
+            vec![10, 1000]
+        } else {
+            vec![10, 100, 1000, 10_000]
+        }
+    });
     let rounds: usize = env("SCALE_ROUNDS", if quick { 3 } else { 21 }).max(1);
     let batch: usize = env("SCALE_BATCH", if quick { 2_000 } else { 200_000 }).max(1);
 

@@ -198,6 +198,19 @@ fn methods(noun: &str) -> [String; RULES_PER_ROUTE / 2] {
     ]
 }
 
+/// The configuration sizes (numbers of routes) named in the environment variable `var`,
+/// comma-separated; sizes that [`large`] cannot build are ignored. `None` when it names
+/// none, so the benchmark uses its defaults.
+pub fn route_counts_from_env(var: &str) -> Option<Vec<usize>> {
+    let sizes: Vec<usize> = std::env::var(var)
+        .ok()?
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|n: &usize| *n > 0 && n.is_multiple_of(ROUTES_PER_FRONTEND))
+        .collect();
+    (!sizes.is_empty()).then_some(sizes)
+}
+
 /// A generated configuration of many routes, and the calls the benchmark makes to it.
 #[derive(Debug)]
 pub struct Large {
