@@ -168,13 +168,7 @@ async fn canary_calls(client: &OrderServiceClient<Channel>, n: usize) -> anyhow:
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
+    grpcroute_examples::log_to_stderr();
     let pod = |name: &str| EchoServer::start(EchoConfig::new(name).namespace(NS));
     let pods = Pods {
         recommendation_v1: pod("recommendation-v1").await?,

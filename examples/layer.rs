@@ -23,13 +23,7 @@ use tonic::codegen::http::Uri;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
+    grpcroute_examples::log_to_stderr();
     // One pod in the mesh, and one server outside it.
     let stable =
         EchoServer::start(EchoConfig::new("order-service-stable").namespace("app")).await?;

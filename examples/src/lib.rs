@@ -11,6 +11,18 @@
 //! [`grpcroute_echo`] servers, which answer every method with an empty message (the
 //! default value of any response type) and name themselves in `x-echo-backend`.
 
+/// Logs to stderr as `RUST_LOG` says, when it is set (the examples print their own output
+/// on stdout and stay quiet otherwise).
+pub fn log_to_stderr() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
 /// `user.v1`: `UserService` (GetUser, ListUsers, CreateUser, UpdateUser, DeleteUser,
 /// ExportUsers).
 pub mod user {
