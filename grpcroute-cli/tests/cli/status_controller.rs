@@ -5,6 +5,7 @@
 
 use std::{
     io::{BufRead, BufReader},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -26,14 +27,14 @@ use crate::support::{Run, closed_port, grpcroute, run};
 const ME: &str = "grpcroute.dev/status-controller";
 
 /// The test API server and a kubeconfig file pointing at it.
-struct Cluster {
-    server: ApiServer,
+pub(crate) struct Cluster {
+    pub(crate) server: ApiServer,
     _dir: tempfile::TempDir,
     kubeconfig: PathBuf,
 }
 
 impl Cluster {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let server = ApiServer::start().await;
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
@@ -45,7 +46,7 @@ impl Cluster {
         }
     }
 
-    fn apply(&self, object: Value) {
+    pub(crate) fn apply(&self, object: Value) {
         self.server.apply(object).unwrap();
     }
 
@@ -58,14 +59,14 @@ impl Cluster {
             .unwrap();
     }
 
-    fn route(&self, ns: &str, name: &str) -> Value {
+    pub(crate) fn route(&self, ns: &str, name: &str) -> Value {
         self.server
             .get(Resource::GrpcRoutes, ns, name)
             .unwrap_or_else(|| panic!("GRPCRoute {ns}/{name} exists"))
     }
 
     /// Our `status.parents` entries of a route.
-    fn ours(&self, ns: &str, name: &str) -> Vec<Value> {
+    pub(crate) fn ours(&self, ns: &str, name: &str) -> Vec<Value> {
         entries(&self.route(ns, name))
             .into_iter()
             .filter(|p| p["controllerName"] == ME)
@@ -77,7 +78,7 @@ impl Cluster {
         self.server.stats().resource(Resource::GrpcRoutes).writes
     }
 
-    fn lease_holder(&self) -> Option<String> {
+    pub(crate) fn lease_holder(&self) -> Option<String> {
         self.server
             .get(Resource::Leases, "default", "grpcroute-status-controller")
             .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
@@ -102,7 +103,7 @@ impl Cluster {
         .unwrap()
     }
 
-    async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.server.shutdown().await;
     }
 }
@@ -133,7 +134,7 @@ fn triples(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn service(ns: &str, name: &str) -> Value {
+pub(crate) fn service(ns: &str, name: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": ns},
@@ -141,11 +142,11 @@ fn service(ns: &str, name: &str) -> Value {
     })
 }
 
-fn service_parent(name: &str, port: u16) -> Value {
+pub(crate) fn service_parent(name: &str, port: u16) -> Value {
     json!({"group": "", "kind": "Service", "name": name, "port": port})
 }
 
-fn route(ns: &str, name: &str, parents: Value, rules: Value) -> Value {
+pub(crate) fn route(ns: &str, name: &str, parents: Value, rules: Value) -> Value {
     json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
         "metadata": {"name": name, "namespace": ns},
@@ -153,12 +154,16 @@ fn route(ns: &str, name: &str, parents: Value, rules: Value) -> Value {
     })
 }
 
-fn backends(names: &[&str]) -> Value {
+pub(crate) fn backends(names: &[&str]) -> Value {
     json!([{"backendRefs": names.iter().map(|n| json!({"name": n, "port": 50051})).collect::<Vec<_>>()}])
 }
 
 /// Polls `condition` every 20 ms for up to `limit`; how long it took.
-async fn eventually(limit: Duration, what: &str, condition: impl Fn() -> bool) -> Duration {
+pub(crate) async fn eventually(
+    limit: Duration,
+    what: &str,
+    condition: impl Fn() -> bool,
+) -> Duration {
     let start = Instant::now();
     while !condition() {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
@@ -169,7 +174,7 @@ async fn eventually(limit: Duration, what: &str, condition: impl Fn() -> bool) -
 
 /// A running `grpcroute status-controller`, its stderr (the logs) collected; killed on
 /// drop.
-struct Controller {
+pub(crate) struct Controller {
     child: Child,
     log: Arc<Mutex<String>>,
 }
@@ -179,7 +184,12 @@ impl Controller {
         Self::start_with(cluster, identity, lease_seconds, &[])
     }
 
-    fn start_with(cluster: &Cluster, identity: &str, lease_seconds: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start_with(
+        cluster: &Cluster,
+        identity: &str,
+        lease_seconds: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut child = grpcroute()
             .args(["status-controller", "--kubeconfig"])
             .arg(&cluster.kubeconfig)
@@ -205,22 +215,26 @@ impl Controller {
         Self { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
-    /// Its `/metrics` page (started with `--metrics-addr 127.0.0.1:0`: the bound address
-    /// is in the log).
-    fn metrics(&self) -> String {
-        use std::io::{Read, Write};
+    /// Where it serves `/metrics` (started with `--metrics-addr 127.0.0.1:0`: the bound
+    /// address is in the log).
+    pub(crate) fn metrics_addr(&self) -> SocketAddr {
         let log = self.log();
-        let addr = log
-            .lines()
+        log.lines()
             .find(|l| l.contains("serving metrics"))
             .and_then(|l| l.split("addr=").nth(1))
             .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"))
+    }
+
+    /// Its `/metrics` page.
+    fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.metrics_addr()).unwrap();
         stream
             .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
             .unwrap();
@@ -231,7 +245,7 @@ impl Controller {
     }
 
     /// The value of the sample `name` (with its labels, as encoded) on the metrics page.
-    fn sample(&self, name: &str) -> Option<f64> {
+    pub(crate) fn sample(&self, name: &str) -> Option<f64> {
         self.metrics()
             .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -266,7 +280,7 @@ impl Controller {
         }
     }
 
-    async fn signal(mut self, signal: &str) -> Option<i32> {
+    pub(crate) async fn signal(mut self, signal: &str) -> Option<i32> {
         self.stop_and_keep_log(signal).await
     }
 }
@@ -728,6 +742,79 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_stops() {
     println!("c took over {:?} after b was killed", killed.elapsed());
     assert_eq!(c.signal("TERM").await, Some(0));
     assert_eq!(cluster.lease_holder(), None, "released");
+    cluster.shutdown().await;
+}
+
+/// While the API server answers 500, a status write fails: the failure is counted (what
+/// the shipped `GRPCRouteStatusWritesFailing` alert watches), logged, and retried with
+/// backoff until the write lands, without losing the leadership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_status_write_is_counted_and_retried_until_it_lands() {
+    let cluster = Cluster::start().await;
+    cluster.apply(service("shop", "checkout"));
+    cluster.apply(service("shop", "checkout-v1"));
+    let parents = json!([service_parent("checkout", 50051)]);
+    cluster.apply(route(
+        "shop",
+        "r",
+        parents.clone(),
+        backends(&["checkout-v1"]),
+    ));
+
+    // A lease long enough (renewed every 10 s, given up after 20 s without renewal) that
+    // the fault below cannot cost the leadership.
+    let a = Controller::start_with(&cluster, "a", "30", &["--metrics-addr", "127.0.0.1:0"]);
+    let generation = |g: i64| {
+        let ours = cluster.ours("shop", "r");
+        !ours.is_empty() && ours[0]["conditions"][0]["observedGeneration"] == g
+    };
+    eventually(Duration::from_secs(10), "the first status", || {
+        generation(1)
+    })
+    .await;
+    let failures = "grpcroute_status_controller_write_failures_total";
+    let writes = "grpcroute_status_controller_status_writes_total";
+    assert_eq!(a.sample(failures), Some(0.0), "{}", a.metrics());
+    assert_eq!(a.sample(writes), Some(1.0));
+
+    // The spec changes (written to the store, status kept) while every request fails;
+    // the open watches still deliver it.
+    let fault = Duration::from_secs(3);
+    cluster.server.fail_requests(Some(fault));
+    let failing = Instant::now();
+    let mut changed = cluster.route("shop", "r");
+    changed["spec"]["rules"] = backends(&["gone"]);
+    cluster.apply(changed);
+    eventually(
+        Duration::from_secs(5),
+        "the failed write is counted",
+        || a.sample(failures).is_some_and(|f| f >= 1.0),
+    )
+    .await;
+    assert!(
+        failing.elapsed() < fault,
+        "counted only after the fault ended"
+    );
+    assert!(generation(1), "nothing was written during the fault");
+    assert!(
+        a.log().contains("could not write the status; will retry"),
+        "{}",
+        a.log()
+    );
+
+    eventually(Duration::from_secs(15), "the retry lands", || generation(2)).await;
+    println!(
+        "the status landed {:?} after the {fault:?} fault began",
+        failing.elapsed()
+    );
+    assert_eq!(
+        cluster.ours("shop", "r")[0]["conditions"][1]["reason"],
+        "BackendNotFound"
+    );
+    assert_eq!(a.sample(writes), Some(2.0), "{}", a.metrics());
+    assert_eq!(a.sample("grpcroute_status_controller_leader"), Some(1.0));
+    assert_eq!(cluster.lease_holder().as_deref(), Some("a"));
+    assert_eq!(a.signal("TERM").await, Some(0));
     cluster.shutdown().await;
 }
 
