@@ -6,7 +6,11 @@
 //! - `routed`: `mesh.channel("echo.bench:7070")`: a GRPCRoute of 10 rules, the call taken
 //!   by the last (exact method + exact metadata), split 50/30/20 over three backend
 //!   Services whose endpoints are the three servers (two each, so the endpoint pick has a
-//!   choice; one pooled connection per server).
+//!   choice; one pooled connection per server);
+//! - `routed-even`: the same route, but every backend Service has all three servers as
+//!   endpoints: the same per-call work as `routed` with load spread as evenly as
+//!   `balance` spreads it, so `routed-even/balance` is the library's own cost under load
+//!   and `routed/routed-even` what the uneven configuration costs.
 //!
 //! The call is the conformance echo's `GrpcEcho/Echo` (16-byte request, metadata
 //! `x-tenant: gold-acme`). `LOOPBACK_METHOD=any` calls an unknown method instead, which
@@ -66,7 +70,7 @@ struct Config {
     duration: Duration,
     reps: usize,
     /// Which of [`VARIANTS`] run.
-    selected: [bool; 3],
+    selected: [bool; VARIANTS.len()],
     method: Method,
 }
 
@@ -109,7 +113,7 @@ impl Config {
             reps: env("LOOPBACK_REPS", reps).max(1),
             selected: match std::env::var("LOOPBACK_VARIANTS") {
                 Ok(list) => VARIANTS.map(|v| list.split(',').any(|n| n.trim() == v.name())),
-                Err(_) => [true; 3],
+                Err(_) => [true; VARIANTS.len()],
             },
             method: match std::env::var("LOOPBACK_METHOD").as_deref() {
                 Ok("any") => Method::Any,
@@ -157,9 +161,15 @@ enum Variant {
     Plain,
     Balance,
     Routed,
+    RoutedEven,
 }
 
-const VARIANTS: [Variant; 3] = [Variant::Plain, Variant::Balance, Variant::Routed];
+const VARIANTS: [Variant; 4] = [
+    Variant::Plain,
+    Variant::Balance,
+    Variant::Routed,
+    Variant::RoutedEven,
+];
 
 impl Variant {
     fn name(self) -> &'static str {
@@ -167,6 +177,7 @@ impl Variant {
             Self::Plain => "plain",
             Self::Balance => "balance",
             Self::Routed => "routed",
+            Self::RoutedEven => "routed-even",
         }
     }
 }
@@ -328,21 +339,26 @@ async fn run(cfg: &Config) -> Result<bool, Box<dyn std::error::Error>> {
         vec![addrs[1], addrs[2]],
         vec![addrs[2], addrs[0]],
     ];
-    let mesh = Mesh::builder().namespace(NAMESPACE).seed(1).build();
     let (service_name, method) = match cfg.method {
         Method::Any => (fixtures::ECHO_SERVICE, "Unary09"),
         Method::Echo => (CONFORMANCE_SERVICE, "Echo"),
     };
-    let report = mesh.update(&fixtures::ten_rules_for(
-        TenRules::DistinctMethods,
-        service_name,
-        method,
-        &backends,
-    ));
-    if !report.rejected.is_empty() {
-        return Err(format!("configuration rejected: {:?}", report.rejected).into());
-    }
-    let routed = Client::Routed(Grpc::new(mesh.channel(ECHO_TARGET)?));
+    let routed_to =
+        |backends: &[Vec<SocketAddr>; 3]| -> Result<Client, Box<dyn std::error::Error>> {
+            let mesh = Mesh::builder().namespace(NAMESPACE).seed(1).build();
+            let report = mesh.update(&fixtures::ten_rules_for(
+                TenRules::DistinctMethods,
+                service_name,
+                method,
+                backends,
+            ));
+            if !report.rejected.is_empty() {
+                return Err(format!("configuration rejected: {:?}", report.rejected).into());
+            }
+            Ok(Client::Routed(Grpc::new(mesh.channel(ECHO_TARGET)?)))
+        };
+    let routed = routed_to(&backends)?;
+    let routed_even = routed_to(&[addrs.clone(), addrs.clone(), addrs.clone()])?;
     let path = PathAndQuery::from_str(&format!("/{service_name}/{method}"))?;
 
     writeln!(
@@ -380,14 +396,18 @@ async fn run(cfg: &Config) -> Result<bool, Box<dyn std::error::Error>> {
         out,
         "- routed: GRPCRoute of 10 rules, taken by the last; backends 50/30/20 with endpoints (s0,s1), (s1,s2), (s2,s0)"
     )?;
+    writeln!(
+        out,
+        "- routed-even: the same route; every backend has endpoints (s0,s1,s2)"
+    )?;
     writeln!(out, "- machine: {machine}")?;
     writeln!(out, "- before: {load_before}")?;
     print!("{out}");
     out.clear();
 
-    let mut runs: Vec<[Run; 3]> = Vec::with_capacity(cfg.reps);
+    let mut runs: Vec<[Run; VARIANTS.len()]> = Vec::with_capacity(cfg.reps);
     for rep in 0..cfg.reps {
-        let mut results: [Run; 3] = Default::default();
+        let mut results: [Run; VARIANTS.len()] = Default::default();
         for k in 0..VARIANTS.len() {
             let i = (rep + k) % VARIANTS.len();
             if !cfg.selected[i] {
@@ -397,6 +417,7 @@ async fn run(cfg: &Config) -> Result<bool, Box<dyn std::error::Error>> {
                 Variant::Plain => plain.clone(),
                 Variant::Balance => balance.clone(),
                 Variant::Routed => routed.clone(),
+                Variant::RoutedEven => routed_even.clone(),
             };
             let before = served(&servers);
             let mut errors = Errors::default();
@@ -481,8 +502,15 @@ async fn run(cfg: &Config) -> Result<bool, Box<dyn std::error::Error>> {
     ];
     let mut routed_p50_median = f64::NAN;
     for (baseline, pairs) in [
-        (Variant::Plain, &[Variant::Balance, Variant::Routed][..]),
-        (Variant::Balance, &[Variant::Routed][..]),
+        (
+            Variant::Plain,
+            &[Variant::Balance, Variant::Routed, Variant::RoutedEven][..],
+        ),
+        (
+            Variant::Balance,
+            &[Variant::Routed, Variant::RoutedEven][..],
+        ),
+        (Variant::RoutedEven, &[Variant::Routed][..]),
     ] {
         let shown: Vec<Variant> = pairs
             .iter()
