@@ -47,6 +47,41 @@ pub fn find_prometheus() -> Option<PathBuf> {
     })
 }
 
+/// [`find_prometheus`] for a test: `None` (the test skips, saying so) when there is no
+/// Prometheus, unless `GRPCROUTE_REQUIRE_PROMETHEUS` is set (the test script sets it once it
+/// has made sure Prometheus is there), which makes a missing one a failure.
+///
+/// # Panics
+///
+/// No Prometheus while `GRPCROUTE_REQUIRE_PROMETHEUS` is set.
+pub fn prometheus_for_test() -> Option<PathBuf> {
+    let found = find_prometheus();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("GRPCROUTE_REQUIRE_PROMETHEUS").is_none(),
+            "prometheus not found (PROMETHEUS, PATH, target/tools/prometheus), but GRPCROUTE_REQUIRE_PROMETHEUS is set"
+        );
+        eprintln!(
+            "SKIPPED: prometheus not found on PATH or in target/tools/prometheus (Debian: `apt-get download prometheus && dpkg -x prometheus_*.deb target/tools/prometheus`, as scripts/test.sh does), and PROMETHEUS is not set"
+        );
+    }
+    found
+}
+
+/// The rules shipped in `examples/kubernetes/prometheus-rule.yaml` as a rule file
+/// ([`rule_file`]): the expressions unchanged, every `for:` replaced by `hold` so that
+/// the alerts fire within seconds.
+///
+/// # Errors
+///
+/// The file cannot be read, or [`rule_file`] rejects it.
+pub fn shipped_rules(hold: &str) -> anyhow::Result<Value> {
+    let path = workspace_root().join("examples/kubernetes/prometheus-rule.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    rule_file(&text, hold).with_context(|| path.display().to_string())
+}
+
 /// The workspace's root folder.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

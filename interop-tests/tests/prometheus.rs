@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{bail, ensure};
 use grpcroute_client::{
     Mesh, Metrics, Resources,
     build::{Backend, Match, Rule, endpoints, route, service},
@@ -30,9 +30,7 @@ use grpcroute_interop_tests::{
     backends::add_all,
     call,
     calls::{ECHO, ECHO_SERVICE},
-    prometheus::{
-        FailingServer, MetricsServer, Prometheus, find_prometheus, rule_file, workspace_root,
-    },
+    prometheus::{FailingServer, MetricsServer, Prometheus, prometheus_for_test, shipped_rules},
 };
 use serde_json::Value;
 use tokio::time::Instant;
@@ -59,27 +57,14 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_metrics_and_fires_the_shipped_alerts() -> anyhow::Result<()> {
-    let Some(binary) = find_prometheus() else {
-        // The test script sets this when it has made sure Prometheus is there: from then
-        // on a missing one is a failure, not a skip.
-        assert!(
-            std::env::var_os("GRPCROUTE_REQUIRE_PROMETHEUS").is_none(),
-            "prometheus not found (PROMETHEUS, PATH, target/tools/prometheus), but GRPCROUTE_REQUIRE_PROMETHEUS is set"
-        );
-        eprintln!(
-            "SKIPPED: prometheus not found on PATH or in target/tools/prometheus (Debian: `apt-get download prometheus && dpkg -x prometheus_*.deb target/tools/prometheus`, as scripts/test.sh does), and PROMETHEUS is not set"
-        );
+    let Some(binary) = prometheus_for_test() else {
         return Ok(());
     };
     let started = Instant::now();
 
-    // The rules, exactly as shipped but for the hold durations.
-    let example = workspace_root().join("examples/kubernetes/prometheus-rule.yaml");
-    let text = std::fs::read_to_string(&example)
-        .with_context(|| format!("reading {}", example.display()))?;
-    // The expressions are tested unchanged; only each rule's `for:` (5m to 15m as shipped)
-    // is shortened to 1s, so that the alerts fire within seconds.
-    let rules = rule_file(&text, "1s")?;
+    // The rules, exactly as shipped but for the hold durations: each rule's `for:` (5m to
+    // 15m as shipped) is shortened to 1s, so that the alerts fire within seconds.
+    let rules = shipped_rules("1s")?;
     let names: Vec<&str> = rules["groups"]
         .as_array()
         .into_iter()
@@ -97,8 +82,7 @@ async fn prometheus_scrapes_the_metrics_and_fires_the_shipped_alerts() -> anyhow
     ] {
         ensure!(
             names.contains(&name),
-            "{name} is not in {}: {names:?}",
-            example.display()
+            "{name} is not in the shipped rules: {names:?}"
         );
     }
 

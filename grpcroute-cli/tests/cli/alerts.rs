@@ -13,16 +13,14 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail, ensure};
-use grpcroute_interop_tests::prometheus::{Prometheus, find_prometheus, rule_file, workspace_root};
+use anyhow::{bail, ensure};
+use grpcroute_interop_tests::prometheus::{Prometheus, prometheus_for_test, shipped_rules};
 use grpcroute_test_apiserver::Resource;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::MicroTime, jiff::Timestamp};
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep};
 
-use crate::status_controller::{
-    Cluster, Controller, backends, eventually, route, service, service_parent,
-};
+use crate::status_controller::{Cluster, Controller, backends, eventually};
 
 const NO_LEADER: &str = "GRPCRouteStatusControllerNoLeader";
 const WRITES_FAILING: &str = "GRPCRouteStatusWritesFailing";
@@ -33,26 +31,13 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_fires_the_status_controller_alerts() -> anyhow::Result<()> {
-    let Some(binary) = find_prometheus() else {
-        assert!(
-            std::env::var_os("GRPCROUTE_REQUIRE_PROMETHEUS").is_none(),
-            "prometheus not found (PROMETHEUS, PATH, target/tools/prometheus), but GRPCROUTE_REQUIRE_PROMETHEUS is set"
-        );
-        eprintln!("SKIPPED: prometheus not found (see interop-tests/tests/prometheus.rs)");
+    let Some(binary) = prometheus_for_test() else {
         return Ok(());
     };
-    let example = workspace_root().join("examples/kubernetes/prometheus-rule.yaml");
-    let text = std::fs::read_to_string(&example)
-        .with_context(|| format!("reading {}", example.display()))?;
     // The expressions as shipped; only the hold durations are shortened.
-    let rules = rule_file(&text, "1s")?;
+    let rules = shipped_rules("1s")?;
 
-    let cluster = Cluster::start().await;
-    for name in ["checkout", "checkout-v1", "checkout-v2"] {
-        cluster.apply(service("shop", name));
-    }
-    let parents = json!([service_parent("checkout", 50051)]);
-    cluster.apply(route("shop", "r", parents, backends(&["checkout-v1"])));
+    let cluster = Cluster::with_route(&["checkout-v1", "checkout-v2"]).await;
 
     // 1. Another instance renewed the Lease a moment ago, for an hour.
     let renewed = serde_json::to_value(MicroTime(Timestamp::now()))?;
@@ -95,9 +80,7 @@ async fn prometheus_fires_the_status_controller_alerts() -> anyhow::Result<()> {
     // 3. The spec changes (written to the store, status kept) while the API server fails
     // every request: the write fails, is counted, and is retried after the fault.
     cluster.server.fail_requests(Some(Duration::from_secs(2)));
-    let mut changed = cluster.route("shop", "r");
-    changed["spec"]["rules"] = backends(&["checkout-v2"]);
-    cluster.apply(changed);
+    cluster.store_rules("shop", "r", backends(&["checkout-v2"]));
     let took = until(&prometheus, "WritesFailing fires", |alerts| {
         ensure!(!active(alerts, NO_LEADER), "a lost the lease: {alerts:?}");
         Ok(firing(alerts, WRITES_FAILING))

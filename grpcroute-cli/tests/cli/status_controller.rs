@@ -46,8 +46,29 @@ impl Cluster {
         }
     }
 
+    /// Services `shop/checkout` and `shop/{backend}` for each of `backends`, and GRPCRoute
+    /// `shop/r` attached to `checkout:50051`, sending every call to the first backend.
+    pub(crate) async fn with_route(backends: &[&str]) -> Self {
+        let cluster = Self::start().await;
+        cluster.apply(service("shop", "checkout"));
+        for backend in backends {
+            cluster.apply(service("shop", backend));
+        }
+        let parents = json!([service_parent("checkout", 50051)]);
+        cluster.apply(route("shop", "r", parents, self::backends(&backends[..1])));
+        cluster
+    }
+
     pub(crate) fn apply(&self, object: Value) {
         self.server.apply(object).unwrap();
+    }
+
+    /// Replaces the rules of a GRPCRoute in the server's store, keeping its status: a spec
+    /// change that reaches the open watches even while the server fails every request.
+    pub(crate) fn store_rules(&self, ns: &str, name: &str, rules: Value) {
+        let mut changed = self.route(ns, name);
+        changed["spec"]["rules"] = rules;
+        self.apply(changed);
     }
 
     /// A JSON merge patch of a GRPCRoute through the API, as `kubectl patch` does: the
@@ -59,7 +80,7 @@ impl Cluster {
             .unwrap();
     }
 
-    pub(crate) fn route(&self, ns: &str, name: &str) -> Value {
+    fn route(&self, ns: &str, name: &str) -> Value {
         self.server
             .get(Resource::GrpcRoutes, ns, name)
             .unwrap_or_else(|| panic!("GRPCRoute {ns}/{name} exists"))
@@ -134,7 +155,7 @@ fn triples(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
         .collect()
 }
 
-pub(crate) fn service(ns: &str, name: &str) -> Value {
+fn service(ns: &str, name: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": ns},
@@ -142,11 +163,11 @@ pub(crate) fn service(ns: &str, name: &str) -> Value {
     })
 }
 
-pub(crate) fn service_parent(name: &str, port: u16) -> Value {
+fn service_parent(name: &str, port: u16) -> Value {
     json!({"group": "", "kind": "Service", "name": name, "port": port})
 }
 
-pub(crate) fn route(ns: &str, name: &str, parents: Value, rules: Value) -> Value {
+fn route(ns: &str, name: &str, parents: Value, rules: Value) -> Value {
     json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
         "metadata": {"name": name, "namespace": ns},
@@ -634,11 +655,7 @@ async fn follows_spec_changes_keeps_other_controllers_entries_and_writes_only_ch
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_writes_and_a_standby_takes_over_when_it_stops() {
-    let cluster = Cluster::start().await;
-    cluster.apply(service("shop", "checkout"));
-    cluster.apply(service("shop", "checkout-v1"));
-    let parents = json!([service_parent("checkout", 50051)]);
-    cluster.apply(route("shop", "r", parents, backends(&["checkout-v1"])));
+    let cluster = Cluster::with_route(&["checkout-v1"]).await;
 
     let metrics = ["--metrics-addr", "127.0.0.1:0"];
     let a = Controller::start_with(&cluster, "a", "2", &metrics);
@@ -750,16 +767,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_stops() {
 /// backoff until the write lands, without losing the leadership.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_status_write_is_counted_and_retried_until_it_lands() {
-    let cluster = Cluster::start().await;
-    cluster.apply(service("shop", "checkout"));
-    cluster.apply(service("shop", "checkout-v1"));
-    let parents = json!([service_parent("checkout", 50051)]);
-    cluster.apply(route(
-        "shop",
-        "r",
-        parents.clone(),
-        backends(&["checkout-v1"]),
-    ));
+    let cluster = Cluster::with_route(&["checkout-v1"]).await;
 
     // A lease long enough (renewed every 10 s, given up after 20 s without renewal) that
     // the fault below cannot cost the leadership.
@@ -782,9 +790,7 @@ async fn a_failed_status_write_is_counted_and_retried_until_it_lands() {
     let fault = Duration::from_secs(3);
     cluster.server.fail_requests(Some(fault));
     let failing = Instant::now();
-    let mut changed = cluster.route("shop", "r");
-    changed["spec"]["rules"] = backends(&["gone"]);
-    cluster.apply(changed);
+    cluster.store_rules("shop", "r", backends(&["gone"]));
     eventually(
         Duration::from_secs(5),
         "the failed write is counted",
