@@ -7,11 +7,13 @@ use http::HeaderMap;
 
 use crate::{
     CallError, Mesh, TargetError,
-    authority::Target,
     mesh::Shared,
     metrics::CallMeter,
-    router,
-    table::{Snapshot, weighted_index},
+    route::{
+        decide as router,
+        table::{Snapshot, weighted_index},
+    },
+    target::Target,
 };
 
 /// The routing decision over a mesh's current table.

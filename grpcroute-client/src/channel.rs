@@ -13,7 +13,7 @@ use http::{Request, Response, uri::Authority};
 use tonic::body::Body;
 use tracing::Instrument;
 
-use crate::{authority::Target, call, mesh::Shared};
+use crate::{dispatch, mesh::Shared, target::Target};
 
 /// A channel to one Service of the mesh. Pass it to a tonic-generated client
 /// (`FooClient::new(channel)`); clone it freely, clones share everything.
@@ -73,13 +73,12 @@ impl tower::Service<Request<Body>> for Channel {
         let target = self.target.clone();
         let span = call_span(&target.label);
         ResponseFuture {
-            inner:
-                Box::pin(
-                    async move {
-                        Ok(call::route(&shared, &target.target, &target.authority, req).await)
-                    }
-                    .instrument(span),
-                ),
+            inner: Box::pin(
+                async move {
+                    Ok(dispatch::route(&shared, &target.target, &target.authority, req).await)
+                }
+                .instrument(span),
+            ),
         }
     }
 }

@@ -7,11 +7,13 @@ use http::HeaderMap;
 use serde::Serialize;
 
 use crate::{
-    authority::{Host, Target},
     error::CallError,
     model::matches::split_path,
-    router,
-    table::{BackendTarget, CompiledRule, Frontend, RouteSetKind, Snapshot},
+    route::{
+        decide as router,
+        table::{BackendTarget, CompiledRule, Frontend, RouteSetKind, Snapshot},
+    },
+    target::{Host, Target},
 };
 
 /// A call to explain.

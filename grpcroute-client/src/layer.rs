@@ -12,7 +12,7 @@ use http::{Request, Response};
 use tonic::body::Body;
 use tracing::Instrument;
 
-use crate::{authority::Target, call, channel::call_span, mesh::Shared, router};
+use crate::{channel::call_span, dispatch, mesh::Shared, route::decide as router, target::Target};
 
 /// Routes calls whose URI authority names a Service of the mesh (`svc.ns:port`, a
 /// ClusterIP, ...) and hands every other call to the wrapped service. Use it with clients
@@ -96,7 +96,7 @@ where
                 return inner.call(req).await;
             }
             let span = call_span(authority.as_str());
-            Ok(call::route(&shared, &target, &authority, req)
+            Ok(dispatch::route(&shared, &target, &authority, req)
                 .instrument(span)
                 .await)
         })

@@ -67,33 +67,29 @@
 // Library code never unwraps; tests may (a panic is how a test fails).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-mod authority;
-mod balance;
+mod backend;
 pub mod build;
-mod call;
 mod channel;
 mod convert;
+mod dispatch;
 mod error;
 mod explain;
-#[cfg(feature = "kube")]
-mod k8s;
 mod layer;
 pub mod manifest;
 mod mesh;
 mod metrics;
-mod mirror;
 mod model;
 mod namespace;
 mod resources;
 mod rng;
+mod route;
 mod routed;
-mod router;
+mod series;
 pub mod source;
-mod table;
+mod target;
 mod transport;
 
 pub use self::{
-    authority::TargetError,
     channel::{Channel, ResponseFuture},
     convert::{InvalidObject, ObjectKind},
     error::CallError,
@@ -103,8 +99,11 @@ pub use self::{
     metrics::{Metrics, code_name, serve_metrics},
     model::ObjectKey,
     resources::{Object, Resources},
+    route::table::{
+        Condition, ConditionStatus, ParentReference, ParentStatus, RouteSetKind, RouteStatus,
+    },
     routed::{BackendService, RoutedTo},
-    table::{Condition, ConditionStatus, ParentReference, ParentStatus, RouteSetKind, RouteStatus},
+    target::TargetError,
 };
 
 #[doc(hidden)]

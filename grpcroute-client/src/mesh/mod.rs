@@ -21,13 +21,14 @@ pub use self::{
 };
 use crate::{
     Channel, MeshLayer, Resources,
-    authority::{Target, TargetError},
     convert::InvalidObject,
     explain::{self, CallDescription, Explanation},
-    metrics::{Metrics, SeriesRegistry},
+    metrics::Metrics,
     rng::SharedRng,
+    route::table::{GrantPolicy, RouteStatus},
+    series::SeriesRegistry,
     source::{Source, Updater},
-    table::{GrantPolicy, RouteStatus},
+    target::{Target, TargetError},
     transport::{Pool, TransportConfig},
 };
 

@@ -14,10 +14,10 @@ use super::health::HealthState;
 use crate::{
     convert::InvalidObject,
     error::CallError,
-    metrics::SeriesRegistry,
     model::{Model, ObjectKey},
     rng::SharedRng,
-    table::{self, GrantPolicy, Snapshot},
+    route::table::{self, GrantPolicy, Snapshot},
+    series::SeriesRegistry,
     transport::Pool,
 };
 

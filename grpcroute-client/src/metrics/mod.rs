@@ -7,7 +7,6 @@
 
 mod http;
 mod meter;
-mod series;
 
 use std::{
     fmt::Write as _,
@@ -24,11 +23,12 @@ use prometheus_client::{
 use tonic::Code;
 
 pub use self::http::serve_metrics;
-pub(crate) use self::{
-    meter::{CallMeter, Meter, status_in_headers, status_in_trailers},
-    series::{BUCKETS, CallStats, SeriesKey, SeriesRegistry, SeriesSlot},
+pub(crate) use self::meter::{CallMeter, Meter, status_in_headers, status_in_trailers};
+use crate::{
+    mesh::Shared,
+    route::table::ConditionStatus,
+    series::{self, BUCKETS, CallStats, SeriesKey},
 };
-use crate::{mesh::Shared, table::ConditionStatus};
 
 /// The metrics of a [`Mesh`](crate::Mesh), for Prometheus.
 ///

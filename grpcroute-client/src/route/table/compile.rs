@@ -13,11 +13,11 @@ use super::{
     status::{self, Attachment, ParentOutcome},
 };
 use crate::{
-    metrics::SeriesSlot,
     model::{
         AppProtocol, BackendRef, EndpointSlice, Filter, GrpcRoute, Model, ObjectKey,
         ReferenceGrant, Rule, Service, ServiceType,
     },
+    series::SeriesSlot,
     transport::Pool,
 };
 

@@ -10,9 +10,9 @@ use tonic::Code;
 use super::*;
 use crate::{
     Resources,
-    authority::Target,
     build::{Backend, Match, Rule, endpoints, grant, route, service},
-    router,
+    route::decide as router,
+    target::Target,
     transport::{Pool, TransportConfig},
 };
 
@@ -939,7 +939,7 @@ fn status_reports_accepted_and_resolved_refs() {
 
 #[test]
 fn a_table_reaches_the_call_series_of_its_frontends_rules_and_backends() {
-    use crate::{BackendService, metrics::SeriesKey};
+    use crate::{BackendService, series::SeriesKey};
     let r = base("shop").with(
         route("shop", "r")
             .parent_service("front", Some(50051))

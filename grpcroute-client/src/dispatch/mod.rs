@@ -1,6 +1,8 @@
 //! The per-call path: decide, filter, mirror, pick an endpoint, send, and account for the
 //! endpoint's load. Reads one immutable snapshot; takes no lock.
 
+pub(crate) mod mirror;
+
 use std::{net::SocketAddr, sync::Arc};
 
 use http::{HeaderMap, Request, Response, Uri, uri::Authority};
@@ -8,15 +10,16 @@ use tonic::body::Body;
 use tracing::Span;
 
 use crate::{
-    authority::Target,
-    balance,
+    backend::balance,
     error::CallError,
     mesh::Shared,
     metrics::{CallMeter, status_in_headers},
-    mirror,
+    route::{
+        decide::{self as router, Decision, Refusal},
+        table::{BackendTarget, CompiledMirror, CompiledRule, SeriesRef, Snapshot},
+    },
     routed::RoutedTo,
-    router::{self, Decision, Refusal},
-    table::{BackendTarget, CompiledMirror, CompiledRule, SeriesRef, Snapshot},
+    target::Target,
     transport::{LoadGuard, Replay, ResponseBody, refused},
 };
 

@@ -13,7 +13,10 @@ use std::{
 };
 
 #[cfg(feature = "kube")]
-pub use crate::k8s::KubeSource;
+mod kube;
+
+#[cfg(feature = "kube")]
+pub use self::kube::KubeSource;
 use crate::{
     Resources,
     manifest::{self, ManifestError},

@@ -20,8 +20,8 @@ pub(crate) use self::compile::{GrantPolicy, compile};
 pub use self::status::{Condition, ConditionStatus, ParentReference, ParentStatus, RouteStatus};
 use crate::{
     convert::InvalidObject,
-    metrics::{CallStats, SeriesKey, SeriesRegistry, SeriesSlot},
     model::{HeaderModifier, ObjectKey, RouteMatch},
+    series::{CallStats, SeriesKey, SeriesRegistry, SeriesSlot},
     transport::Endpoint,
 };
 

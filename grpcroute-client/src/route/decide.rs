@@ -6,10 +6,10 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use crate::{
-    authority::{Host, Target},
     error::CallError,
     model::matches::split_path,
-    table::{BackendTarget, Frontend, RouteSetKind, SeriesOf, SeriesRef, Snapshot},
+    route::table::{BackendTarget, Frontend, RouteSetKind, SeriesOf, SeriesRef, Snapshot},
+    target::{Host, Target},
 };
 
 /// Where a call goes.
