@@ -13,7 +13,10 @@ use http::{Request, Response, uri::Authority};
 use tonic::body::Body;
 use tracing::Instrument;
 
-use crate::{dispatch, mesh::Shared, target::Target};
+use crate::{
+    dispatch::{self, Core},
+    target::Target,
+};
 
 /// A channel to one Service of the mesh. Pass it to a tonic-generated client
 /// (`FooClient::new(channel)`); clone it freely, clones share everything.
@@ -23,7 +26,9 @@ use crate::{dispatch, mesh::Shared, target::Target};
 /// service itself never fails.
 #[derive(Clone)]
 pub struct Channel {
-    shared: Arc<Shared>,
+    core: Arc<Core>,
+    /// Keeps the mesh (and the source feeding it) alive while the channel is.
+    _mesh: Arc<dyn Send + Sync>,
     target: Arc<ChannelTarget>,
 }
 
@@ -34,13 +39,14 @@ struct ChannelTarget {
 }
 
 impl Channel {
-    pub(crate) fn new(shared: Arc<Shared>, target: Target) -> Self {
+    pub(crate) fn new(core: Arc<Core>, mesh: Arc<dyn Send + Sync>, target: Target) -> Self {
         let label = target.to_string();
         // A parsed target always renders as a valid authority.
         let authority = Authority::try_from(label.as_str())
             .unwrap_or_else(|_| Authority::from_static("localhost"));
         Self {
-            shared,
+            core,
+            _mesh: mesh,
             target: Arc::new(ChannelTarget {
                 target,
                 authority,
@@ -69,16 +75,17 @@ impl tower::Service<Request<Body>> for Channel {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let shared = self.shared.clone();
+        let core = self.core.clone();
         let target = self.target.clone();
         let span = call_span(&target.label);
         ResponseFuture {
-            inner: Box::pin(
-                async move {
-                    Ok(dispatch::route(&shared, &target.target, &target.authority, req).await)
-                }
-                .instrument(span),
-            ),
+            inner:
+                Box::pin(
+                    async move {
+                        Ok(dispatch::route(&core, &target.target, &target.authority, req).await)
+                    }
+                    .instrument(span),
+                ),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What the router would do with a call, without making it: for operators (the CLI's
 //! `explain`) and for tests.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::collections::BTreeMap;
 
 use http::HeaderMap;
 use serde::Serialize;
@@ -11,8 +11,9 @@ use crate::{
     model::matches::split_path,
     route::{
         decide as router,
-        table::{BackendTarget, CompiledRule, Frontend, RouteSetKind, Snapshot},
+        table::{BackendSlot, CompiledRule, Frontend, RouteSetKind},
     },
+    snapshot::Snapshot,
     target::{Host, Target},
 };
 
@@ -140,7 +141,7 @@ pub(crate) fn explain(
             port: target.port,
         },
     });
-    let frontend = match router::frontend(snapshot, &target, client_ns) {
+    let frontend = match router::frontend(&snapshot.table, &target, client_ns) {
         Ok(f) => f,
         Err(e) => {
             out.reason = e.to_string();
@@ -152,19 +153,22 @@ pub(crate) fn explain(
         service: frontend.service.name().into(),
         port: Some(frontend.port),
     });
-    explain_frontend(frontend, client_ns, call, &mut out);
+    explain_frontend(snapshot, frontend, client_ns, call, &mut out);
     out
 }
 
 fn explain_frontend(
+    snapshot: &Snapshot,
     frontend: &Frontend,
     client_ns: &str,
     call: &CallDescription,
     out: &mut Explanation,
 ) {
     let Some(set) = frontend.route_set(client_ns) else {
-        out.backends = vec![target_backend(&frontend.passthrough)];
-        if frontend.passthrough.endpoints.is_empty() {
+        let passthrough = target_backend(snapshot, &frontend.passthrough);
+        let no_endpoints = passthrough.endpoints.is_empty();
+        out.backends = vec![passthrough];
+        if no_endpoints {
             out.reason = format!(
                 "no GRPCRoute is attached; Service {} has no ready endpoints",
                 frontend.passthrough.describe()
@@ -207,7 +211,7 @@ fn explain_frontend(
         m.apply(&mut metadata);
     }
     out.request_headers = headers_map(&metadata);
-    out.backends = rule_backends(rule);
+    out.backends = rule_backends(snapshot, rule);
 
     let fail = |out: &mut Explanation, e: CallError| {
         out.outcome = if e.code() == tonic::Code::Unimplemented {
@@ -286,7 +290,7 @@ fn explain_frontend(
     };
 }
 
-fn rule_backends(rule: &CompiledRule) -> Vec<BackendExplanation> {
+fn rule_backends(snapshot: &Snapshot, rule: &CompiledRule) -> Vec<BackendExplanation> {
     let total = rule.total_weight();
     rule.backends
         .iter()
@@ -297,13 +301,16 @@ fn rule_backends(rule: &CompiledRule) -> Vec<BackendExplanation> {
                 f64::from(b.weight) / total as f64
             };
             let (valid, reason, endpoints) = match &b.target {
-                Ok(t) => (
-                    true,
-                    t.endpoints
-                        .is_empty()
-                        .then(|| "no ready endpoints".to_string()),
-                    endpoint_list(t),
-                ),
+                Ok(t) => {
+                    let endpoints = endpoint_list(snapshot, t);
+                    (
+                        true,
+                        endpoints
+                            .is_empty()
+                            .then(|| "no ready endpoints".to_string()),
+                        endpoints,
+                    )
+                }
                 Err(e) => (
                     false,
                     Some(format!("{}: {}", e.reason, e.message)),
@@ -325,7 +332,8 @@ fn rule_backends(rule: &CompiledRule) -> Vec<BackendExplanation> {
         .collect()
 }
 
-fn target_backend(t: &BackendTarget) -> BackendExplanation {
+fn target_backend(snapshot: &Snapshot, t: &BackendSlot) -> BackendExplanation {
+    let endpoints = endpoint_list(snapshot, t);
     BackendExplanation {
         namespace: t.service.namespace().into(),
         service: t.service.name().into(),
@@ -333,19 +341,25 @@ fn target_backend(t: &BackendTarget) -> BackendExplanation {
         weight: 1,
         share: 1.0,
         valid: true,
-        reason: t
-            .endpoints
+        reason: endpoints
             .is_empty()
             .then(|| "no ready endpoints".to_string()),
-        endpoints: endpoint_list(t),
+        endpoints,
     }
 }
 
-fn endpoint_list(t: &BackendTarget) -> Vec<String> {
-    t.endpoints
-        .iter()
-        .map(|e| SocketAddr::to_string(&e.addr()))
-        .collect()
+/// `address:port` of the endpoints the backend of `slot` has now.
+fn endpoint_list(snapshot: &Snapshot, slot: &BackendSlot) -> Vec<String> {
+    snapshot
+        .backend(slot)
+        .map(|b| {
+            b.endpoints()
+                .all()
+                .iter()
+                .map(|e| e.addr().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn headers_map(headers: &HeaderMap) -> BTreeMap<String, Vec<String>> {

@@ -12,19 +12,26 @@ use http::{Request, Response};
 use tonic::body::Body;
 use tracing::Instrument;
 
-use crate::{channel::call_span, dispatch, mesh::Shared, route::decide as router, target::Target};
+use crate::{
+    channel::call_span,
+    dispatch::{self, Core},
+    route::decide as router,
+    target::Target,
+};
 
 /// Routes calls whose URI authority names a Service of the mesh (`svc.ns:port`, a
 /// ClusterIP, ...) and hands every other call to the wrapped service. Use it with clients
 /// that set their origin (`FooClient::with_origin(svc, "http://checkout.shop:50051")`).
 #[derive(Clone)]
 pub struct MeshLayer {
-    shared: Arc<Shared>,
+    core: Arc<Core>,
+    /// Keeps the mesh (and the source feeding it) alive while the layer is.
+    mesh: Arc<dyn Send + Sync>,
 }
 
 impl MeshLayer {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(core: Arc<Core>, mesh: Arc<dyn Send + Sync>) -> Self {
+        Self { core, mesh }
     }
 }
 
@@ -39,7 +46,8 @@ impl<S> tower::Layer<S> for MeshLayer {
 
     fn layer(&self, inner: S) -> Routed<S> {
         Routed {
-            shared: self.shared.clone(),
+            core: self.core.clone(),
+            _mesh: self.mesh.clone(),
             inner,
         }
     }
@@ -48,7 +56,8 @@ impl<S> tower::Layer<S> for MeshLayer {
 /// The service [`MeshLayer`] produces.
 #[derive(Clone)]
 pub struct Routed<S> {
-    shared: Arc<Shared>,
+    core: Arc<Core>,
+    _mesh: Arc<dyn Send + Sync>,
     inner: S,
 }
 
@@ -74,9 +83,9 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let shared = self.shared.clone();
+        let core = self.core.clone();
         let target = req.uri().authority().and_then(|a| {
-            Target::parse(a.as_str(), &shared.cluster_domain)
+            Target::parse(a.as_str(), &core.cluster_domain)
                 .ok()
                 .map(|t| (t, a.clone()))
         });
@@ -88,15 +97,15 @@ where
         };
         Box::pin(async move {
             // Only a target that names a Service of the mesh is the mesh's to route.
-            let ours = match shared.snapshot().await {
-                Ok(snapshot) => router::frontend(&snapshot, &target, &shared.namespace).is_ok(),
+            let ours = match core.snapshot().await {
+                Ok(snapshot) => router::frontend(&snapshot.table, &target, &core.namespace).is_ok(),
                 Err(_) => false,
             };
             if !ours {
                 return inner.call(req).await;
             }
             let span = call_span(authority.as_str());
-            Ok(dispatch::route(&shared, &target, &authority, req)
+            Ok(dispatch::route(&core, &target, &authority, req)
                 .instrument(span)
                 .await)
         })

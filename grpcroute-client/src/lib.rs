@@ -85,24 +85,25 @@ mod rng;
 mod route;
 mod routed;
 mod series;
+mod snapshot;
 pub mod source;
 mod target;
 mod transport;
 
 pub use self::{
     channel::{Channel, ResponseFuture},
-    convert::{InvalidObject, ObjectKind},
     error::CallError,
     explain::{BackendExplanation, CallDescription, Explanation, FrontendRef, RouteRef, RuleRef},
     layer::{MeshLayer, Routed},
-    mesh::{ChangeSummary, Mesh, MeshBuilder, SourceHealth, UpdateReport},
+    mesh::{Mesh, MeshBuilder},
     metrics::{Metrics, code_name, serve_metrics},
-    model::ObjectKey,
+    model::{InvalidObject, ObjectKey, ObjectKind},
     resources::{Object, Resources},
     route::table::{
         Condition, ConditionStatus, ParentReference, ParentStatus, RouteSetKind, RouteStatus,
     },
     routed::{BackendService, RoutedTo},
+    source::{ChangeSummary, SourceHealth, UpdateReport},
     target::TargetError,
 };
 

@@ -1,4 +1,212 @@
-//! The runtime state of backends: their endpoint sets, the balancer that picks among them,
-//! and (per endpoint) load and health. Backends survive configuration changes.
+//! The runtime state of backends, apart from the routes that name them.
+//!
+//! A backend is where a routing decision sends a call: a Kubernetes Service port, or an
+//! xDS cluster. Its [`Backend`] object holds what calls need at run time — the endpoint set,
+//! the balancing policy over it — and lives in the [`Registry`] under its [`BackendKey`]
+//! for as long as some routing table names it. Route tables are pure data compiled from
+//! configuration and replaced whole; backends are not: a table that still names a backend
+//! gets the same object, with its connections and load history, and an endpoint change
+//! (an EndpointSlice, an EDS update) updates that one object in place without compiling
+//! any route. This is linkerd2-proxy's split between policy and its balancer stack.
 
 pub(crate) mod balance;
+mod endpoints;
+mod registry;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+
+pub(crate) use self::{endpoints::service_endpoints, registry::Registry};
+pub(crate) use crate::route::BackendKey;
+use crate::transport::{Endpoint, Pool};
+
+/// One backend's runtime state. Shared by every table and call that sends there.
+#[derive(Debug)]
+pub(crate) struct Backend {
+    /// The backend's key, rendered once, for error messages on the per-call path.
+    label: Arc<str>,
+    pool: Arc<Pool>,
+    endpoints: ArcSwap<EndpointSet>,
+}
+
+/// The endpoints of a backend at one moment: immutable, replaced whole.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointSet {
+    endpoints: Box<[Arc<Endpoint>]>,
+}
+
+impl EndpointSet {
+    /// Every endpoint, sorted by address.
+    pub(crate) fn all(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+}
+
+impl Backend {
+    fn new(key: &BackendKey, pool: Arc<Pool>) -> Self {
+        Self {
+            label: key.to_string().into(),
+            pool,
+            endpoints: ArcSwap::default(),
+        }
+    }
+
+    /// `namespace/name:port`, for messages.
+    pub(crate) fn label(&self) -> &Arc<str> {
+        &self.label
+    }
+
+    /// The current endpoint set. Cheap: no lock, no allocation.
+    pub(crate) fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
+        self.endpoints.load()
+    }
+
+    /// Replaces the endpoint set with `addrs` (in any order, duplicates ignored). Endpoints
+    /// the backend keeps keep their connections and load; those it drops are retired once
+    /// no other backend lists them. Returns how many addresses were added and removed.
+    pub(crate) fn set_endpoints(&self, addrs: &[SocketAddr]) -> EndpointsDelta {
+        let mut sorted = addrs.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let current = self.endpoints.load_full();
+        if current
+            .endpoints
+            .iter()
+            .map(|e| e.addr())
+            .eq(sorted.iter().copied())
+        {
+            return EndpointsDelta::default();
+        }
+        // Join the new set before leaving the old one, so an address in both never has
+        // zero members in between (which would retire it).
+        let joined = self.pool.join_all(&sorted);
+        let added = joined
+            .iter()
+            .filter(|e| {
+                current
+                    .endpoints
+                    .binary_search_by_key(&e.addr(), |c| c.addr())
+                    .is_err()
+            })
+            .count();
+        let removed = current
+            .endpoints
+            .iter()
+            .filter(|c| sorted.binary_search(&c.addr()).is_err())
+            .count();
+        self.endpoints.store(Arc::new(EndpointSet {
+            endpoints: joined.into_boxed_slice(),
+        }));
+        for e in current.endpoints.iter() {
+            self.pool.leave(e);
+        }
+        EndpointsDelta { added, removed }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        for e in self.endpoints.load().endpoints.iter() {
+            self.pool.leave(e);
+        }
+    }
+}
+
+/// How an endpoint update changed a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EndpointsDelta {
+    pub(crate) added: usize,
+    pub(crate) removed: usize,
+}
+
+impl std::ops::AddAssign for EndpointsDelta {
+    fn add_assign(&mut self, other: Self) {
+        self.added += other.added;
+        self.removed += other.removed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{model::ObjectKey, transport::TransportConfig};
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn backend(pool: &Arc<Pool>, name: &str) -> Backend {
+        Backend::new(
+            &BackendKey::Service {
+                service: ObjectKey::new("ns", name),
+                port: 80,
+            },
+            pool.clone(),
+        )
+    }
+
+    #[test]
+    fn updates_keep_the_endpoints_they_keep_and_retire_the_rest() {
+        let pool = Arc::new(Pool::new(TransportConfig::default()));
+        let b = backend(&pool, "a");
+        assert_eq!(
+            b.set_endpoints(&[addr(2), addr(1), addr(1)]),
+            EndpointsDelta {
+                added: 2,
+                removed: 0
+            }
+        );
+        let first = b.endpoints().all().to_vec();
+        assert_eq!(
+            first.iter().map(|e| e.addr()).collect::<Vec<_>>(),
+            [addr(1), addr(2)],
+            "sorted, without duplicates"
+        );
+        assert_eq!(
+            b.set_endpoints(&[addr(2), addr(3)]),
+            EndpointsDelta {
+                added: 1,
+                removed: 1
+            }
+        );
+        let second = b.endpoints().all().to_vec();
+        assert!(
+            Arc::ptr_eq(&first[1], &second[0]),
+            "addr 2 is the same endpoint"
+        );
+        assert!(
+            first[0].is_retired(),
+            "addr 1 left the only backend listing it"
+        );
+        assert!(!second[0].is_retired());
+        assert_eq!(
+            b.set_endpoints(&[addr(3), addr(2)]),
+            EndpointsDelta::default()
+        );
+        assert_eq!(pool.len(), 2);
+    }
+
+    #[test]
+    fn an_endpoint_listed_by_two_backends_lives_until_both_drop_it() {
+        let pool = Arc::new(Pool::new(TransportConfig::default()));
+        let a = backend(&pool, "a");
+        let b = backend(&pool, "b");
+        a.set_endpoints(&[addr(1)]);
+        b.set_endpoints(&[addr(1)]);
+        let shared = a.endpoints().all()[0].clone();
+        assert!(Arc::ptr_eq(&shared, &b.endpoints().all()[0]));
+        a.set_endpoints(&[]);
+        assert!(!shared.is_retired());
+        drop(b);
+        assert!(
+            shared.is_retired(),
+            "a dropped backend leaves its endpoints"
+        );
+        assert_eq!(pool.len(), 0);
+    }
+}

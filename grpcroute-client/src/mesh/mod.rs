@@ -15,21 +15,20 @@ use tokio::sync::watch;
 
 pub(crate) use self::shared::Shared;
 use self::shared::UpdateState;
-pub use self::{
-    health::SourceHealth,
-    shared::{ChangeSummary, UpdateReport},
-};
 use crate::{
     Channel, MeshLayer, Resources,
-    convert::InvalidObject,
+    backend::Registry,
+    dispatch::Core,
     explain::{self, CallDescription, Explanation},
-    metrics::Metrics,
+    metrics::{Metrics, MetricsView},
+    model::InvalidObject,
     rng::SharedRng,
     route::table::{GrantPolicy, RouteStatus},
     series::SeriesRegistry,
-    source::{Source, Updater},
+    snapshot::Snapshot,
+    source::{ConfigSink, Source, SourceHealth, Update, UpdateReport, Updater},
     target::{Target, TargetError},
-    transport::{Pool, TransportConfig},
+    transport::TransportConfig,
 };
 
 /// A proxyless service mesh for tonic clients.
@@ -152,22 +151,26 @@ impl MeshBuilder {
     pub fn build(self) -> Mesh {
         let namespace = self.namespace.unwrap_or_else(crate::namespace::detect);
         let (ready, _) = watch::channel(0);
+        let core = Arc::new(Core {
+            namespace: namespace.into(),
+            cluster_domain: self.cluster_domain,
+            ready_timeout: self.ready_timeout,
+            report_routing: self.report_routing,
+            snapshot: ArcSwapOption::empty(),
+            ready,
+            rng: self
+                .seed
+                .map_or_else(SharedRng::from_entropy, SharedRng::new),
+            series: SeriesRegistry::default(),
+            last_error: Mutex::new(None),
+        });
         Mesh {
             shared: Arc::new(Shared {
-                namespace: namespace.into(),
-                cluster_domain: self.cluster_domain,
+                core,
                 grant_policy: self.grant_policy,
-                ready_timeout: self.ready_timeout,
-                report_routing: self.report_routing,
-                snapshot: ArcSwapOption::empty(),
-                ready,
-                pool: Pool::new(self.transport),
-                rng: self
-                    .seed
-                    .map_or_else(SharedRng::from_entropy, SharedRng::new),
+                registry: Registry::new(self.transport),
                 state: Mutex::new(UpdateState::default()),
                 tasks: Mutex::new(Vec::new()),
-                series: SeriesRegistry::default(),
             }),
         }
     }
@@ -180,7 +183,7 @@ impl MeshBuilder {
     /// Outside a tokio runtime.
     pub fn build_with_source(self, source: impl Source) -> Mesh {
         let mesh = self.build();
-        let updater = Updater::new(&mesh.shared);
+        let updater = mesh.updater();
         let task = tokio::spawn(source.run(updater));
         mesh.shared
             .tasks
@@ -206,31 +209,36 @@ impl Mesh {
     ///
     /// When `target` is not a Kubernetes Service address.
     pub fn channel(&self, target: &str) -> Result<Channel, TargetError> {
-        let parsed = Target::parse(target, &self.shared.cluster_domain)?;
-        Ok(Channel::new(self.shared.clone(), parsed))
+        let parsed = Target::parse(target, &self.shared.core.cluster_domain)?;
+        Ok(Channel::new(
+            self.shared.core.clone(),
+            self.shared.clone(),
+            parsed,
+        ))
     }
 
     /// A tower layer that routes calls addressed (by their URI authority) to a Service of
     /// the mesh, and passes every other call to the service it wraps.
     pub fn layer(&self) -> MeshLayer {
-        MeshLayer::new(self.shared.clone())
+        MeshLayer::new(self.shared.core.clone(), self.shared.clone())
     }
 
     /// Replaces the whole configuration. Invalid objects are left out (each with its
     /// reason, in the report); everything else takes effect for the next call. In-flight
     /// calls are not disturbed: endpoints that disappear finish their calls first.
     pub fn update(&self, resources: &Resources) -> UpdateReport {
-        self.shared.apply(resources.to_model())
+        self.shared.apply(Update::Model(resources.to_model()))
     }
 
     /// A handle that sources use to publish configuration.
     pub fn updater(&self) -> Updater {
-        Updater::new(&self.shared)
+        let sink: Arc<dyn ConfigSink> = self.shared.clone();
+        Updater::new(Arc::downgrade(&sink))
     }
 
     /// Waits until the mesh has a configuration.
     pub async fn ready(&self) {
-        let mut rx = self.shared.ready.subscribe();
+        let mut rx = self.shared.core.ready.subscribe();
         // The sender lives in `shared`, which `self` keeps alive: this cannot fail.
         let _ = rx.wait_for(|version| *version > 0).await;
     }
@@ -239,59 +247,52 @@ impl Mesh {
     /// configuration in force (0 before the first). For tools that act on changes, like a
     /// status writer.
     pub fn updates(&self) -> watch::Receiver<u64> {
-        self.shared.ready.subscribe()
+        self.shared.core.ready.subscribe()
     }
 
     /// Whether the mesh has a configuration.
     pub fn is_ready(&self) -> bool {
-        self.shared.snapshot.load().is_some()
+        self.shared.core.snapshot.load().is_some()
     }
 
     /// The namespace the mesh routes for.
     pub fn namespace(&self) -> &str {
-        &self.shared.namespace
+        &self.shared.core.namespace
     }
 
     /// What would happen to a call, without making it.
     pub fn explain(&self, call: &CallDescription) -> Explanation {
-        let snapshot = self.shared.snapshot.load_full().unwrap_or_default();
-        explain::explain(
-            &snapshot,
-            call,
-            &self.shared.namespace,
-            &self.shared.cluster_domain,
-        )
+        let core = &self.shared.core;
+        let snapshot = core.snapshot.load_full().unwrap_or_default();
+        explain::explain(&snapshot, call, &core.namespace, &core.cluster_domain)
     }
 
     /// The status of every GRPCRoute attached to a Service, as a GAMMA implementation
     /// reports it.
     pub fn statuses(&self) -> Vec<RouteStatus> {
         self.shared
+            .core
             .snapshot
             .load()
             .as_ref()
-            .map(|s| s.statuses.clone())
+            .map(|s| s.table.statuses.clone())
             .unwrap_or_default()
     }
 
     /// The objects of the current configuration that failed validation.
     pub fn rejected(&self) -> Vec<InvalidObject> {
         self.shared
+            .core
             .snapshot
             .load()
             .as_ref()
-            .map(|s| s.rejected.clone())
+            .map(|s| s.table.rejected.clone())
             .unwrap_or_default()
     }
 
     /// The last error a source reported, if it has not published a configuration since.
     pub fn source_error(&self) -> Option<String> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_error
-            .clone()
+        self.shared.core.last_error()
     }
 
     /// Whether the source is connected, when it last updated the configuration, and its
@@ -311,6 +312,43 @@ impl Mesh {
     /// # }
     /// ```
     pub fn metrics(&self) -> Metrics {
-        Metrics::new(&self.shared)
+        let view: Arc<dyn MetricsView> = self.shared.clone();
+        Metrics::new(Arc::downgrade(&view))
+    }
+}
+
+impl ConfigSink for Shared {
+    fn apply(&self, update: Update) -> UpdateReport {
+        Shared::apply(self, update)
+    }
+
+    fn report_error(&self, error: String) {
+        Shared::report_error(self, error);
+    }
+
+    fn report_connection(&self, connected: bool) {
+        Shared::report_connection(self, connected);
+    }
+
+    fn report_latency(&self, latency: Duration) {
+        Shared::report_latency(self, latency);
+    }
+}
+
+impl MetricsView for Shared {
+    fn series(&self) -> &SeriesRegistry {
+        &self.core.series
+    }
+
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.core.snapshot.load_full()
+    }
+
+    fn health(&self) -> SourceHealth {
+        self.source_health()
+    }
+
+    fn endpoint_count(&self) -> usize {
+        self.registry.endpoint_count()
     }
 }

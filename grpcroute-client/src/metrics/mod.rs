@@ -6,7 +6,6 @@
 //! rule, backend) it can route to, so recording takes no lock; a scrape reads them.
 
 mod http;
-mod meter;
 
 use std::{
     fmt::Write as _,
@@ -23,12 +22,24 @@ use prometheus_client::{
 use tonic::Code;
 
 pub use self::http::serve_metrics;
-pub(crate) use self::meter::{CallMeter, Meter, status_in_headers, status_in_trailers};
 use crate::{
-    mesh::Shared,
     route::table::ConditionStatus,
-    series::{self, BUCKETS, CallStats, SeriesKey},
+    series::{self, BUCKETS, CallStats, SeriesKey, SeriesRegistry},
+    snapshot::Snapshot,
+    source::SourceHealth,
 };
+
+/// What the metrics read of a mesh, on each scrape.
+pub(crate) trait MetricsView: Send + Sync {
+    /// The call series.
+    fn series(&self) -> &SeriesRegistry;
+    /// The configuration in force.
+    fn snapshot(&self) -> Option<Arc<Snapshot>>;
+    /// The source's health and the configuration's version.
+    fn health(&self) -> SourceHealth;
+    /// How many endpoint addresses the backends list.
+    fn endpoint_count(&self) -> usize;
+}
 
 /// The metrics of a [`Mesh`](crate::Mesh), for Prometheus.
 ///
@@ -70,14 +81,12 @@ use crate::{
 /// start, so a backend that never failed is at 0 rather than absent.)
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    shared: Weak<Shared>,
+    view: Weak<dyn MetricsView>,
 }
 
 impl Metrics {
-    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
-        Self {
-            shared: Arc::downgrade(shared),
-        }
+    pub(crate) fn new(view: Weak<dyn MetricsView>) -> Self {
+        Self { view }
     }
 
     /// Adds these metrics to `registry`, read on each of its scrapes.
@@ -100,19 +109,19 @@ impl Metrics {
 
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let Some(shared) = self.shared.upgrade() else {
+        let Some(view) = self.view.upgrade() else {
             return Ok(());
         };
-        encode_calls(&shared, &mut encoder)?;
-        encode_config(&shared, &mut encoder)
+        encode_calls(&*view, &mut encoder)?;
+        encode_config(&*view, &mut encoder)
     }
 }
 
-fn encode_calls(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
-    let registered = shared.series.snapshot();
+fn encode_calls(view: &dyn MetricsView, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    let registered = view.series().snapshot();
     // The unrouted series first: every label empty.
     let series: Vec<(Labels, &CallStats)> =
-        std::iter::once((labels(None), shared.series.unrouted()))
+        std::iter::once((labels(None), view.series().unrouted()))
             .chain(
                 registered
                     .iter()
@@ -191,9 +200,9 @@ fn labels(key: Option<&SeriesKey>) -> Labels {
     ]
 }
 
-fn encode_config(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
-    let health = shared.source_health();
-    let snapshot = shared.snapshot.load_full();
+fn encode_config(view: &dyn MetricsView, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    let health = view.health();
+    let snapshot = view.snapshot();
 
     let gauge = |encoder: &mut DescriptorEncoder<'_>, name, help, unit, value: f64| {
         ConstGauge::new(value).encode(encoder.encode_descriptor(
@@ -225,14 +234,14 @@ fn encode_config(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::f
         "grpcroute_config_rejected_objects",
         "Objects of the current configuration left out because they are invalid.",
         None,
-        snapshot.as_ref().map_or(0, |s| s.rejected.len()) as f64,
+        snapshot.as_ref().map_or(0, |s| s.table.rejected.len()) as f64,
     )?;
     gauge(
         encoder,
         "grpcroute_endpoints",
         "Endpoint addresses the routing table can send calls to.",
         None,
-        snapshot.as_ref().map_or(0, |s| s.endpoints.len()) as f64,
+        view.endpoint_count() as f64,
     )?;
     gauge(
         encoder,
@@ -249,7 +258,7 @@ fn encode_config(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::f
         MetricType::Gauge,
     )?;
     let mut parent = String::new();
-    for route in snapshot.iter().flat_map(|s| &s.statuses) {
+    for route in snapshot.iter().flat_map(|s| &s.table.statuses) {
         let name = route.route.to_string();
         for p in &route.parents {
             let r = &p.parent_ref;

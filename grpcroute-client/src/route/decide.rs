@@ -8,15 +8,15 @@ use http::HeaderMap;
 use crate::{
     error::CallError,
     model::matches::split_path,
-    route::table::{BackendTarget, Frontend, RouteSetKind, SeriesOf, SeriesRef, Snapshot},
+    route::table::{BackendSlot, Frontend, RouteSetKind, SeriesOf, SeriesRef, Table},
     target::{Host, Target},
 };
 
 /// Where a call goes.
 #[derive(Debug)]
 pub(crate) struct Decision<'s> {
-    /// The endpoints to send to.
-    pub(crate) target: &'s Arc<BackendTarget>,
+    /// The backend to send to.
+    pub(crate) target: &'s Arc<BackendSlot>,
     /// The series the call counts in, which names the rule that matched and the backendRef
     /// picked (neither for a pass-through call).
     pub(crate) series: SeriesRef<'s>,
@@ -39,21 +39,21 @@ impl From<Refusal<'_>> for CallError {
 
 /// The frontend (Service port) a target names, as seen from `client_namespace`.
 pub(crate) fn frontend<'s>(
-    snapshot: &'s Snapshot,
+    table: &'s Table,
     target: &Target,
     client_namespace: &str,
 ) -> Result<&'s Arc<Frontend>, CallError> {
     let service = match &target.host {
         Host::Service { name, namespace } => {
             let ns = namespace.as_deref().unwrap_or(client_namespace);
-            snapshot
+            table
                 .service(ns, name)
                 .ok_or_else(|| CallError::UnknownService {
                     service: format!("{ns}/{name}"),
                 })?
         }
         Host::ClusterIp(ip) => {
-            snapshot
+            table
                 .service_by_ip(*ip)
                 .ok_or_else(|| CallError::UnknownService {
                     service: format!("with ClusterIP {ip}"),

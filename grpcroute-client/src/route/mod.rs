@@ -4,3 +4,29 @@
 
 pub(crate) mod decide;
 pub(crate) mod table;
+
+use std::fmt;
+
+use crate::model::ObjectKey;
+
+/// What identifies a backend across configuration changes: the key under which its
+/// runtime state (endpoints, connections, load) is kept while tables name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum BackendKey {
+    /// A port of a Kubernetes Service.
+    Service {
+        /// The Service.
+        service: ObjectKey,
+        /// Its port.
+        port: u16,
+    },
+}
+
+impl fmt::Display for BackendKey {
+    /// As error messages name it: `namespace/name:port`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Service { service, port } => write!(f, "{service}:{port}"),
+        }
+    }
+}

@@ -5,22 +5,26 @@
 //! (a folder of manifests, reloaded on change) and, with the `kube` feature (on by
 //! default), [`KubeSource`] (the Kubernetes API, watched).
 
+mod health;
+#[cfg(feature = "kube")]
+mod kube;
+mod manifest_dir;
+
 use std::{
     future::Future,
-    path::PathBuf,
     sync::{Arc, Weak},
     time::Duration,
 };
 
 #[cfg(feature = "kube")]
-mod kube;
-
-#[cfg(feature = "kube")]
 pub use self::kube::KubeSource;
+pub use self::{
+    health::{ChangeSummary, SourceHealth, UpdateReport},
+    manifest_dir::ManifestDir,
+};
 use crate::{
     Resources,
-    manifest::{self, ManifestError},
-    mesh::{Shared, UpdateReport},
+    model::{EndpointSlice, Model, ObjectKey},
 };
 
 /// A producer of routing configuration.
@@ -31,33 +35,64 @@ pub trait Source: Send + 'static {
     fn run(self, updater: Updater) -> impl Future<Output = ()> + Send + 'static;
 }
 
+/// What a source hands the mesh.
+#[derive(Debug)]
+pub(crate) enum Update {
+    /// The whole validated configuration.
+    Model(Model),
+    /// The complete EndpointSlices of these Services, now; nothing else changed. The mesh
+    /// updates the Services' backends in place, without compiling any route.
+    Endpoints(Vec<EndpointsChange>),
+}
+
+/// Every EndpointSlice of one Service.
+#[derive(Debug)]
+pub(crate) struct EndpointsChange {
+    pub(crate) service: ObjectKey,
+    pub(crate) slices: Vec<Arc<EndpointSlice>>,
+}
+
+/// Where an [`Updater`] delivers: the mesh, seen from the sources (which know nothing else
+/// of it).
+pub(crate) trait ConfigSink: Send + Sync {
+    fn apply(&self, update: Update) -> UpdateReport;
+    fn report_error(&self, error: String);
+    fn report_connection(&self, connected: bool);
+    fn report_latency(&self, latency: Duration);
+}
+
 /// Publishes configuration to a mesh. Holds the mesh weakly: a source never keeps a mesh
 /// alive.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Updater {
-    shared: Weak<Shared>,
+    sink: Weak<dyn ConfigSink>,
+}
+
+impl std::fmt::Debug for Updater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Updater")
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Updater {
-    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
-        Self {
-            shared: Arc::downgrade(shared),
-        }
+    pub(crate) fn new(sink: Weak<dyn ConfigSink>) -> Self {
+        Self { sink }
     }
 
     /// Replaces the mesh's configuration. `None` once the mesh has been dropped.
     pub fn update(&self, resources: &Resources) -> Option<UpdateReport> {
-        let shared = self.shared.upgrade()?;
-        Some(shared.apply(resources.to_model()))
+        self.apply(Update::Model(resources.to_model()))
     }
 
     /// Records a source problem; calls keep using the last good configuration, and calls
     /// that wait for a first one report this error. `false` once the mesh has been
     /// dropped.
     pub fn report_error(&self, error: impl std::fmt::Display) -> bool {
-        match self.shared.upgrade() {
-            Some(shared) => {
-                shared.report_error(error.to_string());
+        match self.sink.upgrade() {
+            Some(sink) => {
+                sink.report_error(error.to_string());
                 true
             }
             None => false,
@@ -66,7 +101,7 @@ impl Updater {
 
     /// Whether the mesh has been dropped.
     pub fn is_closed(&self) -> bool {
-        self.shared.strong_count() == 0
+        self.sink.strong_count() == 0
     }
 
     /// Records whether the source is in contact with where its configuration comes from
@@ -74,23 +109,22 @@ impl Updater {
     /// by [`Mesh::source_health`](crate::Mesh::source_health); the last good configuration
     /// keeps serving meanwhile.
     pub fn report_connection(&self, connected: bool) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.report_connection(connected);
+        if let Some(sink) = self.sink.upgrade() {
+            sink.report_connection(connected);
         }
     }
 
     /// Records how long the last change took from arriving at the source to being live.
     pub fn report_latency(&self, latency: std::time::Duration) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.report_latency(latency);
+        if let Some(sink) = self.sink.upgrade() {
+            sink.report_latency(latency);
         }
     }
 
-    /// Publishes an already validated model (sources inside this crate convert objects
+    /// Publishes an already validated update (sources inside this crate convert objects
     /// incrementally and keep the results).
-    #[cfg_attr(not(feature = "kube"), allow(dead_code))]
-    pub(crate) fn apply_model(&self, model: crate::model::Model) -> Option<UpdateReport> {
-        Some(self.shared.upgrade()?.apply(model))
+    pub(crate) fn apply(&self, update: Update) -> Option<UpdateReport> {
+        Some(self.sink.upgrade()?.apply(update))
     }
 }
 
@@ -98,153 +132,5 @@ impl Updater {
 impl Source for Resources {
     async fn run(self, updater: Updater) {
         updater.update(&self);
-    }
-}
-
-/// A folder of Kubernetes manifests (or single manifest files), watched for changes.
-///
-/// Every `*.yaml`, `*.yml` and `*.json` file is read (see [`manifest::load`]). When
-/// anything changes the whole set is read again and applied as one update. If any
-/// document fails to parse, nothing of that update is applied: the last good configuration
-/// stays in force and the error (file, document, reason) is logged and reported.
-#[derive(Clone, Debug)]
-pub struct ManifestDir {
-    paths: Vec<PathBuf>,
-    debounce: Duration,
-    poll_interval: Duration,
-}
-
-impl ManifestDir {
-    /// Watches one folder or file.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self::with_paths(vec![path.into()])
-    }
-
-    /// Watches several folders or files, read as one configuration.
-    pub fn with_paths(paths: Vec<PathBuf>) -> Self {
-        Self {
-            paths,
-            debounce: Duration::from_millis(50),
-            poll_interval: Duration::from_secs(5),
-        }
-    }
-
-    /// How long to wait for a burst of file events to settle before reloading (default
-    /// 50 ms).
-    #[must_use]
-    pub fn debounce(mut self, debounce: Duration) -> Self {
-        self.debounce = debounce;
-        self
-    }
-
-    /// How often to re-read even without a file event, as a safety net for file systems
-    /// that do not report changes (default 5 s).
-    #[must_use]
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval;
-        self
-    }
-
-    /// Reads the manifests once. `Err` if any document failed.
-    pub fn load(&self) -> Result<Resources, Vec<ManifestError>> {
-        let loaded = manifest::load(&self.paths);
-        if loaded.errors.is_empty() {
-            Ok(loaded.resources)
-        } else {
-            Err(loaded.errors)
-        }
-    }
-
-    fn watch(
-        &self,
-    ) -> (
-        Option<notify::RecommendedWatcher>,
-        tokio::sync::mpsc::Receiver<()>,
-    ) {
-        use notify::Watcher;
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok_and(|e| !e.kind.is_access()) {
-                // A full channel already holds a pending reload.
-                let _ = tx.try_send(());
-            }
-        });
-        let mut watcher = match watcher {
-            Ok(w) => w,
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch manifests; polling only");
-                return (None, rx);
-            }
-        };
-        for path in &self.paths {
-            // Watch a file's folder: editors replace files by renaming, which would end a
-            // watch on the file itself.
-            let dir = if path.is_file() {
-                path.parent().map(PathBuf::from).unwrap_or_default()
-            } else {
-                path.clone()
-            };
-            let dir = if dir.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                dir
-            };
-            if let Err(error) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-                tracing::warn!(path = %dir.display(), %error, "cannot watch manifests; polling only");
-            }
-        }
-        (Some(watcher), rx)
-    }
-}
-
-impl Source for ManifestDir {
-    async fn run(self, updater: Updater) {
-        let (_watcher, mut events) = self.watch();
-        let mut applied: Option<Resources> = None;
-        loop {
-            match self.load() {
-                Ok(resources) => {
-                    if applied.as_ref() != Some(&resources) {
-                        let Some(report) = updater.update(&resources) else {
-                            return;
-                        };
-                        tracing::info!(
-                            paths = ?self.paths,
-                            version = report.version,
-                            rejected = report.rejected.len(),
-                            "manifests loaded"
-                        );
-                        applied = Some(resources);
-                    }
-                }
-                Err(errors) => {
-                    for error in &errors {
-                        tracing::warn!(%error, "manifest not loaded");
-                    }
-                    let summary = errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    if !updater.report_error(format!("manifests not applied: {summary}")) {
-                        return;
-                    }
-                }
-            }
-            if updater.is_closed() {
-                return;
-            }
-            tokio::select! {
-                event = events.recv() => {
-                    if event.is_some() {
-                        tokio::time::sleep(self.debounce).await;
-                        while events.try_recv().is_ok() {}
-                    } else {
-                        tokio::time::sleep(self.poll_interval).await;
-                    }
-                }
-                () = tokio::time::sleep(self.poll_interval) => {}
-            }
-        }
     }
 }

@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::Endpoint;
-use crate::metrics::{Meter, status_in_trailers};
+use crate::series::{Meter, status_in_trailers};
 
 /// Counts one outstanding call on an endpoint until dropped.
 #[derive(Debug)]

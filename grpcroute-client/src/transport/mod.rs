@@ -11,8 +11,8 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        Arc, Mutex, Weak,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -56,14 +56,26 @@ impl Default for TransportConfig {
     }
 }
 
-/// Hands out the one [`Endpoint`] for each address, so that a configuration change that
-/// keeps an endpoint keeps its connection and load history.
+/// Hands out the one [`Endpoint`] for each address, so that every backend that lists an
+/// address shares its connection and load history, and a configuration change that keeps
+/// an address keeps both.
+///
+/// An endpoint lives as long as some backend's endpoint set lists it: backends
+/// [`join`](Pool::join) the addresses they add and [`leave`](Pool::leave) the ones they
+/// drop. When the last one leaves, the endpoint is retired (no new call goes there; its
+/// connection closes once the calls in flight on it finish), and the address gets a fresh
+/// endpoint if it comes back. Joins and retirements take the pool's lock, so an address can
+/// never be joined while it is being retired; calls never take it.
 #[derive(Debug)]
 pub(crate) struct Pool {
     config: Arc<TransportConfig>,
     /// The zero of the endpoints' atomic timestamps.
     epoch: Instant,
-    endpoints: Mutex<HashMap<SocketAddr, Weak<Endpoint>>>,
+    endpoints: Mutex<HashMap<SocketAddr, Arc<Endpoint>>>,
+    /// Endpoints created and retired so far, so that an update can say how many it added
+    /// and removed.
+    created: AtomicU64,
+    retired: AtomicU64,
 }
 
 impl Pool {
@@ -72,26 +84,78 @@ impl Pool {
             config: Arc::new(config),
             epoch: Instant::now(),
             endpoints: Mutex::new(HashMap::new()),
+            created: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
         }
     }
 
-    /// The live endpoint for `addr`, or a new one. Called only while compiling a snapshot.
-    pub(crate) fn endpoint(&self, addr: SocketAddr) -> Arc<Endpoint> {
-        // A poisoned lock only means another compile panicked mid-insert; the map itself
-        // is still a valid cache.
-        let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = map.get(&addr).and_then(Weak::upgrade)
-            && !existing.is_retired()
-        {
-            return existing;
+    /// Endpoints created and retired since the pool began.
+    pub(crate) fn churn(&self) -> (u64, u64) {
+        (
+            self.created.load(Ordering::Acquire),
+            self.retired.load(Ordering::Acquire),
+        )
+    }
+
+    /// The endpoint for `addr`, counting one more backend that lists it.
+    #[cfg(test)]
+    pub(crate) fn join(&self, addr: SocketAddr) -> Arc<Endpoint> {
+        self.join_locked(&mut self.lock(), addr)
+    }
+
+    /// [`Pool::join`] for every address, under one lock.
+    pub(crate) fn join_all(&self, addrs: &[SocketAddr]) -> Vec<Arc<Endpoint>> {
+        let mut map = self.lock();
+        addrs
+            .iter()
+            .map(|&addr| self.join_locked(&mut map, addr))
+            .collect()
+    }
+
+    fn join_locked(
+        &self,
+        map: &mut HashMap<SocketAddr, Arc<Endpoint>>,
+        addr: SocketAddr,
+    ) -> Arc<Endpoint> {
+        if let Some(existing) = map.get(&addr) {
+            existing.members.fetch_add(1, Ordering::AcqRel);
+            return existing.clone();
         }
         let endpoint = Arc::new(Endpoint::new(addr, self.config.clone(), self.epoch));
-        map.insert(addr, Arc::downgrade(&endpoint));
-        // Keep the map from growing with every address ever seen.
-        if map.len() > 64 && map.len().is_power_of_two() {
-            map.retain(|_, e| e.strong_count() > 0);
-        }
+        endpoint.members.store(1, Ordering::Release);
+        self.created.fetch_add(1, Ordering::AcqRel);
+        map.insert(addr, endpoint.clone());
         endpoint
+    }
+
+    /// One backend fewer lists `endpoint`; the last one to leave retires it.
+    pub(crate) fn leave(&self, endpoint: &Arc<Endpoint>) {
+        if endpoint.members.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let mut map = self.lock();
+        // Another backend may have joined between the decrement and the lock.
+        if endpoint.members.load(Ordering::Acquire) == 0 && !endpoint.is_retired() {
+            endpoint.retire();
+            self.retired.fetch_add(1, Ordering::AcqRel);
+            if map
+                .get(&endpoint.addr)
+                .is_some_and(|e| Arc::ptr_eq(e, endpoint))
+            {
+                map.remove(&endpoint.addr);
+            }
+        }
+    }
+
+    /// How many endpoints some backend lists.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Endpoint>>> {
+        // A poisoned lock only means a panic elsewhere mid-update; every operation leaves
+        // the map valid.
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -109,6 +173,8 @@ pub(crate) struct Endpoint {
     /// Nanoseconds since `epoch` before which no new connection is attempted.
     retry_at: AtomicU64,
     retired: AtomicBool,
+    /// How many backends list this endpoint (see [`Pool`]).
+    members: AtomicUsize,
 }
 
 impl Endpoint {
@@ -124,6 +190,7 @@ impl Endpoint {
             failures: AtomicU32::new(0),
             retry_at: AtomicU64::new(0),
             retired: AtomicBool::new(false),
+            members: AtomicUsize::new(0),
         }
     }
 
@@ -148,7 +215,7 @@ impl Endpoint {
 
     /// Removes the endpoint from service: no new call is sent here, and the pooled
     /// connection is released so it closes once the calls in flight on it have finished.
-    pub(crate) fn retire(&self) {
+    fn retire(&self) {
         self.retired.store(true, Ordering::Release);
         self.connection.store(None);
     }
@@ -232,14 +299,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pool_shares_live_endpoints_and_replaces_retired_ones() {
+    fn pool_shares_listed_endpoints_and_retires_them_with_the_last_backend() {
         let pool = Pool::new(TransportConfig::default());
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let a = pool.endpoint(addr);
-        let b = pool.endpoint(addr);
+        let a = pool.join(addr);
+        let b = pool.join(addr);
         assert!(Arc::ptr_eq(&a, &b), "one endpoint per address");
-        a.retire();
-        let c = pool.endpoint(addr);
+        assert_eq!(pool.len(), 1);
+        pool.leave(&a);
+        assert!(!a.is_retired(), "another backend still lists it");
+        pool.leave(&b);
+        assert!(a.is_retired(), "the last backend to leave retires it");
+        assert_eq!(pool.len(), 0);
+        let c = pool.join(addr);
         assert!(
             !Arc::ptr_eq(&a, &c),
             "a retired endpoint is never handed out again"
@@ -250,7 +322,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn failures_back_off_exponentially_with_jitter() {
         let pool = Pool::new(TransportConfig::default());
-        let e = pool.endpoint("127.0.0.1:9".parse().unwrap());
+        let e = pool.join("127.0.0.1:9".parse().unwrap());
         assert!(e.is_available(e.now()));
         e.record_connect_failure();
         assert!(!e.is_available(e.now()), "avoided right after a failure");
@@ -282,7 +354,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let e = pool.endpoint(addr);
+        let e = pool.join(addr);
         assert!(matches!(
             e.connection().await,
             Err(ConnectError::Connect(_))
@@ -297,8 +369,8 @@ mod tests {
     #[tokio::test]
     async fn retired_endpoint_does_not_connect() {
         let pool = Pool::new(TransportConfig::default());
-        let e = pool.endpoint("127.0.0.1:9".parse().unwrap());
-        e.retire();
+        let e = pool.join("127.0.0.1:9".parse().unwrap());
+        pool.leave(&e);
         assert!(!e.is_available(e.now()));
         assert!(matches!(e.connection().await, Err(ConnectError::Retired)));
     }

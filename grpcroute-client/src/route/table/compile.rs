@@ -1,24 +1,23 @@
-//! [`Model`] → [`Snapshot`].
+//! [`Model`] → [`Table`].
 
 use std::{
     cmp::Reverse,
     collections::{BTreeMap, HashMap},
-    net::SocketAddr,
     sync::Arc,
 };
 
 use super::{
-    BackendTarget, Candidate, CompiledBackend, CompiledMirror, CompiledRule, FastMap, Filters,
-    Frontend, InvalidBackend, RouteSet, RouteSetKind, RuleSeries, ServiceEntry, Snapshot,
+    BackendSlot, Candidate, CompiledBackend, CompiledMirror, CompiledRule, FastMap, Filters,
+    Frontend, InvalidBackend, RouteSet, RouteSetKind, RuleSeries, ServiceEntry, Table,
     status::{self, Attachment, ParentOutcome},
 };
 use crate::{
     model::{
-        AppProtocol, BackendRef, EndpointSlice, Filter, GrpcRoute, Model, ObjectKey,
-        ReferenceGrant, Rule, Service, ServiceType,
+        AppProtocol, BackendRef, Filter, GrpcRoute, Model, ObjectKey, ReferenceGrant, Rule,
+        Service, ServiceType,
     },
+    route::BackendKey,
     series::SeriesSlot,
-    transport::Pool,
 };
 
 /// Whether cross-namespace backendRefs need a ReferenceGrant.
@@ -32,10 +31,9 @@ pub(crate) enum GrantPolicy {
     Strict,
 }
 
-/// Builds the routing table. Pure apart from `pool`, which hands out the shared state of
-/// each endpoint address so that connections survive configuration changes.
-pub(crate) fn compile(model: &Model, policy: GrantPolicy, pool: &Pool) -> Snapshot {
-    let mut cx = Context::new(model, policy, pool);
+/// Builds the routing table. Pure: the same model gives the same table.
+pub(crate) fn compile(model: &Model, policy: GrantPolicy) -> Table {
+    let mut cx = Context::new(model, policy);
 
     // Rules are compiled once per route and shared by every frontend the route attaches to.
     let compiled: Vec<(Arc<GrpcRoute>, Vec<Arc<CompiledRule>>)> = model
@@ -133,14 +131,12 @@ pub(crate) fn compile(model: &Model, policy: GrantPolicy, pool: &Pool) -> Snapsh
         .collect();
     let statuses = status::compute(&attachments, &model.rejected);
 
-    let mut endpoints: Vec<_> = cx.endpoints.into_values().collect();
-    endpoints.sort_by_key(|e| e.addr());
-    Snapshot {
+    Table {
         services,
         cluster_ips,
         statuses,
         rejected: model.rejected.clone(),
-        endpoints,
+        backends: cx.backends,
     }
 }
 
@@ -227,29 +223,17 @@ fn exact_service(c: &Candidate) -> Option<&str> {
 
 struct Context<'a> {
     policy: GrantPolicy,
-    pool: &'a Pool,
     services: HashMap<ObjectKey, &'a Service>,
-    slices: HashMap<ObjectKey, Vec<&'a EndpointSlice>>,
     grants: HashMap<&'a str, Vec<&'a ReferenceGrant>>,
-    targets: HashMap<(ObjectKey, u16), Arc<BackendTarget>>,
-    endpoints: HashMap<SocketAddr, Arc<crate::transport::Endpoint>>,
+    targets: HashMap<(ObjectKey, u16), Arc<BackendSlot>>,
+    backends: Vec<BackendKey>,
 }
 
 impl<'a> Context<'a> {
-    fn new(model: &'a Model, policy: GrantPolicy, pool: &'a Pool) -> Self {
+    fn new(model: &'a Model, policy: GrantPolicy) -> Self {
         let mut services = HashMap::new();
         for svc in &model.services {
             services.insert(svc.key.clone(), &**svc);
-        }
-        let mut slices: HashMap<ObjectKey, Vec<&EndpointSlice>> = HashMap::new();
-        for slice in &model.endpoint_slices {
-            slices
-                .entry(ObjectKey::new(
-                    slice.key.namespace_arc().clone(),
-                    slice.service.as_str(),
-                ))
-                .or_default()
-                .push(slice);
         }
         let mut grants: HashMap<&str, Vec<&ReferenceGrant>> = HashMap::new();
         for grant in &model.grants {
@@ -257,12 +241,10 @@ impl<'a> Context<'a> {
         }
         Self {
             policy,
-            pool,
             services,
-            slices,
             grants,
             targets: HashMap::new(),
-            endpoints: HashMap::new(),
+            backends: Vec::new(),
         }
     }
 
@@ -327,7 +309,7 @@ impl<'a> Context<'a> {
         &mut self,
         route: &GrpcRoute,
         b: &BackendRef,
-    ) -> Result<Arc<BackendTarget>, InvalidBackend> {
+    ) -> Result<Arc<BackendSlot>, InvalidBackend> {
         let invalid = |reason, message: String| Err(InvalidBackend { reason, message });
         if !b.is_service() {
             let kind = if b.group.is_empty() {
@@ -398,50 +380,23 @@ impl<'a> Context<'a> {
         })
     }
 
-    /// The endpoints of Service `svc` at `port`, shared by everything that sends there.
-    fn target(&mut self, svc: &Service, port: u16) -> Arc<BackendTarget> {
-        if let Some(t) = self.targets.get(&(svc.key.clone(), port)) {
+    /// The slot of Service `svc` at `port`, shared by everything that sends there.
+    fn target(&mut self, svc: &Service, port: u16) -> Arc<BackendSlot> {
+        let key = (svc.key.clone(), port);
+        if let Some(t) = self.targets.get(&key) {
             return t.clone();
         }
-        let port_name = svc.port(port).map(|p| p.name.as_str()).unwrap_or_default();
-        let mut ready = Vec::new();
-        let mut terminating = Vec::new();
-        for slice in self.slices.get(&svc.key).into_iter().flatten() {
-            let Some(target_port) = slice.port_named(port_name) else {
-                continue;
-            };
-            for e in &slice.endpoints {
-                // Like kube-proxy: the first address is the endpoint's.
-                let Some(ip) = e.addresses.first() else {
-                    continue;
-                };
-                let addr = SocketAddr::new(*ip, target_port);
-                if e.ready {
-                    ready.push(addr);
-                } else if e.serving && e.terminating {
-                    terminating.push(addr);
-                }
-            }
-        }
-        let mut chosen = if ready.is_empty() { terminating } else { ready };
-        chosen.sort();
-        chosen.dedup();
-        let endpoints = chosen
-            .into_iter()
-            .map(|addr| {
-                self.endpoints
-                    .entry(addr)
-                    .or_insert_with(|| self.pool.endpoint(addr))
-                    .clone()
-            })
-            .collect();
-        let target = Arc::new(BackendTarget {
+        let slot = Arc::new(BackendSlot {
+            id: self.backends.len(),
             service: svc.key.clone(),
             port,
-            endpoints,
         });
-        self.targets.insert((svc.key.clone(), port), target.clone());
-        target
+        self.backends.push(BackendKey::Service {
+            service: svc.key.clone(),
+            port,
+        });
+        self.targets.insert(key, slot.clone());
+        slot
     }
 
     /// Resolves a Service parentRef to the ports it attaches to.

@@ -1,9 +1,11 @@
-//! The compiled routing table: an immutable snapshot built from a [`Model`], indexed for the
-//! per-call path, and swapped whole when configuration changes.
+//! The compiled GRPCRoute table: immutable, built from a [`Model`], indexed for the
+//! per-call path, and replaced whole when routes, Services or grants change.
 //!
-//! Building it resolves every reference once (parentRefs to frontends, backendRefs to
-//! endpoint lists, grants), precomputes the spec's precedence order, and records the status
-//! each route would get. Calls then only read.
+//! Building it resolves every reference once (parentRefs to frontends, backendRefs to the
+//! backends they name, grants), precomputes the spec's precedence order, and records the
+//! status each route would get. Calls then only read. Endpoints are not part of it: a
+//! backend is named by a [`BackendSlot`], which the dispatcher binds to the backend's
+//! runtime state, so an endpoint change never recompiles a table.
 
 mod compile;
 mod status;
@@ -18,23 +20,23 @@ use http::HeaderMap;
 
 pub(crate) use self::compile::{GrantPolicy, compile};
 pub use self::status::{Condition, ConditionStatus, ParentReference, ParentStatus, RouteStatus};
+use super::BackendKey;
 use crate::{
-    convert::InvalidObject,
+    model::InvalidObject,
     model::{HeaderModifier, ObjectKey, RouteMatch},
     series::{CallStats, SeriesKey, SeriesRegistry, SeriesSlot},
-    transport::Endpoint,
 };
 
 /// Everything the router needs, for one version of the configuration.
 #[derive(Debug, Default)]
-pub(crate) struct Snapshot {
+pub(crate) struct Table {
     /// Services by namespace, then name.
     services: FastMap<Box<str>, FastMap<Box<str>, ServiceEntry>>,
     cluster_ips: FastMap<IpAddr, ObjectKey>,
     pub(crate) statuses: Vec<RouteStatus>,
     pub(crate) rejected: Vec<InvalidObject>,
-    /// Every endpoint any backend of this snapshot can use.
-    pub(crate) endpoints: Vec<Arc<Endpoint>>,
+    /// The backend of every [`BackendSlot`] of the table, by slot id.
+    pub(crate) backends: Vec<BackendKey>,
 }
 
 #[derive(Debug)]
@@ -44,7 +46,7 @@ pub(crate) struct ServiceEntry {
     pub(crate) ports: Vec<(u16, Arc<Frontend>)>,
 }
 
-impl Snapshot {
+impl Table {
     pub(crate) fn service(&self, namespace: &str, name: &str) -> Option<&ServiceEntry> {
         self.services.get(namespace)?.get(name)
     }
@@ -70,7 +72,7 @@ pub(crate) struct Frontend {
     pub(crate) producer: Option<Arc<RouteSet>>,
     /// Consumer routes, by the namespace of the clients they apply to.
     pub(crate) consumers: FastMap<Box<str>, Arc<RouteSet>>,
-    pub(crate) passthrough: Arc<BackendTarget>,
+    pub(crate) passthrough: Arc<BackendSlot>,
     /// The series of pass-through calls.
     pub(crate) passthrough_series: SeriesSlot,
     /// The series of calls that matched no rule.
@@ -217,7 +219,7 @@ impl<'s> SeriesRef<'s> {
     }
 }
 
-impl Snapshot {
+impl Table {
     /// Whether this table can still route calls into the series `key`: its Service port
     /// exists, and so do its route rule and backendRef.
     pub(crate) fn reaches(&self, key: &SeriesKey) -> bool {
@@ -326,7 +328,7 @@ pub(crate) struct CompiledMirror {
     pub(crate) denominator: u32,
     /// An error when the mirror's backendRef does not resolve; the mirror is then skipped
     /// (the primary call is never affected) and the route reports ResolvedRefs=False.
-    pub(crate) target: Result<Arc<BackendTarget>, InvalidBackend>,
+    pub(crate) target: Result<Arc<BackendSlot>, InvalidBackend>,
 }
 
 /// One backendRef of a rule.
@@ -336,7 +338,7 @@ pub(crate) struct CompiledBackend {
     pub(crate) name: Arc<str>,
     pub(crate) port: Option<u16>,
     pub(crate) weight: u32,
-    pub(crate) target: Result<Arc<BackendTarget>, InvalidBackend>,
+    pub(crate) target: Result<Arc<BackendSlot>, InvalidBackend>,
     pub(crate) filters: Filters,
 }
 
@@ -365,17 +367,17 @@ pub(crate) struct InvalidBackend {
     pub(crate) message: String,
 }
 
-/// A Service port's endpoints: where a backendRef (or a pass-through call) is sent.
+/// A Service port as a destination: where a backendRef (or a pass-through call) is sent.
+/// `id` is its index in [`Table::backends`], by which the dispatcher finds the backend's
+/// endpoints.
 #[derive(Debug)]
-pub(crate) struct BackendTarget {
+pub(crate) struct BackendSlot {
+    pub(crate) id: usize,
     pub(crate) service: ObjectKey,
     pub(crate) port: u16,
-    /// Ready endpoints; when there are none, the serving ones that are terminating (what
-    /// kube-proxy does, so a Service does not go dark while its last pods drain).
-    pub(crate) endpoints: Box<[Arc<Endpoint>]>,
 }
 
-impl BackendTarget {
+impl BackendSlot {
     pub(crate) fn describe(&self) -> String {
         format!("{}:{}", self.service, self.port)
     }

@@ -5,8 +5,8 @@ use std::{fmt, sync::Arc};
 
 use super::{CompiledRule, InvalidBackend};
 use crate::{
-    convert::{InvalidObject, ObjectKind},
     model::{GrpcRoute, ObjectKey, ParentRef},
+    model::{InvalidObject, ObjectKind},
 };
 
 /// The status of one GRPCRoute, for each of its Service parentRefs.

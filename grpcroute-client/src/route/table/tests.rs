@@ -13,19 +13,32 @@ use crate::{
     build::{Backend, Match, Rule, endpoints, grant, route, service},
     route::decide as router,
     target::Target,
-    transport::{Pool, TransportConfig},
 };
 
-fn compile_with(resources: &Resources, policy: GrantPolicy) -> Snapshot {
-    compile(
-        &resources.to_model(),
-        policy,
-        &Pool::new(TransportConfig::default()),
-    )
+fn compile_with(resources: &Resources, policy: GrantPolicy) -> Table {
+    compile(&resources.to_model(), policy)
 }
 
-fn snapshot(resources: &Resources) -> Snapshot {
+fn snapshot(resources: &Resources) -> Table {
     compile_with(resources, GrantPolicy::Permissive)
+}
+
+/// The addresses calls to `target` without routes go to, as a mesh configured with
+/// `resources` binds them.
+fn passthrough_endpoints(resources: &Resources, target: &str, client_ns: &str) -> Vec<String> {
+    let mesh = crate::Mesh::builder().namespace(client_ns).build();
+    mesh.update(resources);
+    let snapshot = mesh.shared.core.snapshot.load_full().unwrap();
+    let t = Target::parse(target, "cluster.local").unwrap();
+    let frontend = router::frontend(&snapshot.table, &t, client_ns).unwrap();
+    snapshot
+        .backend(&frontend.passthrough)
+        .unwrap()
+        .endpoints()
+        .all()
+        .iter()
+        .map(|e| e.addr().to_string())
+        .collect()
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -45,7 +58,7 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 
 /// Routes a call and names the backend Service it goes to (`ns/name:port`), or the error.
 fn route_call(
-    s: &Snapshot,
+    s: &Table,
     client_ns: &str,
     target: &str,
     path: &str,
@@ -55,7 +68,7 @@ fn route_call(
 }
 
 fn route_with(
-    s: &Snapshot,
+    s: &Table,
     client_ns: &str,
     target: &str,
     path: &str,
@@ -640,10 +653,7 @@ fn backend_without_ready_endpoints_has_none_to_offer() {
                 .port("grpc", 9000)
                 .not_ready(ip("10.1.0.1")),
         );
-    let s = snapshot(&r);
-    let target = Target::parse("front:50051", "cluster.local").unwrap();
-    let frontend = router::frontend(&s, &target, "shop").unwrap();
-    assert!(frontend.passthrough.endpoints.is_empty());
+    assert!(passthrough_endpoints(&r, "front:50051", "shop").is_empty());
 }
 
 #[test]
@@ -696,17 +706,7 @@ fn endpoints_come_from_slices_by_port_name_ready_first_then_terminating() {
                 .terminating(ip("10.1.0.2"))
                 .not_ready(ip("10.1.0.3")),
         );
-    let s = snapshot(&r);
-    let target = |port| {
-        let t = Target::parse(&format!("s.shop:{port}"), "cluster.local").unwrap();
-        router::frontend(&s, &t, "x")
-            .unwrap()
-            .passthrough
-            .endpoints
-            .iter()
-            .map(|e| e.addr().to_string())
-            .collect::<Vec<_>>()
-    };
+    let target = |port| passthrough_endpoints(&r, &format!("s.shop:{port}"), "x");
     assert_eq!(
         target(50051),
         ["10.1.0.1:8443"],
@@ -723,16 +723,10 @@ fn endpoints_come_from_slices_by_port_name_ready_first_then_terminating() {
                 .terminating(ip("10.1.0.2"))
                 .not_ready(ip("10.1.0.3")),
         );
-    let s = snapshot(&r);
-    let t = Target::parse("s.shop:50051", "cluster.local").unwrap();
-    let eps: Vec<_> = router::frontend(&s, &t, "x")
-        .unwrap()
-        .passthrough
-        .endpoints
-        .iter()
-        .map(|e| e.addr().to_string())
-        .collect();
-    assert_eq!(eps, ["10.1.0.2:8443"]);
+    assert_eq!(
+        passthrough_endpoints(&r, "s.shop:50051", "x"),
+        ["10.1.0.2:8443"]
+    );
 }
 
 #[test]

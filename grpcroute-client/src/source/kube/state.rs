@@ -5,14 +5,38 @@
 //! reconnect) never shows a half-loaded view, and objects deleted while the watch was
 //! down disappear.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use kube::runtime::watcher::Event;
 
 use crate::{
-    convert::InvalidObject,
-    model::{Model, ObjectKey},
+    model::InvalidObject,
+    model::{EndpointSlice, Model, ObjectKey},
+    source::EndpointsChange,
 };
+
+/// What one watch event did to a stream's visible objects.
+#[derive(Debug)]
+pub(super) enum Applied<M> {
+    /// Nothing visible changed.
+    Nothing,
+    /// A (re)list completed: any object may have changed.
+    Relisted,
+    /// One object changed: its conversion before and after (`None`: absent).
+    Object {
+        old: Option<Result<Arc<M>, InvalidObject>>,
+        new: Option<Result<Arc<M>, InvalidObject>>,
+    },
+}
+
+impl<M> Applied<M> {
+    pub(super) fn changed(&self) -> bool {
+        !matches!(self, Self::Nothing)
+    }
+}
 
 /// One object as last seen: its `resourceVersion` and its conversion.
 #[derive(Clone, Debug)]
@@ -60,37 +84,44 @@ impl<K: kube::Resource> Versioned for K {
 }
 
 impl<M> StreamState<M> {
-    /// Applies one watch event. Returns whether the visible objects changed.
+    /// Applies one watch event, and says what it changed.
     pub(super) fn apply<K: Versioned>(
         &mut self,
         event: Event<K>,
         convert: impl Fn(&K) -> Result<M, InvalidObject>,
-    ) -> bool {
+    ) -> Applied<M> {
         match event {
             Event::Init => {
                 self.relisting = Some(HashMap::new());
-                false
+                Applied::Nothing
             }
             Event::InitApply(obj) => {
                 let entry = self.entry(&obj, &convert);
                 self.relisting
                     .get_or_insert_with(HashMap::new)
                     .insert(obj.key(), entry);
-                false
+                Applied::Nothing
             }
             Event::InitDone => {
                 if let Some(listed) = self.relisting.take() {
                     self.live = listed;
                 }
                 self.synced = true;
-                true
+                Applied::Relisted
             }
             Event::Apply(obj) => {
                 let entry = self.entry(&obj, &convert);
-                self.live.insert(obj.key(), entry);
-                true
+                let new = Some(entry.converted.clone());
+                let old = self.live.insert(obj.key(), entry).map(|e| e.converted);
+                Applied::Object { old, new }
             }
-            Event::Delete(obj) => self.live.remove(&obj.key()).is_some(),
+            Event::Delete(obj) => match self.live.remove(&obj.key()) {
+                Some(old) => Applied::Object {
+                    old: Some(old.converted),
+                    new: None,
+                },
+                None => Applied::Nothing,
+            },
         }
     }
 
@@ -141,16 +172,108 @@ impl<M> StreamState<M> {
     }
 }
 
-/// The state of every stream of every kind.
+/// The state of every stream of every kind, and what changed since the last rebuild.
 #[derive(Debug, Default)]
 pub(super) struct ClusterState {
     pub(super) services: Vec<StreamState<crate::model::Service>>,
-    pub(super) slices: Vec<StreamState<crate::model::EndpointSlice>>,
+    pub(super) slices: Vec<StreamState<EndpointSlice>>,
     pub(super) routes: Vec<StreamState<crate::model::GrpcRoute>>,
     pub(super) grants: Vec<StreamState<crate::model::ReferenceGrant>>,
+    /// Something other than a valid EndpointSlice changed: the next rebuild is whole.
+    full: bool,
+    /// Services some of whose valid EndpointSlices changed.
+    touched: HashSet<ObjectKey>,
+    /// The valid EndpointSlices of each Service, so that an endpoint update reads only the
+    /// Services it touches. Rebuilt by every whole rebuild.
+    slices_by_service: HashMap<ObjectKey, HashMap<ObjectKey, Arc<EndpointSlice>>>,
+}
+
+/// What the next rebuild publishes.
+#[derive(Debug)]
+pub(super) enum Rebuild {
+    /// Nothing changed.
+    Nothing,
+    /// The whole configuration.
+    Full(Model),
+    /// Only these Services' EndpointSlices changed.
+    Endpoints(Vec<EndpointsChange>),
 }
 
 impl ClusterState {
+    /// Notes a change of a non-EndpointSlice kind.
+    pub(super) fn note<M>(&mut self, applied: &Applied<M>) -> bool {
+        self.full |= applied.changed();
+        applied.changed()
+    }
+
+    /// Notes what an EndpointSlice event changed.
+    pub(super) fn note_slice(&mut self, applied: Applied<EndpointSlice>) -> bool {
+        match applied {
+            Applied::Nothing => false,
+            Applied::Relisted => {
+                self.full = true;
+                true
+            }
+            Applied::Object { old, new } => {
+                for side in [&old, &new] {
+                    match side {
+                        // A rejected slice shows in the rejected objects: a whole rebuild.
+                        Some(Err(_)) => self.full = true,
+                        Some(Ok(slice)) => {
+                            self.touched.insert(slice.service_key());
+                        }
+                        None => {}
+                    }
+                }
+                if let Some(Ok(old)) = &old
+                    && let Some(by_key) = self.slices_by_service.get_mut(&old.service_key())
+                {
+                    by_key.remove(&old.key);
+                }
+                if let Some(Ok(new)) = new {
+                    self.slices_by_service
+                        .entry(new.service_key())
+                        .or_default()
+                        .insert(new.key.clone(), new);
+                }
+                true
+            }
+        }
+    }
+
+    /// What to publish for the changes noted since the last call, and forgets them.
+    pub(super) fn rebuild(&mut self) -> Rebuild {
+        if std::mem::take(&mut self.full) {
+            self.touched.clear();
+            let model = self.model();
+            self.slices_by_service.clear();
+            for slice in &model.endpoint_slices {
+                self.slices_by_service
+                    .entry(slice.service_key())
+                    .or_default()
+                    .insert(slice.key.clone(), slice.clone());
+            }
+            return Rebuild::Full(model);
+        }
+        if self.touched.is_empty() {
+            return Rebuild::Nothing;
+        }
+        let mut changes: Vec<EndpointsChange> = std::mem::take(&mut self.touched)
+            .into_iter()
+            .map(|service| {
+                let mut slices: Vec<Arc<EndpointSlice>> = self
+                    .slices_by_service
+                    .get(&service)
+                    .map(|m| m.values().cloned().collect())
+                    .unwrap_or_default();
+                slices.sort_by(|a, b| a.key.cmp(&b.key));
+                EndpointsChange { service, slices }
+            })
+            .collect();
+        changes.sort_by(|a, b| a.service.cmp(&b.service));
+        Rebuild::Endpoints(changes)
+    }
+
     pub(super) fn synced(&self) -> bool {
         self.services.iter().all(StreamState::is_synced)
             && self.slices.iter().all(StreamState::is_synced)
@@ -228,7 +351,7 @@ mod tests {
         state.apply(Event::InitApply(svc("a", "1")), convert);
         state.apply(Event::InitApply(svc("b", "2")), convert);
         assert!(names(&state).is_empty(), "nothing visible before InitDone");
-        assert!(state.apply(Event::<Service>::InitDone, convert));
+        assert!(state.apply(Event::<Service>::InitDone, convert).changed());
         assert!(state.is_synced());
         assert_eq!(names(&state), ["a", "b"]);
 
@@ -250,7 +373,7 @@ mod tests {
         let mut state = StreamState::default();
         state.apply(Event::Init, convert);
         state.apply(Event::<Service>::InitDone, convert);
-        assert!(state.apply(Event::Apply(svc("a", "1")), convert));
+        assert!(state.apply(Event::Apply(svc("a", "1")), convert).changed());
         let first = state.live[&ObjectKey::new("ns", "a")]
             .converted
             .clone()
@@ -270,10 +393,10 @@ mod tests {
             .clone()
             .unwrap();
         assert!(!Arc::ptr_eq(&first, &changed));
-        assert!(state.apply(Event::Delete(svc("a", "3")), convert));
+        assert!(state.apply(Event::Delete(svc("a", "3")), convert).changed());
         assert!(names(&state).is_empty());
         assert!(
-            !state.apply(Event::Delete(svc("a", "3")), convert),
+            !state.apply(Event::Delete(svc("a", "3")), convert).changed(),
             "deleting the absent changes nothing"
         );
     }

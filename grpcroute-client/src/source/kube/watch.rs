@@ -19,9 +19,12 @@ use tokio::time::{Instant, sleep, sleep_until};
 
 use super::{
     KubeSource,
-    state::{ClusterState, StreamState},
+    state::{ClusterState, Rebuild, StreamState},
 };
-use crate::{convert, source::Updater};
+use crate::{
+    convert,
+    source::{Update as Published, Updater},
+};
 
 /// One event of one watch stream. Boxed: objects are large and events are rare.
 enum Update {
@@ -117,9 +120,13 @@ pub(super) async fn run(cfg: KubeSource, updater: Updater) {
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && state.synced() => {
                 deadline = None;
                 let started = batch_started.take();
-                let model = state.model();
                 let objects = state.object_count();
-                let Some(report) = updater.apply_model(model) else { return };
+                let published = match state.rebuild() {
+                    Rebuild::Nothing => continue,
+                    Rebuild::Full(model) => Published::Model(model),
+                    Rebuild::Endpoints(changes) => Published::Endpoints(changes),
+                };
+                let Some(report) = updater.apply(published) else { return };
                 let latency = started.map(|s| s.elapsed());
                 if let Some(latency) = latency {
                     updater.report_latency(latency);
@@ -146,21 +153,36 @@ pub(super) async fn run(cfg: KubeSource, updater: Updater) {
 fn apply(state: &mut ClusterState, update: Update) -> bool {
     const NS: &str = "default";
     match update {
-        Update::Service(i, e) => state.services[i].apply(*e, |o| convert::service(o, NS)),
-        Update::Slice(i, e) => state.slices[i].apply(*e, |o| convert::endpoint_slice(o, NS)),
-        Update::Route(i, e) => state.routes[i].apply(*e, |o| convert::grpc_route(o, NS)),
-        Update::Grant(i, e) => state.grants[i].apply(*e, |o| convert::reference_grant(o, NS)),
-        Update::GrantBeta(i, e) => state.grants[i].apply(*e, |o| {
-            let grant = beta_grant(o).map_err(|message| {
-                convert::InvalidObject::new(
-                    convert::ObjectKind::ReferenceGrant,
-                    &super::state::Versioned::key(o),
-                    "spec",
-                    message,
-                )
-            })?;
-            convert::reference_grant(&grant, NS)
-        }),
+        Update::Service(i, e) => {
+            let applied = state.services[i].apply(*e, |o| convert::service(o, NS));
+            state.note(&applied)
+        }
+        Update::Slice(i, e) => {
+            let applied = state.slices[i].apply(*e, |o| convert::endpoint_slice(o, NS));
+            state.note_slice(applied)
+        }
+        Update::Route(i, e) => {
+            let applied = state.routes[i].apply(*e, |o| convert::grpc_route(o, NS));
+            state.note(&applied)
+        }
+        Update::Grant(i, e) => {
+            let applied = state.grants[i].apply(*e, |o| convert::reference_grant(o, NS));
+            state.note(&applied)
+        }
+        Update::GrantBeta(i, e) => {
+            let applied = state.grants[i].apply(*e, |o| {
+                let grant = beta_grant(o).map_err(|message| {
+                    convert::InvalidObject::new(
+                        convert::ObjectKind::ReferenceGrant,
+                        &super::state::Versioned::key(o),
+                        "spec",
+                        message,
+                    )
+                })?;
+                convert::reference_grant(&grant, NS)
+            });
+            state.note(&applied)
+        }
     }
 }
 

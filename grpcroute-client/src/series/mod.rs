@@ -1,6 +1,8 @@
 //! Per-series call statistics: lock-free counters that the compiled table hands to every
 //! call, and the registry that keeps them across configuration changes.
 
+mod meter;
+
 use std::{
     collections::HashMap,
     sync::{
@@ -12,6 +14,7 @@ use std::{
 
 use tonic::Code;
 
+pub(crate) use self::meter::{CallMeter, Meter, status_in_headers, status_in_trailers};
 use crate::{BackendService, model::ObjectKey};
 
 /// Upper bounds of the latency buckets, in seconds: from half a millisecond (a loopback

@@ -6,7 +6,7 @@ use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 use tonic::Code;
 
-use super::series::CallStats;
+use super::CallStats;
 
 /// One call being measured, once the router has placed it in a series. Finishing it
 /// records the final status and the time since the call started; dropping it unfinished

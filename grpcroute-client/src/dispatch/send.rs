@@ -1,0 +1,137 @@
+//! Sending a call to one of a backend's endpoints: the balancer's pick, the connection,
+//! the retries a call may safely have, and the load the call puts on its endpoint.
+
+use std::net::SocketAddr;
+
+use http::{HeaderMap, Request, Response};
+use tonic::body::Body;
+use tracing::Span;
+
+use super::Core;
+use crate::{
+    backend::{Backend, balance},
+    error::CallError,
+    series::{CallMeter, status_in_headers},
+    transport::{LoadGuard, Replay, ResponseBody, refused},
+};
+
+/// Attempts per call (connects that fail, streams refused unprocessed), over distinct
+/// endpoints of the chosen backend.
+const MAX_CONNECT_ATTEMPTS: usize = 4;
+
+/// Sends on an endpoint of `backend`, trying other endpoints when one cannot be connected
+/// to or refuses the stream unprocessed. A call is only ever retried if it never reached
+/// the server's application. `reached` is set to the endpoint the call was sent to; the
+/// response body takes `meter` when the call's status is still to come in its trailers.
+pub(crate) async fn send(
+    core: &Core,
+    backend: &Backend,
+    mut req: Request<Body>,
+    reached: &mut Option<SocketAddr>,
+    mut meter: Option<&mut CallMeter<'_>>,
+) -> Result<Response<Body>, CallError> {
+    // Addresses this call already tried; a fixed array keeps the path free of allocation.
+    let mut tried = [None::<SocketAddr>; MAX_CONNECT_ATTEMPTS];
+    let mut attempts = 0;
+    let mut last_error: Option<String> = None;
+    let replay = Replay::capture(&mut req);
+    loop {
+        // Re-read on every attempt: an endpoint update may have replaced the set since the
+        // call started (the endpoints it tried may be gone, new ones may have come).
+        let set = backend.endpoints();
+        let endpoints = set.all();
+        if endpoints.is_empty() {
+            return Err(CallError::NoEndpoints {
+                backend: backend.label().to_string(),
+                via: String::new(),
+            });
+        }
+        let now = endpoints[0].now();
+        let picked = if attempts >= MAX_CONNECT_ATTEMPTS {
+            None
+        } else {
+            balance::pick(endpoints, now, &mut core.rng.handle(), |i| {
+                tried[..attempts].contains(&Some(endpoints[i].addr()))
+            })
+        };
+        let Some(i) = picked else {
+            return Err(CallError::Unreachable {
+                backend: backend.label().to_string(),
+                attempts,
+                last_error: last_error.unwrap_or_else(|| {
+                    "every endpoint is backing off after failed connects".into()
+                }),
+            });
+        };
+        let endpoint = endpoints[i].clone();
+        drop(set);
+        tried[attempts] = Some(endpoint.addr());
+        attempts += 1;
+        let conn = match endpoint.connection().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::debug!(endpoint = %endpoint.addr(), %error, "endpoint unreachable; trying another");
+                last_error = Some(format!("{}: {error}", endpoint.addr()));
+                continue;
+            }
+        };
+        // Never send to an endpoint removed since it was picked.
+        if endpoint.is_retired() {
+            continue;
+        }
+        Span::current().record("endpoint", tracing::field::display(endpoint.addr()));
+        let guard = LoadGuard::new(endpoint.clone());
+        let started = tokio::time::Instant::now();
+        match conn.sender().try_send_request(req).await {
+            Ok(response) => {
+                *reached = Some(endpoint.addr());
+                let rtt = if fails_fast(response.headers()) {
+                    endpoint.config().failure_penalty
+                } else {
+                    started.elapsed()
+                };
+                endpoint.load.observe(rtt, endpoint.now());
+                let meter = if status_in_headers(response.status(), response.headers()).is_none() {
+                    meter.as_mut().and_then(|m| m.hand_over())
+                } else {
+                    None
+                };
+                return Ok(response.map(|body| Body::new(ResponseBody::new(body, guard, meter))));
+            }
+            Err(mut error) => {
+                if let Some(unsent) = error.take_message() {
+                    // Not sent (the connection closed under us): safe to send elsewhere.
+                    req = unsent;
+                    last_error = Some(format!("{}: {}", endpoint.addr(), error.error()));
+                    continue;
+                }
+                endpoint.load.observe(
+                    endpoint.config().failure_penalty.max(started.elapsed()),
+                    endpoint.now(),
+                );
+                if let (true, Some(replay)) = (refused(error.error()), &replay) {
+                    tracing::debug!(endpoint = %endpoint.addr(), error = %error.error(), "stream refused unprocessed; trying again");
+                    last_error = Some(format!("{}: {}", endpoint.addr(), error.error()));
+                    req = replay.request();
+                    continue;
+                }
+                *reached = Some(endpoint.addr());
+                let status = crate::transport::status_from_hyper(error.error());
+                return Err(CallError::Transport {
+                    endpoint: endpoint.addr().to_string(),
+                    code: status.code(),
+                    message: status.message().to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// A trailers-only UNAVAILABLE or RESOURCE_EXHAUSTED answer: the endpoint refused the call
+/// quickly, which must not make it look fast to the balancer.
+fn fails_fast(headers: &HeaderMap) -> bool {
+    matches!(
+        headers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(b"14" | b"8")
+    )
+}
