@@ -108,6 +108,15 @@ pub enum CallError {
         /// The last connect error.
         last_error: String,
     },
+    /// The call's deadline passed (its `grpc-timeout`, or the mesh's default timeout) while
+    /// the mesh was still working on it. `DEADLINE_EXCEEDED`.
+    #[error("deadline of {timeout:?} exceeded while {during}")]
+    DeadlineExceeded {
+        /// The call's timeout.
+        timeout: Duration,
+        /// Where the time went: what the mesh was waiting for when it ran out.
+        during: String,
+    },
     /// The call reached an endpoint and the connection failed under it. The code follows
     /// gRPC's HTTP/2 error mapping (`UNAVAILABLE` for a lost connection).
     #[error("endpoint {endpoint}: {message}")]
@@ -135,6 +144,7 @@ impl CallError {
             | Self::UnsupportedFilter { .. }
             | Self::NoEndpoints { .. }
             | Self::Unreachable { .. } => Code::Unavailable,
+            Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Self::Transport { code, .. } => *code,
         }
     }

@@ -71,6 +71,7 @@ mod backend;
 pub mod build;
 mod channel;
 mod convert;
+mod deadline;
 mod dispatch;
 mod error;
 mod explain;

@@ -4,6 +4,13 @@
 //! name the application dialled. Every form Kubernetes DNS gives a Service resolves to the
 //! same frontend: `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<cluster-domain>`, and the
 //! ClusterIP itself, each with the Service port.
+//!
+//! Targets are written as gRPC users write them (gRPC's naming doc): bare `host[:port]`,
+//! `dns:[//authority/]host[:port]` (the DNS server `authority` is irrelevant to a mesh and
+//! ignored), `passthrough:///host[:port]` (grpc-go), `ipv4:addr[:port]` and
+//! `ipv6:[addr][:port]` with a single address, and the URIs tonic's own `Endpoint` takes
+//! (`http://host[:port][/...]`). `xds:` targets name an xDS listener, which is the xDS
+//! source's. Anything else (`unix:`, `https://`, address lists) is refused with a reason.
 
 use std::{fmt, net::IpAddr};
 
@@ -34,18 +41,26 @@ pub struct TargetError {
 }
 
 impl Target {
-    /// Parses `[scheme://]host[:port][/...]`.
+    /// Parses a target in any of the forms the module documentation lists.
     pub(crate) fn parse(target: &str, cluster_domain: &str) -> Result<Self, TargetError> {
         let err = |reason| TargetError {
             target: target.to_string(),
             reason,
         };
-        let rest = target.split_once("://").map_or(target, |(_, rest)| rest);
-        let authority = rest.split('/').next().unwrap_or_default();
+        let authority = authority_of(target).map_err(err)?;
         let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-        let (host, port) = split_port(authority).ok_or_else(|| err("invalid port"))?;
+        Self::parse_authority(authority, cluster_domain).map_err(err)
+    }
+
+    /// Parses a `host[:port]` authority (a request's `:authority`, or the host part of a
+    /// target).
+    pub(crate) fn parse_authority(
+        authority: &str,
+        cluster_domain: &str,
+    ) -> Result<Self, &'static str> {
+        let (host, port) = split_port(authority).ok_or("invalid port")?;
         if host.is_empty() {
-            return Err(err("empty host"));
+            return Err("empty host");
         }
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = host.parse::<IpAddr>() {
@@ -57,7 +72,7 @@ impl Target {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let labels: Vec<&str> = host.split('.').collect();
         if labels.iter().any(|l| !crate::convert::is_dns_label(l)) {
-            return Err(err("not a DNS name"));
+            return Err("not a DNS name");
         }
         let suffix: Vec<&str> = if cluster_domain.is_empty() {
             Vec::new()
@@ -70,9 +85,7 @@ impl Target {
             [name, ns, "svc"] => (*name, Some(*ns)),
             [name, ns, "svc", domain @ ..] if domain == suffix.as_slice() => (*name, Some(*ns)),
             _ => {
-                return Err(err(
-                    "expected svc, svc.ns, svc.ns.svc or svc.ns.svc.<cluster domain>",
-                ));
+                return Err("expected svc, svc.ns, svc.ns.svc or svc.ns.svc.<cluster domain>");
             }
         };
         Ok(Self {
@@ -83,6 +96,69 @@ impl Target {
             port,
         })
     }
+}
+
+/// The `host[:port]` part of a target, or why it has none a mesh can route.
+fn authority_of(target: &str) -> Result<&str, &'static str> {
+    let Some((scheme, rest)) = split_scheme(target) else {
+        // `host:port`, `host`, `[v6]:port`: no scheme.
+        return Ok(target);
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        // `dns:host:port`, `dns:///host:port`, `dns://dns-server/host:port`.
+        "dns" | "passthrough" => {
+            let path = match rest.strip_prefix("//") {
+                Some(after) => after.split_once('/').map(|(_, path)| path).ok_or(
+                    "expected dns:[//authority/]host[:port] (the host comes after a third slash)",
+                )?,
+                None => rest,
+            };
+            if path.contains('/') {
+                return Err("a DNS target names one host[:port]");
+            }
+            Ok(path)
+        }
+        "ipv4" | "ipv6" => {
+            if rest.contains(',') {
+                return Err(
+                    "a list of addresses is not a Service; name the Service or its ClusterIP",
+                );
+            }
+            Ok(rest)
+        }
+        "http" => {
+            let rest = rest
+                .strip_prefix("//")
+                .ok_or("expected http://host[:port]")?;
+            Ok(rest.split('/').next().unwrap_or_default())
+        }
+        "https" => Err(
+            "https:// targets are not supported: the mesh chooses TLS per backend, so name the Service (svc.ns:port)",
+        ),
+        "xds" => Err(
+            "xds: targets name an xDS listener, and this mesh has no xDS source (enable the `xds` feature and configure a bootstrap)",
+        ),
+        "unix" | "unix-abstract" | "vsock" => {
+            Err("a local socket is not a Service; name the Service (svc.ns:port)")
+        }
+        _ => Err("unknown scheme (expected dns:, http://, ipv4:, ipv6: or a bare host[:port])"),
+    }
+}
+
+/// `scheme:rest` when `target` starts with a URI scheme. `host:port` and `[v6]:port` are
+/// not schemes: a scheme starts with a letter and is not followed by a port number.
+fn split_scheme(target: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = target.split_once(':')?;
+    let is_scheme = scheme
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    // `checkout:50051` is a host and a port, not a scheme.
+    let port_follows = !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
+    (is_scheme && !port_follows).then_some((scheme, rest))
 }
 
 fn split_port(authority: &str) -> Option<(&str, Option<u16>)> {
@@ -187,6 +263,58 @@ mod tests {
         let t = Target::parse("[fd00::a]:50051", "cluster.local").unwrap();
         assert_eq!(t.host, Host::ClusterIp("fd00::a".parse().unwrap()));
         assert_eq!(t.port, Some(50051));
+    }
+
+    #[test]
+    fn grpc_target_forms() {
+        let d = "cluster.local";
+        for form in [
+            "dns:///checkout.shop:50051",
+            "dns://10.0.0.10/checkout.shop:50051",
+            "dns://10.0.0.10:53/checkout.shop:50051",
+            "dns:checkout.shop:50051",
+            "passthrough:///checkout.shop:50051",
+            "DNS:///checkout.shop.svc.cluster.local:50051",
+        ] {
+            assert_eq!(
+                Target::parse(form, d).unwrap(),
+                svc("checkout", Some("shop"), Some(50051)),
+                "{form}"
+            );
+        }
+        assert_eq!(
+            Target::parse("dns:///checkout:50051", d).unwrap(),
+            svc("checkout", None, Some(50051))
+        );
+        let t = Target::parse("ipv4:10.96.0.10:50051", d).unwrap();
+        assert_eq!(t.host, Host::ClusterIp("10.96.0.10".parse().unwrap()));
+        let t = Target::parse("ipv6:[fd00::a]:50051", d).unwrap();
+        assert_eq!(t.host, Host::ClusterIp("fd00::a".parse().unwrap()));
+        assert_eq!(t.port, Some(50051));
+        let t = Target::parse("dns:///[fd00::a]:50051", d).unwrap();
+        assert_eq!(t.host, Host::ClusterIp("fd00::a".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_dns_server_of_a_target_is_not_its_host() {
+        let t = Target::parse("dns://10.0.0.10/checkout:50051", "cluster.local").unwrap();
+        assert_eq!(t, svc("checkout", None, Some(50051)));
+    }
+
+    #[test]
+    fn targets_no_service_can_have_are_refused_with_a_reason() {
+        for (bad, why) in [
+            ("unix:///run/app.sock", "local socket"),
+            ("https://checkout.shop:50051", "https://"),
+            ("xds:///checkout", "xDS"),
+            ("ipv4:10.0.0.1:50051,10.0.0.2:50051", "list of addresses"),
+            ("dns://10.0.0.10", "third slash"),
+            ("dns:///a/b", "one host"),
+            ("gopher://x", "unknown scheme"),
+        ] {
+            let e = Target::parse(bad, "cluster.local").unwrap_err();
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

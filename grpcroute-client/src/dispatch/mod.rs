@@ -8,13 +8,14 @@ use std::{sync::Arc, time::Duration};
 
 use arc_swap::ArcSwapOption;
 use http::{Request, Response, Uri, uri::Authority};
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 use tonic::body::Body;
 use tracing::Span;
 
 pub(crate) use self::send::send;
 use crate::{
     backend::Backend,
+    deadline::Deadline,
     error::CallError,
     rng::SharedRng,
     route::{
@@ -35,6 +36,9 @@ pub(crate) struct Core {
     pub(crate) namespace: Arc<str>,
     pub(crate) cluster_domain: String,
     pub(crate) ready_timeout: Duration,
+    /// The timeout of calls that carry none (`grpc-timeout`); `None`: no limit, as for
+    /// tonic's own channel.
+    pub(crate) default_timeout: Option<Duration>,
     pub(crate) report_routing: bool,
     /// The configuration every call reads; `None` until the first update.
     pub(crate) snapshot: ArcSwapOption<Snapshot>,
@@ -58,19 +62,37 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
-    /// The current snapshot, waiting (bounded) for the first one.
-    pub(crate) async fn snapshot(&self) -> Result<Arc<Snapshot>, CallError> {
+    /// The current snapshot, waiting for the first one up to the ready timeout or the
+    /// call's deadline, whichever comes first.
+    pub(crate) async fn snapshot(
+        &self,
+        deadline: Option<Deadline>,
+    ) -> Result<Arc<Snapshot>, CallError> {
         if let Some(s) = self.snapshot.load_full() {
             return Ok(s);
         }
+        let started = Instant::now();
+        let ready_at = started + self.ready_timeout;
+        let until = deadline.map_or(ready_at, |d| d.at().min(ready_at));
         let mut rx = self.ready.subscribe();
-        let waited = tokio::time::timeout(self.ready_timeout, rx.wait_for(|v| *v > 0)).await;
+        let waited = tokio::time::timeout_at(until, rx.wait_for(|v| *v > 0)).await;
         match (waited, self.snapshot.load_full()) {
             (Ok(_), Some(s)) => Ok(s),
-            _ => Err(CallError::NotSynced {
-                waited: self.ready_timeout,
-                last_error: self.last_error(),
-            }),
+            _ => match deadline {
+                Some(d) if d.at() <= ready_at => Err(CallError::DeadlineExceeded {
+                    timeout: d.timeout(),
+                    during: format!(
+                        "waiting for the mesh's first configuration{}",
+                        self.last_error()
+                            .map(|e| format!(" (last source error: {e})"))
+                            .unwrap_or_default()
+                    ),
+                }),
+                _ => Err(CallError::NotSynced {
+                    waited: self.ready_timeout,
+                    last_error: self.last_error(),
+                }),
+            },
         }
     }
 
@@ -112,6 +134,21 @@ pub(crate) async fn route(
     response
 }
 
+/// The response of a call the mesh refuses before routing it (e.g. no configuration yet),
+/// counted as unrouted.
+pub(crate) fn refuse(core: &Core, error: CallError) -> Response<Body> {
+    tracing::debug!(%error, "call failed in the mesh");
+    let meter = CallMeter::start(core.series.unrouted());
+    let mut response = tonic::Status::from(error).into_http();
+    meter.finish(
+        status_in_headers(response.status(), response.headers()).unwrap_or(tonic::Code::Unknown),
+    );
+    if core.report_routing {
+        response.extensions_mut().insert(RoutedTo::default());
+    }
+    response
+}
+
 async fn dispatch(
     core: &Arc<Core>,
     target: &Target,
@@ -120,7 +157,8 @@ async fn dispatch(
     routed: &mut RoutedTo,
     meter: &mut CallMeter<'_>,
 ) -> Result<Response<Body>, CallError> {
-    let snapshot = core.snapshot().await?;
+    let deadline = Deadline::of(req.headers(), core.default_timeout, meter.started());
+    let snapshot = core.snapshot(deadline).await?;
     let frontend = router::frontend(&snapshot.table, target, &core.namespace)?;
     let decided = router::decide(
         frontend,
@@ -163,15 +201,22 @@ async fn dispatch(
         m.apply(req.headers_mut());
     }
 
-    let mut response = send(core, backend, req, &mut routed.endpoint, Some(meter))
-        .await
-        .map_err(|e| match (e, rule) {
-            (CallError::NoEndpoints { backend, .. }, Some(rule)) => CallError::NoEndpoints {
-                backend,
-                via: format!(" ({})", rule.describe()),
-            },
-            (e, _) => e,
-        })?;
+    let mut response = send(
+        core,
+        backend,
+        req,
+        &mut routed.endpoint,
+        Some(meter),
+        deadline,
+    )
+    .await
+    .map_err(|e| match (e, rule) {
+        (CallError::NoEndpoints { backend, .. }, Some(rule)) => CallError::NoEndpoints {
+            backend,
+            via: format!(" ({})", rule.describe()),
+        },
+        (e, _) => e,
+    })?;
 
     // Response filters unwind in reverse: the backend's, then the rule's.
     if let Some(m) = backend_ref.and_then(|b| b.filters.response_headers.as_ref()) {
@@ -256,7 +301,7 @@ fn start_mirrors<'a>(
     for (copy, backend) in mirror::tee(req, chosen.len()).into_iter().zip(chosen) {
         let core = core.clone();
         tokio::spawn(async move {
-            match send(&core, &backend, copy, &mut None, None).await {
+            match send(&core, &backend, copy, &mut None, None, None).await {
                 // The mirror's response is ignored; reading it to the end lets the stream
                 // finish cleanly.
                 Ok(response) => {

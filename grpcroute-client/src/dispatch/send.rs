@@ -10,9 +10,10 @@ use tracing::Span;
 use super::Core;
 use crate::{
     backend::{Backend, balance},
+    deadline::{Deadline, GRPC_TIMEOUT},
     error::CallError,
     series::{CallMeter, status_in_headers},
-    transport::{LoadGuard, Replay, ResponseBody, refused},
+    transport::{BodyDeadline, LoadGuard, Replay, ResponseBody, refused},
 };
 
 /// Attempts per call (connects that fail, streams refused unprocessed), over distinct
@@ -23,13 +24,25 @@ const MAX_CONNECT_ATTEMPTS: usize = 4;
 /// to or refuses the stream unprocessed. A call is only ever retried if it never reached
 /// the server's application. `reached` is set to the endpoint the call was sent to; the
 /// response body takes `meter` when the call's status is still to come in its trailers.
+///
+/// `deadline` bounds every step (each connect, each attempt, the response headers, and the
+/// response body to its end); when it passes, the call fails `DEADLINE_EXCEEDED` naming
+/// the step, and the stream, if one was opened, is reset (`RST_STREAM(CANCEL)`) so the
+/// server stops working on it.
 pub(crate) async fn send(
     core: &Core,
     backend: &Backend,
     mut req: Request<Body>,
     reached: &mut Option<SocketAddr>,
     mut meter: Option<&mut CallMeter<'_>>,
+    deadline: Option<Deadline>,
 ) -> Result<Response<Body>, CallError> {
+    let expired = |during: String| {
+        move |d: Deadline| CallError::DeadlineExceeded {
+            timeout: d.timeout(),
+            during,
+        }
+    };
     // Addresses this call already tried; a fixed array keeps the path free of allocation.
     let mut tried = [None::<SocketAddr>; MAX_CONNECT_ATTEMPTS];
     let mut attempts = 0;
@@ -67,7 +80,14 @@ pub(crate) async fn send(
         drop(set);
         tried[attempts] = Some(endpoint.addr());
         attempts += 1;
-        let conn = match endpoint.connection().await {
+        let connecting = within(deadline, endpoint.connection()).await.map_err(|d| {
+            expired(format!(
+                "connecting to endpoint {} of backend {}",
+                endpoint.addr(),
+                backend.label()
+            ))(d)
+        })?;
+        let conn = match connecting {
             Ok(conn) => conn,
             Err(error) => {
                 tracing::debug!(endpoint = %endpoint.addr(), %error, "endpoint unreachable; trying another");
@@ -80,9 +100,21 @@ pub(crate) async fn send(
             continue;
         }
         Span::current().record("endpoint", tracing::field::display(endpoint.addr()));
+        if let Some(d) = &deadline {
+            req.headers_mut().insert(GRPC_TIMEOUT, d.remaining_header());
+        }
         let guard = LoadGuard::new(endpoint.clone());
         let started = tokio::time::Instant::now();
-        match conn.sender().try_send_request(req).await {
+        let sent = within(deadline, conn.sender().try_send_request(req))
+            .await
+            .map_err(|d| {
+                expired(format!(
+                    "waiting for the response of endpoint {} (backend {})",
+                    endpoint.addr(),
+                    backend.label()
+                ))(d)
+            })?;
+        match sent {
             Ok(response) => {
                 *reached = Some(endpoint.addr());
                 let rtt = if fails_fast(response.headers()) {
@@ -96,7 +128,16 @@ pub(crate) async fn send(
                 } else {
                     None
                 };
-                return Ok(response.map(|body| Body::new(ResponseBody::new(body, guard, meter))));
+                let body_deadline = deadline.map(|d| BodyDeadline {
+                    deadline: d,
+                    during: format!(
+                        "waiting for the rest of the response of endpoint {} (backend {})",
+                        endpoint.addr(),
+                        backend.label()
+                    ),
+                });
+                return Ok(response
+                    .map(|body| Body::new(ResponseBody::new(body, guard, meter, body_deadline))));
             }
             Err(mut error) => {
                 if let Some(unsent) = error.take_message() {
@@ -124,6 +165,17 @@ pub(crate) async fn send(
                 });
             }
         }
+    }
+}
+
+/// `fut`, unless `deadline` passes first (then the deadline, to build the error).
+async fn within<F: std::future::Future>(
+    deadline: Option<Deadline>,
+    fut: F,
+) -> Result<F::Output, Deadline> {
+    match deadline {
+        None => Ok(fut.await),
+        Some(d) => tokio::time::timeout_at(d.at(), fut).await.map_err(|_| d),
     }
 }
 

@@ -55,6 +55,7 @@ pub struct MeshBuilder {
     cluster_domain: String,
     grant_policy: GrantPolicy,
     ready_timeout: Duration,
+    default_timeout: Option<Duration>,
     seed: Option<u64>,
     report_routing: bool,
     transport: TransportConfig,
@@ -67,6 +68,7 @@ impl Default for MeshBuilder {
             cluster_domain: "cluster.local".into(),
             grant_policy: GrantPolicy::Permissive,
             ready_timeout: Duration::from_secs(10),
+            default_timeout: None,
             seed: None,
             report_routing: false,
             transport: TransportConfig::default(),
@@ -105,10 +107,21 @@ impl MeshBuilder {
     }
 
     /// How long a call waits for the first configuration before failing `UNAVAILABLE`
-    /// (default 10 s).
+    /// (default 10 s). A call's own deadline, when shorter, ends the wait first
+    /// (`DEADLINE_EXCEEDED`).
     #[must_use]
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
+        self
+    }
+
+    /// A timeout for calls that carry none (no `grpc-timeout`, i.e. no
+    /// `Request::set_timeout`). Off by default, as in tonic's own channel: a call without a
+    /// deadline waits as long as its server takes. A call's own timeout always wins. The
+    /// server is told the time left in the call's `grpc-timeout`.
+    #[must_use]
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = Some(timeout);
         self
     }
 
@@ -155,6 +168,7 @@ impl MeshBuilder {
             namespace: namespace.into(),
             cluster_domain: self.cluster_domain,
             ready_timeout: self.ready_timeout,
+            default_timeout: self.default_timeout,
             report_routing: self.report_routing,
             snapshot: ArcSwapOption::empty(),
             ready,

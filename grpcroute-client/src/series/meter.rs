@@ -62,6 +62,11 @@ impl<'a> CallMeter<'a> {
         }
     }
 
+    /// When the call entered the mesh.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Counts the call in `stats`.
     pub(crate) fn place(&mut self, stats: &Arc<CallStats>) {
         self.placed = Some(Meter::new(stats.clone(), self.started));

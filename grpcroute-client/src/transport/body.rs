@@ -2,6 +2,7 @@
 //! the stream ends, and turns transport errors into gRPC statuses.
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -10,8 +11,10 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use super::Endpoint;
+use crate::deadline::Deadline;
 use crate::series::{Meter, status_in_trailers};
 
 /// Counts one outstanding call on an endpoint until dropped.
@@ -31,25 +34,38 @@ impl Drop for LoadGuard {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body from an endpoint.
-    #[derive(Debug)]
-    pub(crate) struct ResponseBody {
-        #[pin]
-        inner: Incoming,
-        guard: Option<LoadGuard>,
-        // Records the call's status when the trailers bring it (or CANCELLED if the caller
-        // drops the body first).
-        meter: Option<Meter>,
-    }
+/// How long a response body may take to its end, and what to say when it takes longer.
+#[derive(Debug)]
+pub(crate) struct BodyDeadline {
+    pub(crate) deadline: Deadline,
+    pub(crate) during: String,
+}
+
+/// A response body from an endpoint.
+#[derive(Debug)]
+pub(crate) struct ResponseBody {
+    /// `None` once the body failed or its deadline passed: dropping the stream resets it
+    /// (`RST_STREAM(CANCEL)`), which tells the server to stop.
+    inner: Option<Incoming>,
+    guard: Option<LoadGuard>,
+    // Records the call's status when the trailers bring it (or CANCELLED if the caller
+    // drops the body first).
+    meter: Option<Meter>,
+    deadline: Option<(Pin<Box<Sleep>>, BodyDeadline)>,
 }
 
 impl ResponseBody {
-    pub(crate) fn new(inner: Incoming, guard: LoadGuard, meter: Option<Meter>) -> Self {
+    pub(crate) fn new(
+        inner: Incoming,
+        guard: LoadGuard,
+        meter: Option<Meter>,
+        deadline: Option<BodyDeadline>,
+    ) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             guard: Some(guard),
             meter,
+            deadline: deadline.map(|d| (Box::pin(tokio::time::sleep_until(d.deadline.at())), d)),
         }
     }
 }
@@ -59,11 +75,30 @@ impl Body for ResponseBody {
     type Error = tonic::Status;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        if polled.is_pending()
+            && let Some((sleep, d)) = &mut this.deadline
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            let status = tonic::Status::deadline_exceeded(format!(
+                "deadline of {:?} exceeded while {}",
+                d.deadline.timeout(),
+                d.during
+            ));
+            this.inner = None;
+            this.guard = None;
+            if let Some(meter) = this.meter.take() {
+                meter.finish(status.code());
+            }
+            return Poll::Ready(Some(Err(status)));
+        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref()
@@ -75,6 +110,7 @@ impl Body for ResponseBody {
             // The stream is over: the call no longer loads the endpoint.
             Poll::Ready(None) => {
                 this.guard.take();
+                this.deadline = None;
                 // Ended without trailers: no status came.
                 if let Some(meter) = this.meter.take() {
                     meter.finish(tonic::Code::Unknown);
@@ -82,6 +118,7 @@ impl Body for ResponseBody {
             }
             Poll::Ready(Some(Err(_))) => {
                 this.guard.take();
+                this.deadline = None;
             }
             Poll::Pending => {}
         }
@@ -99,11 +136,13 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
 
