@@ -13,7 +13,13 @@ pub(crate) mod balance;
 mod endpoints;
 mod registry;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+};
 
 use arc_swap::ArcSwap;
 
@@ -28,6 +34,63 @@ pub(crate) struct Backend {
     label: Arc<str>,
     pool: Arc<Pool>,
     endpoints: ArcSwap<EndpointSet>,
+    /// Mirrored calls to this backend (RequestMirror).
+    pub(crate) mirrors: Arc<MirrorStats>,
+}
+
+/// The mirrored calls of one backend: how many run now, and how many were dropped because
+/// too many already did or took too long.
+#[derive(Debug, Default)]
+pub(crate) struct MirrorStats {
+    in_flight: AtomicUsize,
+    dropped: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+impl MirrorStats {
+    /// Takes a slot for one more mirrored call if fewer than `max` run; the guard frees it.
+    pub(crate) fn start(self: &Arc<Self>, max: usize) -> Option<MirrorSlot> {
+        let taken = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Some(MirrorSlot(self.clone())),
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn timed_out(&self) {
+        self.timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Mirrored calls not made because the backend had its fill of them.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Mirrored calls abandoned at their timeout.
+    pub(crate) fn timeouts(&self) -> u64 {
+        self.timed_out.load(Ordering::Relaxed)
+    }
+}
+
+/// One running mirrored call; dropping it frees its slot.
+#[derive(Debug)]
+pub(crate) struct MirrorSlot(Arc<MirrorStats>);
+
+impl Drop for MirrorSlot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The endpoints of a backend at one moment: immutable, replaced whole.
@@ -53,6 +116,7 @@ impl Backend {
             label: key.to_string().into(),
             pool,
             endpoints: ArcSwap::default(),
+            mirrors: Arc::default(),
         }
     }
 

@@ -22,6 +22,18 @@ const MIRROR_BUFFER: usize = 16;
 /// Replaces `req`'s body with one that copies every frame to `count` mirror requests, and
 /// returns those (same method, URI, headers; no extensions).
 pub(crate) fn tee(req: &mut Request<Body>, count: usize) -> Vec<Request<Body>> {
+    let copy = |body: Body| {
+        let mut copy = Request::new(body);
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.version_mut() = req.version();
+        *copy.headers_mut() = req.headers().clone();
+        copy
+    };
+    // A body that is already over will never be polled: its copies are empty too.
+    if req.body().is_end_stream() {
+        return (0..count).map(|_| copy(Body::empty())).collect();
+    }
     let mut senders = Vec::with_capacity(count);
     let mut copies = Vec::with_capacity(count);
     for _ in 0..count {
@@ -31,12 +43,7 @@ pub(crate) fn tee(req: &mut Request<Body>, count: usize) -> Vec<Request<Body>> {
             tx: Some(tx),
             abandoned: abandoned.clone(),
         });
-        let mut copy = Request::new(Body::new(MirrorBody { rx, abandoned }));
-        *copy.method_mut() = req.method().clone();
-        *copy.uri_mut() = req.uri().clone();
-        *copy.version_mut() = req.version();
-        *copy.headers_mut() = req.headers().clone();
-        copies.push(copy);
+        copies.push(copy(Body::new(MirrorBody { rx, abandoned })));
     }
     let primary = std::mem::replace(req.body_mut(), Body::empty());
     *req.body_mut() = Body::new(TeeBody {
@@ -67,10 +74,14 @@ impl HttpBody for TeeBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                // A body may say it is over through `is_end_stream` instead of a last poll
+                // (`Full`, and a unary request once its message is read): the copies end
+                // with this frame, cleanly, since nobody polls again.
+                let ended = this.inner.is_end_stream();
                 for m in this.mirrors.iter_mut() {
                     let Some(tx) = &m.tx else { continue };
                     let copy = match frame.data_ref() {
@@ -83,6 +94,8 @@ impl HttpBody for TeeBody {
                     if tx.try_send(copy).is_err() {
                         // Full or gone: give up on this mirror rather than hold the primary.
                         m.abandoned.store(true, Ordering::Release);
+                        m.tx = None;
+                    } else if ended {
                         m.tx = None;
                     }
                 }

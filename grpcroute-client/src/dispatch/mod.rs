@@ -39,6 +39,10 @@ pub(crate) struct Core {
     /// The timeout of calls that carry none (`grpc-timeout`); `None`: no limit, as for
     /// tonic's own channel.
     pub(crate) default_timeout: Option<Duration>,
+    /// Mirrored calls per mirror backend at most in flight; more are dropped.
+    pub(crate) mirror_max_in_flight: usize,
+    /// How long a mirrored call may take before it is abandoned (and its stream reset).
+    pub(crate) mirror_timeout: Duration,
     pub(crate) report_routing: bool,
     /// The configuration every call reads; `None` until the first update.
     pub(crate) snapshot: ArcSwapOption<Snapshot>,
@@ -298,17 +302,41 @@ fn start_mirrors<'a>(
     if chosen.is_empty() {
         return;
     }
-    for (copy, backend) in mirror::tee(req, chosen.len()).into_iter().zip(chosen) {
+    // A slot per mirror, or the mirror is dropped (and counted): a mirror backend that
+    // stops answering holds at most `mirror_max_in_flight` calls, each for at most
+    // `mirror_timeout`.
+    let slotted: Vec<_> = chosen
+        .into_iter()
+        .filter_map(|backend| {
+            let slot = backend.mirrors.start(core.mirror_max_in_flight);
+            if slot.is_none() {
+                tracing::debug!(backend = %backend.label(), "mirrored call dropped: too many in flight");
+            }
+            slot.map(|slot| (backend, slot))
+        })
+        .collect();
+    if slotted.is_empty() {
+        return;
+    }
+    for (copy, (backend, slot)) in mirror::tee(req, slotted.len()).into_iter().zip(slotted) {
         let core = core.clone();
         tokio::spawn(async move {
-            match send(&core, &backend, copy, &mut None, None, None).await {
+            let _slot = slot;
+            let mirrored = async {
+                let response = send(&core, &backend, copy, &mut None, None, None).await?;
                 // The mirror's response is ignored; reading it to the end lets the stream
                 // finish cleanly.
-                Ok(response) => {
-                    use http_body_util::BodyExt;
-                    let _ = response.into_body().collect().await;
+                use http_body_util::BodyExt;
+                let _ = response.into_body().collect().await;
+                Ok::<_, CallError>(())
+            };
+            match tokio::time::timeout(core.mirror_timeout, mirrored).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "mirrored call failed"),
+                Err(_) => {
+                    backend.mirrors.timed_out();
+                    tracing::debug!(backend = %backend.label(), timeout = ?core.mirror_timeout, "mirrored call abandoned at its timeout");
                 }
-                Err(error) => tracing::debug!(%error, "mirrored call failed"),
             }
         });
     }

@@ -56,6 +56,8 @@ pub struct MeshBuilder {
     grant_policy: GrantPolicy,
     ready_timeout: Duration,
     default_timeout: Option<Duration>,
+    mirror_max_in_flight: usize,
+    mirror_timeout: Duration,
     seed: Option<u64>,
     report_routing: bool,
     transport: TransportConfig,
@@ -69,6 +71,8 @@ impl Default for MeshBuilder {
             grant_policy: GrantPolicy::Permissive,
             ready_timeout: Duration::from_secs(10),
             default_timeout: None,
+            mirror_max_in_flight: 64,
+            mirror_timeout: Duration::from_secs(10),
             seed: None,
             report_routing: false,
             transport: TransportConfig::default(),
@@ -125,6 +129,17 @@ impl MeshBuilder {
         self
     }
 
+    /// Bounds on mirrored calls (RequestMirror): at most `max_in_flight` per mirror backend
+    /// at a time (more are dropped, and counted in `grpcroute_client_mirrors_dropped_total`),
+    /// each abandoned after `timeout` (defaults 64 and 10 s). The primary call never waits
+    /// for its mirrors either way.
+    #[must_use]
+    pub fn mirror_limits(mut self, max_in_flight: usize, timeout: Duration) -> Self {
+        self.mirror_max_in_flight = max_in_flight;
+        self.mirror_timeout = timeout;
+        self
+    }
+
     /// Seeds the random choices (weighted picks, load balancing, mirroring), for
     /// reproducible tests. Unseeded meshes draw their seed from the OS.
     #[must_use]
@@ -169,6 +184,8 @@ impl MeshBuilder {
             cluster_domain: self.cluster_domain,
             ready_timeout: self.ready_timeout,
             default_timeout: self.default_timeout,
+            mirror_max_in_flight: self.mirror_max_in_flight,
+            mirror_timeout: self.mirror_timeout,
             report_routing: self.report_routing,
             snapshot: ArcSwapOption::empty(),
             ready,

@@ -59,6 +59,9 @@ pub(crate) trait MetricsView: Send + Sync {
 /// | `grpcroute_route_condition` | gauge (1 True, 0 False) | `route`, `parent`, `condition` |
 /// | `grpcroute_endpoints` | gauge | |
 /// | `grpcroute_source_connected` | gauge (1 or 0) | |
+/// | `grpcroute_client_mirrors_in_flight` | gauge | `backend` |
+/// | `grpcroute_client_mirrors_dropped_total` | counter | `backend` |
+/// | `grpcroute_client_mirrors_timed_out_total` | counter | `backend` |
 ///
 /// A call is counted once it ends, under its final status: the one the server sent, the
 /// one the mesh answered with (`UNIMPLEMENTED` when no rule matched, `UNAVAILABLE` for an
@@ -113,7 +116,8 @@ impl Collector for Metrics {
             return Ok(());
         };
         encode_calls(&*view, &mut encoder)?;
-        encode_config(&*view, &mut encoder)
+        encode_config(&*view, &mut encoder)?;
+        encode_backends(&*view, &mut encoder)
     }
 }
 
@@ -278,6 +282,55 @@ fn encode_config(view: &dyn MetricsView, encoder: &mut DescriptorEncoder<'_>) ->
                 ConstGauge::new(value).encode(conditions.encode_family(&labels)?)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// The runtime state of the backends the configuration names: mirrored calls.
+fn encode_backends(
+    view: &dyn MetricsView,
+    encoder: &mut DescriptorEncoder<'_>,
+) -> std::fmt::Result {
+    let Some(snapshot) = view.snapshot() else {
+        return Ok(());
+    };
+    // Only backends that mirrored calls reached: most never are mirror targets.
+    let mirrored: Vec<_> = snapshot
+        .backends
+        .iter()
+        .filter(|b| {
+            b.mirrors.in_flight() > 0 || b.mirrors.dropped() > 0 || b.mirrors.timeouts() > 0
+        })
+        .collect();
+    let mut in_flight = encoder.encode_descriptor(
+        "grpcroute_client_mirrors_in_flight",
+        "Mirrored calls (RequestMirror) running now, by mirror backend.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for b in &mirrored {
+        let labels = [("backend", &**b.label())];
+        ConstGauge::new(b.mirrors.in_flight() as i64).encode(in_flight.encode_family(&labels)?)?;
+    }
+    let mut dropped = encoder.encode_descriptor(
+        "grpcroute_client_mirrors_dropped",
+        "Mirrored calls not made because the mirror backend already had its limit in flight.",
+        None,
+        MetricType::Counter,
+    )?;
+    for b in &mirrored {
+        let labels = [("backend", &**b.label())];
+        ConstCounter::new(b.mirrors.dropped()).encode(dropped.encode_family(&labels)?)?;
+    }
+    let mut timed_out = encoder.encode_descriptor(
+        "grpcroute_client_mirrors_timed_out",
+        "Mirrored calls abandoned at the mirror timeout.",
+        None,
+        MetricType::Counter,
+    )?;
+    for b in &mirrored {
+        let labels = [("backend", &**b.label())];
+        ConstCounter::new(b.mirrors.timeouts()).encode(timed_out.encode_family(&labels)?)?;
     }
     Ok(())
 }
