@@ -171,6 +171,9 @@ async function opHold(cmd) {
   const hold = ++nextHold;
   holds.set(hold, entry);
   for (let i = 0; i < count; i++) {
+    if (i > 0 && (cmd.interval_ms ?? 0) > 0) {
+      await new Promise((r) => setTimeout(r, cmd.interval_ms));
+    }
     const t0 = process.hrtime.bigint();
     const call = startCall(cmd, (code, peer, message) => {
       entry.pending.delete(i);

@@ -10,7 +10,8 @@ comes from GRPC_XDS_BOOTSTRAP. Protocol: one JSON object per line each way.
         "wait_for_ready": false, "record": false}
   out: {"id": N, "ok": true, "result": {"by_peer": {...}, "by_status": {...},
         "failed_by_peer": {...}, "errors": [...], "elapsed_ms": ..., "calls": [...]}}
-  in:  {"id": N, "op": "hold", ... "count": N, "settle_ms": S}   -> calls kept in flight
+  in:  {"id": N, "op": "hold", ... "count": N, "interval_ms": I, "settle_ms": S}
+                                                               -> calls kept in flight
   in:  {"id": N, "op": "release", "hold": H}                      -> cancels them
   in:  {"id": N, "op": "csds"}                                    -> per-resource states
   in:  {"id": N, "op": "close", "target": ...}                    -> drops that channel
@@ -177,7 +178,10 @@ def op_hold(cmd):
     tally = Tally(False)
     futures = []
     started = time.monotonic()
+    interval = int(cmd.get("interval_ms", 0)) / 1000.0
     for i in range(count):
+        if i > 0 and interval > 0:
+            time.sleep(interval)
         t0 = time.monotonic()
 
         def done(f, i=i, t0=t0):
@@ -215,6 +219,13 @@ def op_release(cmd):
     return hold_report(hold, futures, tally, started)
 
 
+def enum_name(message, field):
+    """The name of an enum field's value (the enum lives in another module)."""
+    enum = message.DESCRIPTOR.fields_by_name[field].enum_type
+    value = enum.values_by_number.get(getattr(message, field))
+    return value.name if value is not None else str(getattr(message, field))
+
+
 def op_csds(cmd):
     dump = csds_pb2.ClientStatusResponse.FromString(cygrpc.dump_xds_configs())
     resources = []
@@ -225,7 +236,7 @@ def op_csds(cmd):
                 "type_url": g.type_url,
                 "name": g.name,
                 "version": g.version_info,
-                "status": csds_pb2.ClientResourceStatus.Name(g.client_status),
+                "status": enum_name(g, "client_status"),
                 "error": None,
                 "error_version": None,
                 "config": None,

@@ -72,7 +72,10 @@ pub enum Behavior {
 
 /// The steps of `rpc-behavior` header values that apply to backend `hostname` (unknown
 /// items are ignored, as the interop server does).
-pub fn parse_behavior<'a>(values: impl IntoIterator<Item = &'a str>, hostname: &str) -> Vec<Behavior> {
+pub fn parse_behavior<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+    hostname: &str,
+) -> Vec<Behavior> {
     let mut steps = Vec::new();
     for value in values {
         for item in value.split(',') {
@@ -86,7 +89,10 @@ pub fn parse_behavior<'a>(values: impl IntoIterator<Item = &'a str>, hostname: &
                 }
                 item = behavior.trim();
             }
-            let number = |prefix: &str| item.strip_prefix(prefix).and_then(|n| n.parse::<u32>().ok());
+            let number = |prefix: &str| {
+                item.strip_prefix(prefix)
+                    .and_then(|n| n.parse::<u32>().ok())
+            };
             if let Some(n) = number("sleep-") {
                 steps.push(Behavior::Sleep(Duration::from_secs(u64::from(n))));
             } else if item == "keep-open" {
@@ -350,9 +356,15 @@ mod tests {
         let v = ["hostname=b2 error-code-2, sleep-1"];
         assert_eq!(
             parse_behavior(v, "b2"),
-            [Behavior::ErrorCode(2), Behavior::Sleep(Duration::from_secs(1))]
+            [
+                Behavior::ErrorCode(2),
+                Behavior::Sleep(Duration::from_secs(1))
+            ]
         );
-        assert_eq!(parse_behavior(v, "b1"), [Behavior::Sleep(Duration::from_secs(1))]);
+        assert_eq!(
+            parse_behavior(v, "b1"),
+            [Behavior::Sleep(Duration::from_secs(1))]
+        );
         assert!(parse_behavior(["bogus, error-code-x"], "b1").is_empty());
     }
 }

@@ -112,6 +112,10 @@ mod tests {
         );
         assert_eq!(j["node"]["id"], "n1");
         assert_eq!(j["node"]["locality"]["zone"], "zone-a");
-        assert!(b.without_locality().to_json()["node"].get("locality").is_none());
+        assert!(
+            b.without_locality().to_json()["node"]
+                .get("locality")
+                .is_none()
+        );
     }
 }

@@ -38,7 +38,7 @@ impl H2Server {
                             let _ = stream.set_nodelay(true);
                             let handler = handler.clone();
                             connections.spawn(async move {
-                                let service = service_fn(move |req| handler(req));
+                                let service = service_fn(handler);
                                 let _ = http2::Builder::new(TokioExecutor::new())
                                     .serve_connection(TokioIo::new(stream), service)
                                     .await;

@@ -51,7 +51,8 @@ async fn sotw_answers_each_stream_with_what_it_subscribed() -> anyhow::Result<()
         ensure!(names(&r1) == ["a", "b"] && r1.version_info == "2", "{r1:?}");
         ensure!(names(&r2) == ["c"] && r2.version_info == "2", "{r2:?}");
         // A wider subscription is answered at once.
-        n2.send(CDS, &["a", "c"], &r2.version_info, &r2.nonce, None).await?;
+        n2.send(CDS, &["a", "c"], &r2.version_info, &r2.nonce, None)
+            .await?;
         ensure!(names(&n2.next().await?) == ["a", "c"]);
         // A deletion is an absent resource.
         cp.delete(CDS, &["b"]);
@@ -68,8 +69,8 @@ async fn sotw_answers_each_stream_with_what_it_subscribed() -> anyhow::Result<()
 }
 
 #[tokio::test]
-async fn never_answers_a_resource_that_never_existed_but_answers_its_deletion()
--> anyhow::Result<()> {
+async fn never_answers_a_resource_that_never_existed_but_answers_its_deletion() -> anyhow::Result<()>
+{
     bounded("missing", STEP, async {
         let cp = ControlPlane::start().await?;
         let mut s = AdsStream::open(&cp, "n").await?;
@@ -115,7 +116,11 @@ async fn waits_on_acks_and_nacks_with_the_log_in_the_error() -> anyhow::Result<(
             .wait_for_nack("n", CDS, mark, Duration::from_secs(2))
             .await?;
         ensure!(nack.version_info == "1" && nack.response_nonce == r2.nonce);
-        ensure!(nack.error.as_ref().is_some_and(|e| e.message == "bad cluster"));
+        ensure!(
+            nack.error
+                .as_ref()
+                .is_some_and(|e| e.message == "bad cluster")
+        );
         cp.wait_for_subscription("n", CDS, &["a"], LogMark::START, Duration::from_secs(1))
             .await?;
         // A wait that cannot succeed fails in time, with the node's log.
@@ -125,7 +130,10 @@ async fn waits_on_acks_and_nacks_with_the_log_in_the_error() -> anyhow::Result<(
             .err()
             .ok_or_else(|| anyhow::anyhow!("an ACK of version 9 was found"))?;
         let text = err.to_string();
-        ensure!(text.contains("ACK of Cluster version \"9\"") && text.contains("NACK(3: bad cluster)"), "{text}");
+        ensure!(
+            text.contains("ACK of Cluster version \"9\"") && text.contains("NACK(3: bad cluster)"),
+            "{text}"
+        );
         // The log also has the responses, with the nonce of each version.
         let responses = cp.responses("n");
         ensure!(responses.len() == 2 && responses[1].nonce == r2.nonce);
@@ -153,7 +161,10 @@ async fn overrides_stop_on_request_pause_and_raw_responses() -> anyhow::Result<(
         let mut s = AdsStream::open(&cp, "n").await?;
         s.subscribe(CDS, &["a"]).await?;
         let r = s.next().await?;
-        ensure!(r.version_info == "v-fixed" && r.nonce == "nonce-fixed", "{r:?}");
+        ensure!(
+            r.version_info == "v-fixed" && r.nonce == "nonce-fixed",
+            "{r:?}"
+        );
         ensure!(cp.version_info(CDS) == "v-fixed");
         cp.clear_override(CDS);
         cp.resend(CDS);
@@ -191,9 +202,20 @@ async fn overrides_stop_on_request_pause_and_raw_responses() -> anyhow::Result<(
         ensure!(s.next().await? == raw);
         ensure!(cp.push_raw("nobody", raw) == 0);
         let logged = cp.responses("n");
-        ensure!(logged.last().is_some_and(|r| r.raw && r.resource_names == ["<type.googleapis.com/envoy.config.listener.v3.Listener>"]), "{logged:?}");
+        ensure!(
+            logged.last().is_some_and(|r| r.raw
+                && r.resource_names == ["<type.googleapis.com/envoy.config.listener.v3.Listener>"]),
+            "{logged:?}"
+        );
         // A raw resource set under a name is served under that name.
-        cp.set_one(Resource::raw(LDS, "junk", Any { type_url: "x".into(), value: vec![1] }));
+        cp.set_one(Resource::raw(
+            LDS,
+            "junk",
+            Any {
+                type_url: "x".into(),
+                value: vec![1],
+            },
+        ));
         let mut l = AdsStream::open(&cp, "l").await?;
         l.subscribe(LDS, &["junk"]).await?;
         let r = l.next().await?;
@@ -225,7 +247,11 @@ async fn kill_refuse_stop_and_restart() -> anyhow::Result<()> {
                 ensure!(status.code() == Code::Unavailable, "{status:?}");
             }
         }
-        ensure!(cp.log().iter().any(|e| matches!(e, LogEntry::Refused { .. })));
+        ensure!(
+            cp.log()
+                .iter()
+                .any(|e| matches!(e, LogEntry::Refused { .. }))
+        );
         tokio::time::sleep(Duration::from_millis(600)).await;
         let mut s = AdsStream::open(&cp, "n").await?;
         s.subscribe(CDS, &["a"]).await?;
@@ -237,7 +263,10 @@ async fn kill_refuse_stop_and_restart() -> anyhow::Result<()> {
         ensure!(!cp.is_serving());
         let status = s.end().await?;
         ensure!(status.code() != Code::Ok, "{status:?}");
-        ensure!(tokio::net::TcpStream::connect(addr).await.is_err(), "port still open");
+        ensure!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "port still open"
+        );
         cp.set_one(ClusterBuilder::eds("a").service_name("later").build());
         cp.restart().await?;
         ensure!(cp.addr() == addr && cp.is_serving());
@@ -245,7 +274,10 @@ async fn kill_refuse_stop_and_restart() -> anyhow::Result<()> {
         s.send(CDS, &["a"], "1", "", None).await?;
         ensure!(s.next().await?.version_info == "2");
         let events = cp.stream_events("n");
-        ensure!(events.iter().filter(|e| e.ended.is_some()).count() >= 2, "{events:?}");
+        ensure!(
+            events.iter().filter(|e| e.ended.is_some()).count() >= 2,
+            "{events:?}"
+        );
         Ok(())
     })
     .await
@@ -256,7 +288,10 @@ async fn ping_pong_resources_decode_as_grpc_expects() -> anyhow::Result<()> {
     use prost::Message as _;
     let addr = "127.0.0.1:1".parse()?;
     let resources = ping_pong("svc", &[addr]);
-    let kinds: Vec<_> = resources.iter().map(|r| (r.kind, r.name.as_str())).collect();
+    let kinds: Vec<_> = resources
+        .iter()
+        .map(|r| (r.kind, r.name.as_str()))
+        .collect();
     ensure!(
         kinds
             == [
@@ -279,28 +314,54 @@ async fn backends_answer_with_their_hostname_and_honour_rpc_behavior() -> anyhow
         ensure!(md.get("hostname").is_some_and(|v| v == "b1"));
         ensure!(md.get("x-echo-backend").is_some_and(|v| v == "b1"));
 
-        let err = unary(&ch, EMPTY, &[("rpc-behavior", "error-code-7")], Duration::from_secs(5))
-            .await
-            .err()
-            .ok_or_else(|| anyhow::anyhow!("error-code-7 succeeded"))?;
+        let err = unary(
+            &ch,
+            EMPTY,
+            &[("rpc-behavior", "error-code-7")],
+            Duration::from_secs(5),
+        )
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("error-code-7 succeeded"))?;
         ensure!(err.code() == Code::PermissionDenied, "{err:?}");
         // The hostname= prefix applies the behaviour only on the named backend.
-        unary(&ch, UNARY, &[("rpc-behavior", "hostname=other error-code-7")], Duration::from_secs(5)).await?;
+        unary(
+            &ch,
+            UNARY,
+            &[("rpc-behavior", "hostname=other error-code-7")],
+            Duration::from_secs(5),
+        )
+        .await?;
 
         let t = tokio::time::Instant::now();
-        unary(&ch, UNARY, &[("rpc-behavior", "sleep-1")], Duration::from_secs(5)).await?;
+        unary(
+            &ch,
+            UNARY,
+            &[("rpc-behavior", "sleep-1")],
+            Duration::from_secs(5),
+        )
+        .await?;
         ensure!(t.elapsed() >= Duration::from_secs(1));
 
         // keep-open: in flight until the deadline.
         let held = {
             let ch = ch.clone();
             tokio::spawn(async move {
-                unary(&ch, UNARY, &[("rpc-behavior", "keep-open")], Duration::from_millis(800)).await
+                unary(
+                    &ch,
+                    UNARY,
+                    &[("rpc-behavior", "keep-open")],
+                    Duration::from_millis(800),
+                )
+                .await
             })
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
         ensure!(b.in_flight() == 1, "in flight: {}", b.in_flight());
-        let err = held.await?.err().ok_or_else(|| anyhow::anyhow!("keep-open answered"))?;
+        let err = held
+            .await?
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("keep-open answered"))?;
         // tonic enforces the deadline itself and reports it as CANCELLED "Timeout expired".
         ensure!(
             matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
@@ -311,14 +372,22 @@ async fn backends_answer_with_their_hostname_and_honour_rpc_behavior() -> anyhow
 
         // A default behaviour applies to every call.
         b.set_behavior(Some("error-code-14"));
-        ensure!(unary(&ch, UNARY, &[], Duration::from_secs(5)).await.is_err());
+        ensure!(
+            unary(&ch, UNARY, &[], Duration::from_secs(5))
+                .await
+                .is_err()
+        );
         b.set_behavior(None);
 
         // Stop and restart on the same port.
         let addr = b.addr();
         b.stop();
         ensure!(!b.is_running());
-        ensure!(unary(&ch, UNARY, &[], Duration::from_millis(500)).await.is_err());
+        ensure!(
+            unary(&ch, UNARY, &[], Duration::from_millis(500))
+                .await
+                .is_err()
+        );
         b.restart().await?;
         ensure!(b.addr() == addr);
         let ch = channel(addr).await?;

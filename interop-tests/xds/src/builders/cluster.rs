@@ -210,7 +210,9 @@ mod tests {
             "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig"
         );
         assert_eq!(
-            ClusterConfig::decode(any.value.as_slice()).unwrap().clusters,
+            ClusterConfig::decode(any.value.as_slice())
+                .unwrap()
+                .clusters,
             ["p", "s"]
         );
         let d = ClusterBuilder::logical_dns("dns", "localhost", 8080).build();

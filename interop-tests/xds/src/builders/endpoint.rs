@@ -90,12 +90,9 @@ impl Locality {
     /// Adds an endpoint by host name (LOGICAL_DNS clusters).
     #[must_use]
     pub fn hostname_endpoint(mut self, host: &str, port: u16) -> Self {
-        self.inner.lb_endpoints.push(lb_endpoint(
-            host,
-            u32::from(port),
-            1,
-            HealthStatus::Unknown,
-        ));
+        self.inner
+            .lb_endpoints
+            .push(lb_endpoint(host, u32::from(port), 1, HealthStatus::Unknown));
         self
     }
 
@@ -180,12 +177,11 @@ mod tests {
         let b: SocketAddr = "127.0.0.1:1002".parse().unwrap();
         let cla = LoadAssignmentBuilder::new("c")
             .locality(Locality::new("z0").weight(Some(3)).endpoint(a))
-            .locality(
-                Locality::new("z1")
-                    .priority(1)
-                    .weight(None)
-                    .endpoint_with(b, 5, HealthStatus::Unhealthy),
-            )
+            .locality(Locality::new("z1").priority(1).weight(None).endpoint_with(
+                b,
+                5,
+                HealthStatus::Unhealthy,
+            ))
             .build();
         assert_eq!(cla.cluster_name, "c");
         assert_eq!(cla.endpoints[0].load_balancing_weight, Some(u32_value(3)));

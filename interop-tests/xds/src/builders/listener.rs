@@ -29,9 +29,9 @@ use super::duration;
 pub fn ads_config_source() -> ConfigSource {
     ConfigSource {
         resource_api_version: ApiVersion::V3 as i32,
-        config_source_specifier: Some(ConfigSourceSpecifier::Ads(
-            AggregatedConfigSource::default(),
-        )),
+        config_source_specifier: Some(
+            ConfigSourceSpecifier::Ads(AggregatedConfigSource::default()),
+        ),
         ..Default::default()
     }
 }
@@ -39,7 +39,11 @@ pub fn ads_config_source() -> ConfigSource {
 /// The router filter (`envoy.extensions.filters.http.router.v3.Router`), which gRPC
 /// requires last in `http_filters`.
 pub fn router_filter() -> HttpFilter {
-    http_filter("router", envoy_types::util::pack_any(Router::default()), false)
+    http_filter(
+        "router",
+        envoy_types::util::pack_any(Router::default()),
+        false,
+    )
 }
 
 /// Any HTTP filter (e.g. an unknown type, to see it NACKed unless `is_optional`).

@@ -346,11 +346,7 @@ mod tests {
             .name("r0")
             .case_sensitive(false)
             .header(header::invert(header::exact("xds_md", "a")))
-            .header(header::string(
-                "k",
-                header::StringMatch::Suffix("Me"),
-                true,
-            ))
+            .header(header::string("k", header::StringMatch::Suffix("Me"), true))
             .runtime_fraction_per_million(250_000)
             .weighted_clusters(&[("a", 20), ("b", 0)])
             .max_stream_duration(Duration::from_secs(3))
@@ -382,7 +378,10 @@ mod tests {
 
     #[test]
     fn non_forwarding_replaces_the_action() {
-        let route = RouteBuilder::path("/a/b").cluster("c").non_forwarding().build();
+        let route = RouteBuilder::path("/a/b")
+            .cluster("c")
+            .non_forwarding()
+            .build();
         assert!(matches!(route.action, Some(Action::NonForwardingAction(_))));
     }
 }

@@ -17,16 +17,14 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use tokio::{sync::mpsc, time::Instant};
 use tonic::{Status, codegen::Service as _};
 
-pub use self::{
-    log::{
-        ErrorDetail, LogEntry, LogMark, LoggedRequest, LoggedResponse, StreamEvent, WaitError,
-    },
-    sotw::ResponseOverride,
-};
 use self::{
     ads::{Ads, StreamCommand},
     log::Log,
     sotw::TypeSnapshot,
+};
+pub use self::{
+    log::{ErrorDetail, LogEntry, LogMark, LoggedRequest, LoggedResponse, StreamEvent, WaitError},
+    sotw::ResponseOverride,
 };
 use crate::{Bootstrap, Resource, ResourceType, lock, serve::H2Server};
 
@@ -258,7 +256,10 @@ impl ControlPlane {
     /// the generated ones (until [`clear_override`](Self::clear_override)). Takes effect
     /// with the next response; use [`resend`](Self::resend) to cause one.
     pub fn set_override(&self, kind: ResourceType, response_override: ResponseOverride) {
-        self.shared.lock_state().overrides.insert(kind, response_override);
+        self.shared
+            .lock_state()
+            .overrides
+            .insert(kind, response_override);
     }
 
     /// Back to generated `version_info` / `nonce` for `kind`.

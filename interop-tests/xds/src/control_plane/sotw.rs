@@ -195,13 +195,25 @@ mod tests {
     fn wildcard_only_for_an_empty_first_lds_or_cds_request() {
         let mut lds = Subscription::default();
         lds.on_request(ResourceType::Listener, &[]);
-        assert_eq!(due(&mut lds, &snapshot(1, &["a", "b"])).unwrap().resources.len(), 2);
+        assert_eq!(
+            due(&mut lds, &snapshot(1, &["a", "b"]))
+                .unwrap()
+                .resources
+                .len(),
+            2
+        );
         let mut eds = Subscription::default();
         eds.on_request(ResourceType::ClusterLoadAssignment, &[]);
         assert!(due(&mut eds, &snapshot(1, &["a"])).is_none());
         let mut star = Subscription::default();
         star.on_request(ResourceType::ClusterLoadAssignment, &names(&["*"]));
-        assert_eq!(due(&mut star, &snapshot(1, &["a"])).unwrap().resources.len(), 1);
+        assert_eq!(
+            due(&mut star, &snapshot(1, &["a"]))
+                .unwrap()
+                .resources
+                .len(),
+            1
+        );
         // Naming resources ends the wildcard; emptying the list later unsubscribes.
         let mut cds = Subscription::default();
         cds.on_request(ResourceType::Cluster, &names(&["a"]));

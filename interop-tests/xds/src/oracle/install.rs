@@ -83,9 +83,11 @@ fn install_python() -> Result<PathBuf, OracleError> {
     let venv = python_dir().join(".venv");
     std::fs::create_dir_all(&venv).map_err(|e| io_error("creating", &venv, e))?;
     let lock_path = venv.join(".grpcroute.lock");
-    let lock = std::fs::File::create(&lock_path).map_err(|e| io_error("creating", &lock_path, e))?;
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| io_error("creating", &lock_path, e))?;
     // Held until this function returns: one process installs, the others wait and reuse.
-    lock.lock().map_err(|e| io_error("locking", &lock_path, e))?;
+    lock.lock()
+        .map_err(|e| io_error("locking", &lock_path, e))?;
     let python = venv.join("bin").join("python");
     let marker = venv.join(".grpcroute-requirements.txt");
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(requirements.as_str())
@@ -149,7 +151,9 @@ fn install_node() -> Result<PathBuf, OracleError> {
     file_lock
         .lock()
         .map_err(|e| io_error("locking", &file_lock_path, e))?;
-    let marker = dir.join("node_modules").join(".grpcroute-package-lock.json");
+    let marker = dir
+        .join("node_modules")
+        .join(".grpcroute-package-lock.json");
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(locked.as_str())
         && check_node(&node).is_ok()
     {
@@ -175,9 +179,29 @@ fn install_node() -> Result<PathBuf, OracleError> {
 fn check_node(node: &Path) -> Result<(), OracleError> {
     run(
         Command::new(node)
-            .args(["-e", "require('@grpc/grpc-js-xds'); require('@grpc/proto-loader')"])
+            .args([
+                "-e",
+                "require('@grpc/grpc-js-xds'); require('@grpc/proto-loader')",
+            ])
             .current_dir(node_dir()),
         "node",
     )
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_that_is_not_installed_is_missing_not_failed() {
+        let err = run(
+            &mut Command::new("grpcroute-no-such-program"),
+            "grpcroute-no-such-program",
+        )
+        .unwrap_err();
+        assert!(err.is_missing_tool(), "{err}");
+        let err = run(Command::new("sh").args(["-c", "exit 3"]), "sh").unwrap_err();
+        assert!(!err.is_missing_tool(), "{err}");
+    }
 }

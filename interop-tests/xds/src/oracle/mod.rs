@@ -383,7 +383,8 @@ impl Oracle {
         self.decode("call", value)
     }
 
-    /// Starts `spec.count` calls at once, waits `spec.settle`, and reports how many are
+    /// Starts `spec.call.count` calls (`spec.interval_ms` apart), waits `spec.settle_ms`,
+    /// and reports how many are
     /// still in flight and how the others ended; the calls stay open until
     /// [`release`](Self::release) (or their deadline).
     ///
@@ -391,7 +392,10 @@ impl Oracle {
     ///
     /// The driver failed or did not answer in time.
     pub async fn hold(&self, spec: &HoldSpec) -> Result<HoldReport, OracleError> {
-        let bound = Duration::from_millis(spec.settle_ms) + OP_MARGIN;
+        let starting = spec
+            .interval_ms
+            .saturating_mul(u64::from(spec.call.count.saturating_sub(1)));
+        let bound = Duration::from_millis(spec.settle_ms.saturating_add(starting)) + OP_MARGIN;
         let value = self.request("hold", spec.to_json(), bound).await?;
         self.decode("hold", value)
     }

@@ -166,23 +166,36 @@ impl CallReport {
 pub struct HoldSpec {
     /// The calls (`count`, `metadata` — typically `rpc-behavior: keep-open` — and deadline).
     pub call: CallSpec,
-    /// How long to wait after starting them before reporting.
+    /// Time between two call starts (0: all at once). grpc-js counts a call against
+    /// `max_requests` only once it has started, so calls picked in the same event-loop
+    /// tick all pass the breaker: space them (psm sends at a fixed QPS).
+    pub interval_ms: u64,
+    /// How long to wait after starting the last one before reporting.
     pub settle_ms: u64,
 }
 
 impl HoldSpec {
-    /// `call.count` calls at once, reported after `settle`.
+    /// `call.count` calls at once, reported `settle` after the last one started.
     pub fn new(call: CallSpec, settle: Duration) -> Self {
         Self {
             call,
+            interval_ms: 0,
             settle_ms: u64::try_from(settle.as_millis()).unwrap_or(u64::MAX),
         }
+    }
+
+    /// Starts the calls `interval` apart.
+    #[must_use]
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        self
     }
 
     pub(crate) fn to_json(&self) -> Value {
         let mut v = self.call.to_json();
         if let Some(o) = v.as_object_mut() {
             o.insert("settle_ms".to_string(), json!(self.settle_ms));
+            o.insert("interval_ms".to_string(), json!(self.interval_ms));
         }
         v
     }
@@ -217,7 +230,8 @@ pub struct CsdsResource {
     /// The XdsClient's scope (C-core: the channel target, e.g. `xds:/svc`).
     #[serde(default)]
     pub client_scope: String,
-    /// The resource's type url.
+    /// The resource's type, as the client reports it: C-core gives the full type url,
+    /// grpc-js-xds the message name without `type.googleapis.com/`.
     pub type_url: String,
     /// Its name.
     pub name: String,
@@ -238,9 +252,13 @@ pub struct CsdsResource {
 }
 
 impl CsdsResource {
-    /// Its type, if one of the four.
+    /// Its type, if one of the four (with or without the `type.googleapis.com/` prefix).
     pub fn kind(&self) -> Option<ResourceType> {
-        ResourceType::from_type_url(&self.type_url)
+        ResourceType::from_type_url(&self.type_url).or_else(|| {
+            ResourceType::ALL
+                .into_iter()
+                .find(|t| t.type_url().strip_prefix("type.googleapis.com/") == Some(&self.type_url))
+        })
     }
 }
 
@@ -274,6 +292,15 @@ mod tests {
             "errors": ["UNAVAILABLE: x"], "elapsed_ms": 1.5
         }))
         .unwrap();
-        assert_eq!((r.ok(), r.failures(), r.total(), r.peer("b0")), (3, 1, 4, 3));
+        assert_eq!(
+            (r.ok(), r.failures(), r.total(), r.peer("b0")),
+            (3, 1, 4, 3)
+        );
+        let c: CsdsResource = serde_json::from_value(json!({
+            "type_url": "envoy.config.listener.v3.Listener", "name": "svc",
+            "version": "1", "status": "ACKED"
+        }))
+        .unwrap();
+        assert_eq!(c.kind(), Some(ResourceType::Listener));
     }
 }

@@ -18,7 +18,10 @@ use envoy_types::pb::{
 };
 use grpcroute_xds_control_plane::{
     Backend, ControlPlane, Oracle, OracleKind, Resource, ResourceType,
-    builders::{ApiListener, ClusterBuilder, RouteBuilder, load_assignment, route_configuration, virtual_host},
+    builders::{
+        ApiListener, ClusterBuilder, RouteBuilder, load_assignment, route_configuration,
+        virtual_host,
+    },
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -47,10 +50,14 @@ pub async fn bounded<T>(
 
 /// Starts an oracle; `None` (test skipped, said on stderr) when python3/node/npm is
 /// missing outside CI. Under `CI=true` a missing tool fails the test.
-pub async fn oracle(kind: OracleKind, cp: &ControlPlane, node_id: &str) -> anyhow::Result<Option<Oracle>> {
+pub async fn oracle(
+    kind: OracleKind,
+    cp: &ControlPlane,
+    node_id: &str,
+) -> anyhow::Result<Option<Oracle>> {
     match Oracle::start(kind, &cp.bootstrap(node_id), &[]).await {
         Ok(o) => {
-            println!("oracle {kind}: {} (node {node_id})", o.info());
+            println!("oracle {kind}: {} (node id {node_id:?})", o.info());
             Ok(Some(o))
         }
         Err(e) if e.is_missing_tool() && std::env::var("CI").as_deref() != Ok("true") => {
@@ -250,7 +257,8 @@ impl AdsStream {
     /// ACKs a response.
     pub async fn ack(&mut self, r: &DiscoveryResponse, names: &[&str]) -> anyhow::Result<()> {
         let kind = ResourceType::from_type_url(&r.type_url).context("unknown type")?;
-        self.send(kind, names, &r.version_info, &r.nonce, None).await
+        self.send(kind, names, &r.version_info, &r.nonce, None)
+            .await
     }
 }
 
