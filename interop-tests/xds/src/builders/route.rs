@@ -11,7 +11,10 @@ use envoy_types::pb::{
                 RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
                 query_parameter_matcher::QueryParameterMatchSpecifier,
                 route::Action,
-                route_action::{ClusterSpecifier, MaxStreamDuration},
+                route_action::{
+                    ClusterSpecifier, HashPolicy, MaxStreamDuration,
+                    hash_policy::{FilterState, Header, PolicySpecifier},
+                },
                 route_match::PathSpecifier,
                 weighted_cluster::ClusterWeight,
             },
@@ -208,6 +211,32 @@ impl RouteBuilder {
         self
     }
 
+    /// Adds a `hash_policy` on request header `name` (ring hash, A42).
+    #[must_use]
+    pub fn hash_on_header(mut self, name: &str, terminal: bool) -> Self {
+        self.action().hash_policy.push(HashPolicy {
+            terminal,
+            policy_specifier: Some(PolicySpecifier::Header(Header {
+                header_name: name.to_string(),
+                regex_rewrite: None,
+            })),
+        });
+        self
+    }
+
+    /// Adds a `hash_policy` on the channel id (`filter_state` key `io.grpc.channel_id`,
+    /// A42: one hash per channel).
+    #[must_use]
+    pub fn hash_on_channel_id(mut self, terminal: bool) -> Self {
+        self.action().hash_policy.push(HashPolicy {
+            terminal,
+            policy_specifier: Some(PolicySpecifier::FilterState(FilterState {
+                key: "io.grpc.channel_id".to_string(),
+            })),
+        });
+        self
+    }
+
     /// The route as built so far, to change other fields (its `action` is replaced by
     /// the one of this builder, if one was chosen).
     pub fn route_mut(&mut self) -> &mut Route {
@@ -351,6 +380,7 @@ mod tests {
             .weighted_clusters(&[("a", 20), ("b", 0)])
             .max_stream_duration(Duration::from_secs(3))
             .grpc_timeout_header_max(Duration::ZERO)
+            .hash_on_header("xds_md", true)
             .build();
         let m = route.r#match.unwrap();
         assert_eq!(m.case_sensitive, Some(BoolValue { value: false }));
@@ -374,6 +404,10 @@ mod tests {
         let msd = action.max_stream_duration.unwrap();
         assert_eq!(msd.max_stream_duration.unwrap().seconds, 3);
         assert_eq!(msd.grpc_timeout_header_max.unwrap().seconds, 0);
+        assert!(matches!(
+            &action.hash_policy[0].policy_specifier,
+            Some(PolicySpecifier::Header(h)) if h.header_name == "xds_md"
+        ));
     }
 
     #[test]

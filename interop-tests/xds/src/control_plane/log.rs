@@ -119,6 +119,16 @@ pub enum LogEntry {
 }
 
 impl LogEntry {
+    /// When it happened.
+    pub fn at(&self) -> Instant {
+        match self {
+            LogEntry::Request(r) => r.at,
+            LogEntry::Response(r) => r.at,
+            LogEntry::Stream(s) => s.at,
+            LogEntry::Refused { at } => *at,
+        }
+    }
+
     fn node_id(&self) -> Option<&str> {
         match self {
             LogEntry::Request(r) => Some(&r.node_id),
@@ -281,12 +291,18 @@ impl Log {
 
 /// One line per entry, relative times from the first.
 pub(crate) fn render(entries: &[LogEntry]) -> String {
-    let Some(start) = entries.first().map(entry_time) else {
-        return "(nothing)".to_string();
-    };
+    match entries.first().map(LogEntry::at) {
+        None => "(nothing)".to_string(),
+        Some(start) => render_since(entries, start),
+    }
+}
+
+/// One line per entry (`stream N <- Cluster version=… nonce=… names=[…]`, `->` for
+/// responses), times relative to `start`.
+pub fn render_since(entries: &[LogEntry], start: Instant) -> String {
     let mut out = String::new();
     for e in entries {
-        let t = entry_time(e).duration_since(start).as_secs_f64();
+        let t = e.at().duration_since(start).as_secs_f64();
         let _ = match e {
             LogEntry::Request(r) => writeln!(
                 out,
@@ -319,15 +335,6 @@ pub(crate) fn render(entries: &[LogEntry]) -> String {
         };
     }
     out
-}
-
-fn entry_time(e: &LogEntry) -> Instant {
-    match e {
-        LogEntry::Request(r) => r.at,
-        LogEntry::Response(r) => r.at,
-        LogEntry::Stream(s) => s.at,
-        LogEntry::Refused { at } => *at,
-    }
 }
 
 fn short_type(type_url: &str) -> &str {

@@ -23,7 +23,10 @@ use self::{
     sotw::TypeSnapshot,
 };
 pub use self::{
-    log::{ErrorDetail, LogEntry, LogMark, LoggedRequest, LoggedResponse, StreamEvent, WaitError},
+    log::{
+        ErrorDetail, LogEntry, LogMark, LoggedRequest, LoggedResponse, StreamEvent, WaitError,
+        render_since,
+    },
     sotw::ResponseOverride,
 };
 use crate::{Bootstrap, Resource, ResourceType, lock, serve::H2Server};
@@ -135,11 +138,20 @@ impl ControlPlane {
     ///
     /// When no port can be bound.
     pub async fn start() -> Result<Self, ControlPlaneError> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts serving on `addr` (keep it on loopback), with no resources.
+    ///
+    /// # Errors
+    ///
+    /// When `addr` cannot be bound.
+    pub async fn start_on(addr: SocketAddr) -> Result<Self, ControlPlaneError> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             log: Log::new(),
         });
-        let server = serve(shared.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let server = serve(shared.clone(), addr).await?;
         Ok(Self {
             shared,
             addr: server.addr(),
