@@ -91,6 +91,10 @@ mod router;
 pub mod source;
 mod table;
 mod transport;
+// The xDS client core; the lead moves it under source/ and wires it into the mesh.
+#[cfg(feature = "xds")]
+#[path = "source/xds/mod.rs"]
+pub(crate) mod xds;
 
 pub use self::{
     authority::TargetError,

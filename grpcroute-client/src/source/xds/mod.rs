@@ -1,0 +1,2 @@
+//! xDS client core (placeholder while building).
+#![allow(dead_code)]
