@@ -50,6 +50,8 @@ pub(crate) mod client;
 pub(crate) mod depmgr;
 pub(crate) mod resource;
 pub(crate) mod routing;
+#[cfg(test)]
+mod testutil;
 
 // The types the data plane will consume (unused until the lead wires them in).
 #[allow(unused_imports)]

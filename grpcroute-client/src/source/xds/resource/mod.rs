@@ -31,6 +31,7 @@ use envoy_types::pb::{
 };
 use prost::{Message, Name};
 
+
 pub(crate) use self::{
     cluster::Cluster, endpoint::EndpointConfig, listener::Listener, route::RouteConfig,
 };
@@ -341,11 +342,5 @@ pub(crate) fn config_source_is_ads(source: &core::ConfigSource) -> bool {
     )
 }
 
-/// Encodes a message into an `Any` (tests and the fake control plane).
 #[cfg(test)]
-pub(crate) fn to_any<M: Message + Name>(m: &M) -> Any {
-    Any {
-        type_url: M::type_url(),
-        value: m.encode_to_vec(),
-    }
-}
+mod tests;
