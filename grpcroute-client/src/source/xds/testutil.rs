@@ -4,13 +4,20 @@ use envoy_types::pb::{
     envoy::{
         config::{
             cluster::v3::{
-                Cluster, cluster::{ClusterDiscoveryType, CustomClusterType, DiscoveryType, EdsClusterConfig},
+                Cluster,
+                cluster::{
+                    ClusterDiscoveryType, CustomClusterType, DiscoveryType, EdsClusterConfig,
+                },
             },
             core::v3::{
-                Address, AggregatedConfigSource, ConfigSource, HealthStatus, Locality, SocketAddress,
-                address, config_source::ConfigSourceSpecifier, socket_address::PortSpecifier,
+                Address, AggregatedConfigSource, ConfigSource, HealthStatus, Locality,
+                SocketAddress, address, config_source::ConfigSourceSpecifier,
+                socket_address::PortSpecifier,
             },
-            endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier},
+            endpoint::v3::{
+                ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+                lb_endpoint::HostIdentifier,
+            },
             listener::v3::{ApiListener, Listener},
             route::v3::{
                 Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
@@ -23,8 +30,8 @@ use envoy_types::pb::{
             filters::{
                 http::router::v3::Router,
                 network::http_connection_manager::v3::{
-                    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier,
-                    http_filter::ConfigType,
+                    HttpConnectionManager, HttpFilter, Rds,
+                    http_connection_manager::RouteSpecifier, http_filter::ConfigType,
                 },
             },
         },
@@ -216,7 +223,12 @@ pub(crate) fn lb_endpoint(ip: &str, port: u32, health: HealthStatus) -> LbEndpoi
 }
 
 /// A locality entry.
-pub(crate) fn locality(zone: &str, priority: u32, weight: Option<u32>, endpoints: Vec<LbEndpoint>) -> LocalityLbEndpoints {
+pub(crate) fn locality(
+    zone: &str,
+    priority: u32,
+    weight: Option<u32>,
+    endpoints: Vec<LbEndpoint>,
+) -> LocalityLbEndpoints {
     LocalityLbEndpoints {
         locality: Some(Locality {
             region: "r".into(),
@@ -248,7 +260,12 @@ pub(crate) fn cla(name: &str, addrs: &[(&str, u32)]) -> ClusterLoadAssignment {
 }
 
 /// A DiscoveryResponse.
-pub(crate) fn response(ty: ResourceType, version: &str, nonce: &str, resources: Vec<Any>) -> DiscoveryResponse {
+pub(crate) fn response(
+    ty: ResourceType,
+    version: &str,
+    nonce: &str,
+    resources: Vec<Any>,
+) -> DiscoveryResponse {
     DiscoveryResponse {
         version_info: version.into(),
         resources,

@@ -1,7 +1,7 @@
 //! The seam between the ADS worker and the network: one bidirectional ADS stream at a time.
 //!
 //! Production uses [`TonicTransport`]; tests script the server with
-//! [`fake::FakeTransport`].
+//! `fake::FakeTransport` (tests only).
 
 use std::{future::Future, pin::Pin, time::Duration};
 
@@ -99,9 +99,11 @@ pub(crate) mod fake {
     //! [`FakeStream`] to read requests from and write responses to.
 
     use std::sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     };
+
+    use tokio::time::Instant;
 
     use super::*;
 
@@ -110,6 +112,7 @@ pub(crate) mod fake {
     pub(crate) struct FakeTransport {
         streams: mpsc::UnboundedSender<FakeStream>,
         refuse: Arc<AtomicBool>,
+        attempts: Arc<Mutex<Vec<Instant>>>,
     }
 
     /// The server side of one stream.
@@ -128,6 +131,7 @@ pub(crate) mod fake {
         /// Streams opened by the client, in order.
         pub(crate) streams: mpsc::UnboundedReceiver<FakeStream>,
         refuse: Arc<AtomicBool>,
+        attempts: Arc<Mutex<Vec<Instant>>>,
     }
 
     impl FakeServer {
@@ -135,20 +139,28 @@ pub(crate) mod fake {
         pub(crate) fn set_refusing(&self, refuse: bool) {
             self.refuse.store(refuse, Ordering::SeqCst);
         }
+
+        /// When each connection attempt was made.
+        pub(crate) fn attempts(&self) -> Vec<Instant> {
+            self.attempts.lock().unwrap().clone()
+        }
     }
 
     /// A connected transport/server pair.
     pub(crate) fn pair() -> (FakeTransport, FakeServer) {
         let (tx, rx) = mpsc::unbounded_channel();
         let refuse = Arc::new(AtomicBool::new(false));
+        let attempts = Arc::new(Mutex::new(Vec::new()));
         (
             FakeTransport {
                 streams: tx,
                 refuse: refuse.clone(),
+                attempts: attempts.clone(),
             },
             FakeServer {
                 streams: rx,
                 refuse,
+                attempts,
             },
         )
     }
@@ -158,6 +170,7 @@ pub(crate) mod fake {
             &mut self,
             requests: mpsc::UnboundedReceiver<DiscoveryRequest>,
         ) -> BoxFuture<'static, Result<ResponseStream, tonic::Status>> {
+            self.attempts.lock().unwrap().push(Instant::now());
             let refuse = self.refuse.clone();
             let streams = self.streams.clone();
             Box::pin(async move {

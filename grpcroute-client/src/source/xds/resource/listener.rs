@@ -229,10 +229,10 @@ fn http_filters(v: &mut Validator, filters: &[HttpFilter]) -> Vec<HttpFilterSumm
 
 /// The type URL of a filter config, looking inside a TypedStruct (A39).
 fn inner_type_url(any: &Any) -> String {
-    if TYPED_STRUCT_URLS.contains(&any.type_url.as_str()) {
-        if let Ok(ts) = TypedStruct::decode(any.value.as_slice()) {
-            return ts.type_url;
-        }
+    if TYPED_STRUCT_URLS.contains(&any.type_url.as_str())
+        && let Ok(ts) = TypedStruct::decode(any.value.as_slice())
+    {
+        return ts.type_url;
     }
     any.type_url.clone()
 }

@@ -31,7 +31,6 @@ use envoy_types::pb::{
 };
 use prost::{Message, Name};
 
-
 pub(crate) use self::{
     cluster::Cluster, endpoint::EndpointConfig, listener::Listener, route::RouteConfig,
 };

@@ -8,19 +8,28 @@ use envoy_types::pb::{
             cluster::v3::{
                 CircuitBreakers, Cluster as ClusterProto, LoadBalancingPolicy, OutlierDetection,
                 circuit_breakers::Thresholds,
-                cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy, LeastRequestLbConfig},
+                cluster::{
+                    ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy, LeastRequestLbConfig,
+                },
                 load_balancing_policy::Policy,
             },
             core::v3::{
-                ApiConfigSource, ConfigSource, HealthStatus, RoutingPriority, RuntimeFractionalPercent,
-                TransportSocket, TypedExtensionConfig, config_source::ConfigSourceSpecifier,
+                ApiConfigSource, ConfigSource, HealthStatus, RoutingPriority,
+                RuntimeFractionalPercent, TransportSocket, TypedExtensionConfig,
+                config_source::ConfigSourceSpecifier,
             },
-            endpoint::v3::{ClusterLoadAssignment, cluster_load_assignment::{Policy as ClaPolicy, policy::DropOverload as DropProto}},
+            endpoint::v3::{
+                ClusterLoadAssignment,
+                cluster_load_assignment::{Policy as ClaPolicy, policy::DropOverload as DropProto},
+            },
             listener::v3::Listener as ListenerProto,
             route::v3::{
                 ClusterSpecifierPlugin, HeaderMatcher as HeaderProto, NonForwardingAction,
-                QueryParameterMatcher, RouteConfiguration, header_matcher::HeaderMatchSpecifier,
-                route::Action, route_action::{ClusterSpecifier, MaxStreamDuration}, route_match::PathSpecifier,
+                QueryParameterMatcher, RouteConfiguration,
+                header_matcher::HeaderMatchSpecifier,
+                route::Action,
+                route_action::{ClusterSpecifier, MaxStreamDuration},
+                route_match::PathSpecifier,
             },
         },
         extensions::{
@@ -28,8 +37,8 @@ use envoy_types::pb::{
                 HttpFilter, Rds, http_connection_manager::RouteSpecifier, http_filter::ConfigType,
             },
             load_balancing_policies::{
-                least_request::v3::LeastRequest, ring_hash::v3::RingHash, round_robin::v3::RoundRobin,
-                wrr_locality::v3::WrrLocality,
+                least_request::v3::LeastRequest, ring_hash::v3::RingHash,
+                round_robin::v3::RoundRobin, wrr_locality::v3::WrrLocality,
             },
         },
         r#type::{
@@ -44,7 +53,9 @@ use super::{
     cluster::{self, ClusterKind, LbPolicyConfig},
     endpoint::{self, EndpointHealth},
     listener::{self, ListenerKind, RouteSource},
-    route::{self, ClusterChoice, DomainPattern, HeaderMatch, PathMatcher, RouteAction, StringMatch},
+    route::{
+        self, ClusterChoice, DomainPattern, HeaderMatch, PathMatcher, RouteAction, StringMatch,
+    },
     *,
 };
 use crate::xds::testutil::*;
@@ -77,7 +88,10 @@ fn decode_dispatches_by_type_and_unwraps_resource_wrapper() {
         type_url: ResourceType::Cluster.type_url(),
         value: vec![0xff, 0xff, 0xff],
     };
-    assert!(matches!(decode(ResourceType::Cluster, &garbage), Err(DecodeError::Protobuf { .. })));
+    assert!(matches!(
+        decode(ResourceType::Cluster, &garbage),
+        Err(DecodeError::Protobuf { .. })
+    ));
 }
 
 // ---------- Listener ----------
@@ -95,7 +109,9 @@ fn listener_rds_and_inline() {
     assert_eq!(hcm_of(&l).routes, RouteSource::Rds("rc".into()));
     assert_eq!(hcm_of(&l).http_filters.len(), 1);
     let l = listener::validate(&listener_inline("svc", route_config("inline", "c1"))).unwrap();
-    let RouteSource::Inline(rc) = &hcm_of(&l).routes else { panic!() };
+    let RouteSource::Inline(rc) = &hcm_of(&l).routes else {
+        panic!()
+    };
     assert_eq!(rc.name, "inline");
 }
 
@@ -105,10 +121,15 @@ fn listener_max_stream_duration_from_hcm() {
         config_source: Some(ads()),
         route_config_name: "rc".into(),
     }));
-    h.common_http_protocol_options = Some(envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions {
-        max_stream_duration: Some(DurationProto { seconds: 3, nanos: 0 }),
-        ..Default::default()
-    });
+    h.common_http_protocol_options = Some(
+        envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions {
+            max_stream_duration: Some(DurationProto {
+                seconds: 3,
+                nanos: 0,
+            }),
+            ..Default::default()
+        },
+    );
     let l = listener::validate(&listener_with("svc", &h)).unwrap();
     assert_eq!(hcm_of(&l).max_stream_duration, Some(Duration::from_secs(3)));
 }
@@ -126,10 +147,12 @@ fn filter(name: &str, type_url: &str, optional: bool) -> HttpFilter {
     HttpFilter {
         name: name.into(),
         is_optional: optional,
-        config_type: Some(ConfigType::TypedConfig(envoy_types::pb::google::protobuf::Any {
-            type_url: type_url.into(),
-            value: vec![],
-        })),
+        config_type: Some(ConfigType::TypedConfig(
+            envoy_types::pb::google::protobuf::Any {
+                type_url: type_url.into(),
+                value: vec![],
+            },
+        )),
         ..HttpFilter::default()
     }
 }
@@ -139,16 +162,25 @@ const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.
 #[test]
 fn http_filter_rules() {
     let e = errors(with_filters(vec![]));
-    assert!(e.contains("api_listener.api_listener.http_filters: expected at least one HTTP filter"), "{e}");
+    assert!(
+        e.contains("api_listener.api_listener.http_filters: expected at least one HTTP filter"),
+        "{e}"
+    );
 
-    let e = errors(with_filters(vec![filter("fault", FAULT, false), router_filter()]));
+    let e = errors(with_filters(vec![
+        filter("fault", FAULT, false),
+        router_filter(),
+    ]));
     assert!(e.contains("http_filters.[0].typed_config: unsupported filter type type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"), "{e}");
 
     // Optional unknown filters are ignored.
     let l = with_filters(vec![filter("fault", FAULT, true), router_filter()]).unwrap();
     assert_eq!(hcm_of(&l).http_filters.len(), 1);
 
-    let e = errors(with_filters(vec![router_filter(), filter("fault", FAULT, true)]));
+    let e = errors(with_filters(vec![
+        router_filter(),
+        filter("fault", FAULT, true),
+    ]));
     assert!(e.contains("must be the last filter"), "{e}");
 
     let e = errors(with_filters(vec![filter("fault", FAULT, true)]));
@@ -173,10 +205,12 @@ fn typed_struct_is_unwrapped_by_inner_type() {
         type_url: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router".into(),
     };
     let mut f = router_filter();
-    f.config_type = Some(ConfigType::TypedConfig(envoy_types::pb::google::protobuf::Any {
-        type_url: "type.googleapis.com/xds.type.v3.TypedStruct".into(),
-        value: ts.encode_to_vec(),
-    }));
+    f.config_type = Some(ConfigType::TypedConfig(
+        envoy_types::pb::google::protobuf::Any {
+            type_url: "type.googleapis.com/xds.type.v3.TypedStruct".into(),
+            value: ts.encode_to_vec(),
+        },
+    ));
     let l = with_filters(vec![f]).unwrap();
     assert_eq!(
         hcm_of(&l).http_filters[0].type_url,
@@ -188,13 +222,18 @@ fn typed_struct_is_unwrapped_by_inner_type() {
 fn listener_shapes() {
     let mut h = hcm(RouteSpecifier::Rds(Rds {
         config_source: Some(ConfigSource {
-            config_source_specifier: Some(ConfigSourceSpecifier::ApiConfigSource(ApiConfigSource::default())),
+            config_source_specifier: Some(ConfigSourceSpecifier::ApiConfigSource(
+                ApiConfigSource::default(),
+            )),
             ..Default::default()
         }),
         route_config_name: "rc".into(),
     }));
     let e = errors(listener::validate(&listener_with("svc", &h)));
-    assert!(e.contains("api_listener.api_listener.rds.config_source: ConfigSource is not ADS or self"), "{e}");
+    assert!(
+        e.contains("api_listener.api_listener.rds.config_source: ConfigSource is not ADS or self"),
+        "{e}"
+    );
     h.route_specifier = None;
     let e = errors(listener::validate(&listener_with("svc", &h)));
     assert!(e.contains("neither rds nor route_config"), "{e}");
@@ -204,7 +243,10 @@ fn listener_shapes() {
         address: Some(socket("0.0.0.0", 8080)),
         ..ListenerProto::default()
     };
-    assert_eq!(listener::validate(&socket).unwrap().kind, ListenerKind::Socket);
+    assert_eq!(
+        listener::validate(&socket).unwrap().kind,
+        ListenerKind::Socket
+    );
     let e = errors(listener::validate(&ListenerProto {
         name: "x".into(),
         ..ListenerProto::default()
@@ -225,7 +267,9 @@ fn inline_route_config_errors_carry_the_path() {
 
 // ---------- RouteConfiguration ----------
 
-fn rc_with_routes(routes: Vec<envoy_types::pb::envoy::config::route::v3::Route>) -> RouteConfiguration {
+fn rc_with_routes(
+    routes: Vec<envoy_types::pb::envoy::config::route::v3::Route>,
+) -> RouteConfiguration {
     route_config_with("rc", vec![vhost("vh", &["*"], routes)])
 }
 
@@ -236,9 +280,18 @@ fn only_vh(rc: &RouteConfiguration) -> Arc<route::VirtualHost> {
 
 #[test]
 fn domain_patterns() {
-    assert_eq!(DomainPattern::parse("Foo.COM"), Some(DomainPattern::Exact("foo.com".into())));
-    assert_eq!(DomainPattern::parse("*.foo.com"), Some(DomainPattern::Suffix(".foo.com".into())));
-    assert_eq!(DomainPattern::parse("foo.*"), Some(DomainPattern::Prefix("foo.".into())));
+    assert_eq!(
+        DomainPattern::parse("Foo.COM"),
+        Some(DomainPattern::Exact("foo.com".into()))
+    );
+    assert_eq!(
+        DomainPattern::parse("*.foo.com"),
+        Some(DomainPattern::Suffix(".foo.com".into()))
+    );
+    assert_eq!(
+        DomainPattern::parse("foo.*"),
+        Some(DomainPattern::Prefix("foo.".into()))
+    );
     assert_eq!(DomainPattern::parse("*"), Some(DomainPattern::Universal));
     for bad in ["", "a*b", "*a*", "**"] {
         assert_eq!(DomainPattern::parse(bad), None, "{bad}");
@@ -258,7 +311,10 @@ fn regex_errors_name_the_route_and_field() {
     }));
     let rc = rc_with_routes(vec![route_prefix("/a", "c"), route_prefix("/b", "c"), bad]);
     let e = errors(route::validate(&rc));
-    assert!(e.starts_with("[virtual_hosts[0].routes[2].match.safe_regex: invalid regex: "), "{e}");
+    assert!(
+        e.starts_with("[virtual_hosts[0].routes[2].match.safe_regex: invalid regex: "),
+        "{e}"
+    );
 }
 
 #[test]
@@ -272,7 +328,10 @@ fn every_error_of_a_resource_is_reported() {
     let fields: Vec<_> = e.0.iter().map(|f| f.field.as_str()).collect();
     assert_eq!(
         fields,
-        ["virtual_hosts[0].routes[0].match.path_specifier", "virtual_hosts[0].routes[1].route.cluster"]
+        [
+            "virtual_hosts[0].routes[0].match.path_specifier",
+            "virtual_hosts[0].routes[1].route.cluster"
+        ]
     );
 }
 
@@ -311,33 +370,60 @@ fn query_parameters_skip_the_route_but_keep_indexes() {
 #[test]
 fn cluster_specifiers() {
     let mut header = route_prefix("", "a");
-    let Some(Action::Route(a)) = &mut header.action else { panic!() };
+    let Some(Action::Route(a)) = &mut header.action else {
+        panic!()
+    };
     a.cluster_specifier = Some(ClusterSpecifier::ClusterHeader("x-cluster".into()));
     let mut nf = route_prefix("", "a");
     nf.action = Some(Action::NonForwardingAction(NonForwardingAction::default()));
-    let vh = only_vh(&rc_with_routes(vec![header, nf, route_weighted(&[("a", 0), ("b", 3), ("c", 1)])]));
+    let vh = only_vh(&rc_with_routes(vec![
+        header,
+        nf,
+        route_weighted(&[("a", 0), ("b", 3), ("c", 1)]),
+    ]));
     // cluster_header: skipped; non-forwarding: kept.
     assert_eq!(vh.routes.len(), 2);
     assert_eq!(vh.routes[0].action, RouteAction::NonForwarding);
-    let RouteAction::Forward(f) = &vh.routes[1].action else { panic!() };
-    let ClusterChoice::Weighted { clusters, total } = &f.clusters else { panic!() };
+    let RouteAction::Forward(f) = &vh.routes[1].action else {
+        panic!()
+    };
+    let ClusterChoice::Weighted { clusters, total } = &f.clusters else {
+        panic!()
+    };
     assert_eq!(*total, 4);
-    assert_eq!(clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+    assert_eq!(
+        clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["b", "c"]
+    );
 
-    let e = errors(route::validate(&rc_with_routes(vec![route_weighted(&[("a", 0), ("b", 0)])])));
-    assert_eq!(e, "[virtual_hosts[0].routes[0].route.weighted_clusters.clusters: sum of weights is 0]");
-    let e = errors(route::validate(&rc_with_routes(vec![route_weighted(&[("a", u32::MAX), ("b", 1)])])));
+    let e = errors(route::validate(&rc_with_routes(vec![route_weighted(&[
+        ("a", 0),
+        ("b", 0),
+    ])])));
+    assert_eq!(
+        e,
+        "[virtual_hosts[0].routes[0].route.weighted_clusters.clusters: sum of weights is 0]"
+    );
+    let e = errors(route::validate(&rc_with_routes(vec![route_weighted(&[
+        ("a", u32::MAX),
+        ("b", 1),
+    ])])));
     assert!(e.contains("exceeds uint32 max"), "{e}");
 }
 
 #[test]
 fn cluster_specifier_plugins() {
     let mut r = route_prefix("", "a");
-    let Some(Action::Route(a)) = &mut r.action else { panic!() };
+    let Some(Action::Route(a)) = &mut r.action else {
+        panic!()
+    };
     a.cluster_specifier = Some(ClusterSpecifier::ClusterSpecifierPlugin("rls".into()));
     let mut rc = rc_with_routes(vec![r, route_prefix("", "b")]);
     let e = errors(route::validate(&rc));
-    assert!(e.contains("unknown cluster specifier plugin name \"rls\""), "{e}");
+    assert!(
+        e.contains("unknown cluster specifier plugin name \"rls\""),
+        "{e}"
+    );
     rc.cluster_specifier_plugins = vec![ClusterSpecifierPlugin {
         extension: Some(TypedExtensionConfig {
             name: "rls".into(),
@@ -370,7 +456,10 @@ fn header_matchers_validate_and_normalize() {
         },
         HeaderProto {
             name: "x-range".into(),
-            header_match_specifier: Some(HeaderMatchSpecifier::RangeMatch(Int64Range { start: 10, end: 20 })),
+            header_match_specifier: Some(HeaderMatchSpecifier::RangeMatch(Int64Range {
+                start: 10,
+                end: 20,
+            })),
             ..Default::default()
         },
     ];
@@ -399,11 +488,17 @@ fn header_matchers_validate_and_normalize() {
     let mut bad = route_prefix("", "c");
     bad.r#match.as_mut().unwrap().headers = vec![HeaderProto {
         name: "x".into(),
-        header_match_specifier: Some(HeaderMatchSpecifier::RangeMatch(Int64Range { start: 5, end: 1 })),
+        header_match_specifier: Some(HeaderMatchSpecifier::RangeMatch(Int64Range {
+            start: 5,
+            end: 1,
+        })),
         ..Default::default()
     }];
     let e = errors(route::validate(&rc_with_routes(vec![bad])));
-    assert_eq!(e, "[virtual_hosts[0].routes[0].match.headers[0].range_match: start must not be greater than end]");
+    assert_eq!(
+        e,
+        "[virtual_hosts[0].routes[0].match.headers[0].range_match: start must not be greater than end]"
+    );
 }
 
 #[test]
@@ -431,19 +526,34 @@ fn runtime_fraction_is_normalized_to_per_million() {
 #[test]
 fn max_stream_duration_and_timeout_header_max() {
     let mut r = route_prefix("", "c");
-    let Some(Action::Route(a)) = &mut r.action else { panic!() };
+    let Some(Action::Route(a)) = &mut r.action else {
+        panic!()
+    };
     a.max_stream_duration = Some(MaxStreamDuration {
-        max_stream_duration: Some(DurationProto { seconds: 3, nanos: 500_000_000 }),
-        grpc_timeout_header_max: Some(DurationProto { seconds: 0, nanos: 0 }),
+        max_stream_duration: Some(DurationProto {
+            seconds: 3,
+            nanos: 500_000_000,
+        }),
+        grpc_timeout_header_max: Some(DurationProto {
+            seconds: 0,
+            nanos: 0,
+        }),
         grpc_timeout_header_offset: None,
     });
     let vh = only_vh(&rc_with_routes(vec![r.clone()]));
-    let RouteAction::Forward(f) = &vh.routes[0].action else { panic!() };
+    let RouteAction::Forward(f) = &vh.routes[0].action else {
+        panic!()
+    };
     assert_eq!(f.max_stream_duration, Some(Duration::from_millis(3500)));
     assert_eq!(f.grpc_timeout_header_max, Some(Duration::ZERO));
 
-    let Some(Action::Route(a)) = &mut r.action else { panic!() };
-    a.max_stream_duration.as_mut().unwrap().max_stream_duration = Some(DurationProto { seconds: -1, nanos: 0 });
+    let Some(Action::Route(a)) = &mut r.action else {
+        panic!()
+    };
+    a.max_stream_duration.as_mut().unwrap().max_stream_duration = Some(DurationProto {
+        seconds: -1,
+        nanos: 0,
+    });
     let e = errors(route::validate(&rc_with_routes(vec![r])));
     assert_eq!(
         e,
@@ -456,14 +566,26 @@ fn max_stream_duration_and_timeout_header_max() {
 #[test]
 fn eds_cluster_and_service_name() {
     let c = cluster::validate(&cluster_eds("c1")).unwrap();
-    assert_eq!(c.kind, ClusterKind::Eds { eds_service_name: "c1".into() });
+    assert_eq!(
+        c.kind,
+        ClusterKind::Eds {
+            eds_service_name: "c1".into()
+        }
+    );
     assert_eq!(c.lb_policy, LbPolicyConfig::RoundRobin);
     assert_eq!(c.max_requests, 1024);
     let mut p = cluster_eds("c1");
     p.eds_cluster_config.as_mut().unwrap().service_name = "svc-eds".into();
-    assert_eq!(cluster::validate(&p).unwrap().kind, ClusterKind::Eds { eds_service_name: "svc-eds".into() });
+    assert_eq!(
+        cluster::validate(&p).unwrap().kind,
+        ClusterKind::Eds {
+            eds_service_name: "svc-eds".into()
+        }
+    );
     p.eds_cluster_config.as_mut().unwrap().eds_config = Some(ConfigSource {
-        config_source_specifier: Some(ConfigSourceSpecifier::ApiConfigSource(ApiConfigSource::default())),
+        config_source_specifier: Some(ConfigSourceSpecifier::ApiConfigSource(
+            ApiConfigSource::default(),
+        )),
         ..Default::default()
     });
     assert_eq!(
@@ -475,15 +597,28 @@ fn eds_cluster_and_service_name() {
 #[test]
 fn aggregate_and_logical_dns_and_unsupported_types() {
     let c = cluster::validate(&cluster_aggregate("agg", &["a", "b"])).unwrap();
-    assert_eq!(c.kind, ClusterKind::Aggregate { clusters: vec!["a".into(), "b".into()] });
-    assert!(errors(cluster::validate(&cluster_aggregate("agg", &[]))).contains("typed_config.clusters: must be non-empty"));
+    assert_eq!(
+        c.kind,
+        ClusterKind::Aggregate {
+            clusters: vec!["a".into(), "b".into()]
+        }
+    );
+    assert!(
+        errors(cluster::validate(&cluster_aggregate("agg", &[])))
+            .contains("typed_config.clusters: must be non-empty")
+    );
 
     let mut dns = ClusterProto {
         name: "dns".into(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::LogicalDns as i32)),
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: "dns".into(),
-            endpoints: vec![locality("z", 0, None, vec![lb_endpoint("example.com", 443, HealthStatus::Unknown)])],
+            endpoints: vec![locality(
+                "z",
+                0,
+                None,
+                vec![lb_endpoint("example.com", 443, HealthStatus::Unknown)],
+            )],
             ..Default::default()
         }),
         ..Default::default()
@@ -502,24 +637,36 @@ fn aggregate_and_logical_dns_and_unsupported_types() {
 
     let mut stat = cluster_eds("s");
     stat.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
-    assert_eq!(errors(cluster::validate(&stat)), "[type: unsupported cluster discovery type STATIC]");
+    assert_eq!(
+        errors(cluster::validate(&stat)),
+        "[type: unsupported cluster discovery type STATIC]"
+    );
 }
 
 #[test]
 fn lb_policy_field() {
     let mut c = cluster_eds("c");
     c.lb_policy = LbPolicy::RingHash as i32;
-    assert_eq!(errors(cluster::validate(&c)), "[lb_policy: RING_HASH is not supported by this client]");
+    assert_eq!(
+        errors(cluster::validate(&c)),
+        "[lb_policy: RING_HASH is not supported by this client]"
+    );
     c.lb_policy = LbPolicy::Maglev as i32;
     assert!(errors(cluster::validate(&c)).contains("LB policy MAGLEV is not supported"));
     c.lb_policy = LbPolicy::LeastRequest as i32;
-    assert_eq!(cluster::validate(&c).unwrap().lb_policy, LbPolicyConfig::LeastRequest { choice_count: 2 });
+    assert_eq!(
+        cluster::validate(&c).unwrap().lb_policy,
+        LbPolicyConfig::LeastRequest { choice_count: 2 }
+    );
     for (given, want) in [(1, 2), (5, 5), (50, 10)] {
         c.lb_config = Some(LbConfig::LeastRequestLbConfig(LeastRequestLbConfig {
             choice_count: Some(UInt32Value { value: given }),
             ..Default::default()
         }));
-        assert_eq!(cluster::validate(&c).unwrap().lb_policy, LbPolicyConfig::LeastRequest { choice_count: want });
+        assert_eq!(
+            cluster::validate(&c).unwrap().lb_policy,
+            LbPolicyConfig::LeastRequest { choice_count: want }
+        );
     }
 }
 
@@ -537,9 +684,15 @@ fn load_balancing_policy_takes_precedence_and_picks_first_supported() {
     let mut c = cluster_eds("c");
     c.lb_policy = LbPolicy::RingHash as i32; // ignored: load_balancing_policy wins (A52)
     c.load_balancing_policy = Some(LoadBalancingPolicy {
-        policies: vec![policy_of(&RingHash::default()), policy_of(&RoundRobin::default())],
+        policies: vec![
+            policy_of(&RingHash::default()),
+            policy_of(&RoundRobin::default()),
+        ],
     });
-    assert_eq!(cluster::validate(&c).unwrap().lb_policy, LbPolicyConfig::RoundRobin);
+    assert_eq!(
+        cluster::validate(&c).unwrap().lb_policy,
+        LbPolicyConfig::RoundRobin
+    );
 
     c.load_balancing_policy = Some(LoadBalancingPolicy {
         policies: vec![policy_of(&WrrLocality {
@@ -551,13 +704,19 @@ fn load_balancing_policy_takes_precedence_and_picks_first_supported() {
             }),
         })],
     });
-    assert_eq!(cluster::validate(&c).unwrap().lb_policy, LbPolicyConfig::LeastRequest { choice_count: 3 });
+    assert_eq!(
+        cluster::validate(&c).unwrap().lb_policy,
+        LbPolicyConfig::LeastRequest { choice_count: 3 }
+    );
 
     c.load_balancing_policy = Some(LoadBalancingPolicy {
         policies: vec![policy_of(&RingHash::default())],
     });
     let e = errors(cluster::validate(&c));
-    assert!(e.contains("load_balancing_policy: no supported load balancing policy config found"), "{e}");
+    assert!(
+        e.contains("load_balancing_policy: no supported load balancing policy config found"),
+        "{e}"
+    );
     assert!(e.contains("ring hash is not supported"), "{e}");
 }
 
@@ -599,8 +758,19 @@ fn outlier_detection_defaults_and_validation() {
     assert_eq!(od.max_ejection_time, Duration::from_secs(300));
     assert_eq!(od.max_ejection_percent, 10);
     let sr = od.success_rate.unwrap();
-    assert_eq!((sr.stdev_factor, sr.enforcement_percentage, sr.minimum_hosts, sr.request_volume), (1900, 100, 5, 100));
-    assert!(od.failure_percentage.is_none(), "enforcing_failure_percentage defaults to 0");
+    assert_eq!(
+        (
+            sr.stdev_factor,
+            sr.enforcement_percentage,
+            sr.minimum_hosts,
+            sr.request_volume
+        ),
+        (1900, 100, 5, 100)
+    );
+    assert!(
+        od.failure_percentage.is_none(),
+        "enforcing_failure_percentage defaults to 0"
+    );
 
     c.outlier_detection = Some(OutlierDetection {
         enforcing_success_rate: Some(UInt32Value { value: 0 }),
@@ -610,11 +780,22 @@ fn outlier_detection_defaults_and_validation() {
     let od = cluster::validate(&c).unwrap().outlier_detection.unwrap();
     assert!(od.success_rate.is_none());
     let fp = od.failure_percentage.unwrap();
-    assert_eq!((fp.threshold, fp.enforcement_percentage, fp.minimum_hosts, fp.request_volume), (85, 50, 5, 50));
+    assert_eq!(
+        (
+            fp.threshold,
+            fp.enforcement_percentage,
+            fp.minimum_hosts,
+            fp.request_volume
+        ),
+        (85, 50, 5, 50)
+    );
 
     c.outlier_detection = Some(OutlierDetection {
         max_ejection_percent: Some(UInt32Value { value: 101 }),
-        interval: Some(DurationProto { seconds: -5, nanos: 0 }),
+        interval: Some(DurationProto {
+            seconds: -5,
+            nanos: 0,
+        }),
         ..Default::default()
     });
     let e = errors(cluster::validate(&c));
@@ -628,7 +809,10 @@ fn outlier_detection_defaults_and_validation() {
 fn tls_clusters_are_nacked_for_now() {
     let mut c = cluster_eds("c");
     c.transport_socket = Some(TransportSocket::default());
-    assert_eq!(errors(cluster::validate(&c)), "[transport_socket: TLS clusters are not supported yet]");
+    assert_eq!(
+        errors(cluster::validate(&c)),
+        "[transport_socket: TLS clusters are not supported yet]"
+    );
 }
 
 // ---------- ClusterLoadAssignment ----------
@@ -647,7 +831,12 @@ fn endpoints_priorities_localities_health() {
         ],
     ));
     // Unset weight: the entry is skipped.
-    p.endpoints.push(locality("z3", 0, None, vec![lb_endpoint("10.0.0.9", 80, HealthStatus::Healthy)]));
+    p.endpoints.push(locality(
+        "z3",
+        0,
+        None,
+        vec![lb_endpoint("10.0.0.9", 80, HealthStatus::Healthy)],
+    ));
     p.policy = Some(ClaPolicy {
         drop_overloads: vec![DropProto {
             category: "lb".into(),
@@ -679,8 +868,16 @@ fn endpoint_validation_errors() {
     assert!(errors(endpoint::validate(&gap)).contains("priority 0 is empty but priority 1 is not"));
 
     let mut dup_loc = cla("c", &[("10.0.0.1", 80)]);
-    dup_loc.endpoints.push(locality("z", 0, Some(1), vec![lb_endpoint("10.0.0.2", 80, HealthStatus::Healthy)]));
-    assert_eq!(errors(endpoint::validate(&dup_loc)), "[endpoints[1]: duplicate locality found in priority]");
+    dup_loc.endpoints.push(locality(
+        "z",
+        0,
+        Some(1),
+        vec![lb_endpoint("10.0.0.2", 80, HealthStatus::Healthy)],
+    ));
+    assert_eq!(
+        errors(endpoint::validate(&dup_loc)),
+        "[endpoints[1]: duplicate locality found in priority]"
+    );
 
     let dup_addr = cla("c", &[("10.0.0.1", 80), ("10.0.0.1", 80)]);
     assert_eq!(
