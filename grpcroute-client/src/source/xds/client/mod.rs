@@ -86,6 +86,9 @@ pub(crate) enum StartError {
     /// Loading the bootstrap failed.
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
+    /// Called outside a tokio runtime.
+    #[error("the xDS client must be started inside a tokio runtime")]
+    NoRuntime,
 }
 
 /// A handle to a running xDS client. Cheap to clone; the worker stops when the last
@@ -100,6 +103,7 @@ pub(crate) struct XdsClient {
 impl XdsClient {
     /// Starts a client for `bootstrap` on the current tokio runtime.
     pub(crate) fn start(bootstrap: Bootstrap) -> Result<Self, StartError> {
+        tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let server = bootstrap.server().ok_or(StartError::NoServer)?;
         let transport =
             TonicTransport::new(&server.server_uri).map_err(|source| StartError::BadServerUri {
@@ -119,7 +123,8 @@ impl XdsClient {
         Self::start(Bootstrap::from_env()?)
     }
 
-    /// Starts a client over any transport (tests use a scripted one).
+    /// Starts a client over any transport (tests use a scripted one). Must be called
+    /// inside a tokio runtime.
     pub(crate) fn start_with_transport<T: AdsTransport>(
         bootstrap: &Bootstrap,
         transport: T,

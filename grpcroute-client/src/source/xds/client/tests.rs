@@ -739,6 +739,29 @@ async fn unhealthy_endpoints_and_unknown_types_do_not_disturb() {
     assert!(h.client.connected());
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_worker_stops_when_the_last_handle_drops() {
+    let mut h = start();
+    let mut s = serve_basic(&mut h, &["a"]).await;
+    let snapshots = h.client.snapshots();
+    let clone = h.client.clone();
+    drop(h.client);
+    no_req(&mut s, "a clone still holds the worker").await;
+    assert!(!s.responses.is_closed());
+    drop(clone);
+    let end = timeout(STEP, s.requests.recv())
+        .await
+        .expect("worker did not stop");
+    assert!(end.is_none(), "the request stream ends with the worker");
+    drop(snapshots);
+}
+
+#[test]
+fn start_outside_a_runtime_is_an_error() {
+    let err = XdsClient::start(Bootstrap::new("127.0.0.1:1", "n")).unwrap_err();
+    assert!(matches!(err, StartError::NoRuntime), "{err}");
+}
+
 mod network {
     //! One real-network round trip: the tonic transport against a tiny in-test ADS
     //! server on 127.0.0.1.

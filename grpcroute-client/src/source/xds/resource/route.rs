@@ -243,9 +243,13 @@ pub(crate) enum RouteAction {
 pub(crate) struct ForwardAction {
     /// The cluster(s).
     pub(crate) clusters: ClusterChoice,
-    /// `max_stream_duration.max_stream_duration` (A31); `None` when unset.
+    /// `max_stream_duration.max_stream_duration` (A31); `None` when unset. When
+    /// `grpc_timeout_header_max` is unset this caps the call (0 means no cap), else the
+    /// listener's HCM value applies.
     pub(crate) max_stream_duration: Option<Duration>,
-    /// `max_stream_duration.grpc_timeout_header_max` (A31); `None` when unset.
+    /// `max_stream_duration.grpc_timeout_header_max` (A31); `None` when unset. When set it
+    /// takes precedence over `max_stream_duration` and caps the call's own deadline (0 means
+    /// the caller's deadline alone). The caller's deadline is never exceeded.
     pub(crate) grpc_timeout_header_max: Option<Duration>,
 }
 
