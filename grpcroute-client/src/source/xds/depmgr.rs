@@ -178,7 +178,8 @@ pub(crate) type Wanted = [BTreeSet<String>; 4];
 /// Follows listeners to everything they need; see the module docs.
 #[derive(Debug)]
 pub(crate) struct DependencyManager {
-    listeners: BTreeSet<String>,
+    /// Listener resource name → the authority its virtual host is chosen for.
+    listeners: BTreeMap<String, String>,
     published: Arc<XdsSnapshot>,
     wanted: Wanted,
 }
@@ -192,20 +193,29 @@ impl Default for DependencyManager {
 impl DependencyManager {
     pub(crate) fn new() -> Self {
         Self {
-            listeners: BTreeSet::new(),
+            listeners: BTreeMap::new(),
             published: Arc::new(XdsSnapshot::default()),
             wanted: Wanted::default(),
         }
     }
 
-    /// Adds a listener of interest; `false` if it already was.
+    /// Adds a listener of interest whose virtual host is selected by its own name (the
+    /// `xds:///NAME` case with the default `%s` name template); `false` if it already was.
     pub(crate) fn add_listener(&mut self, name: &str) -> bool {
-        self.listeners.insert(name.to_owned())
+        self.add_listener_with_authority(name, name)
+    }
+
+    /// Adds a listener of interest whose virtual host is selected for `authority` (the
+    /// target, when a name template makes the resource name differ from it).
+    pub(crate) fn add_listener_with_authority(&mut self, name: &str, authority: &str) -> bool {
+        self.listeners
+            .insert(name.to_owned(), authority.to_owned())
+            .is_none()
     }
 
     /// Removes a listener of interest; `false` if it was not one.
     pub(crate) fn remove_listener(&mut self, name: &str) -> bool {
-        self.listeners.remove(name)
+        self.listeners.remove(name).is_some()
     }
 
     /// The last published snapshot.
@@ -230,7 +240,7 @@ impl DependencyManager {
         let prev = Arc::clone(&self.published);
         let mut listeners = BTreeMap::new();
         let mut live_roots: BTreeSet<String> = BTreeSet::new();
-        for name in &self.listeners {
+        for (name, authority) in &self.listeners {
             let prev_ready = match prev.listeners.get(name) {
                 Some(ListenerState::Ready(c)) => Some(c),
                 _ => None,
@@ -245,7 +255,7 @@ impl DependencyManager {
                 }
                 None => ListenerState::Waiting,
             };
-            let state = match ctx.listener(name) {
+            let state = match ctx.listener(name, authority) {
                 Candidate::Ready(config) => {
                     let clusters = config.cluster_names();
                     // Walk every cluster (no short-circuit) so all get subscribed.
@@ -327,7 +337,7 @@ impl Walk<'_> {
         self.wanted[ty.index()].insert(name.to_owned());
     }
 
-    fn listener(&mut self, name: &str) -> Candidate {
+    fn listener(&mut self, name: &str, authority: &str) -> Candidate {
         self.want(ResourceType::Listener, name);
         let listener = match self.cache.lookup(ResourceType::Listener, name) {
             Lookup::Ready(Resource::Listener(l)) => Arc::clone(l),
@@ -358,12 +368,13 @@ impl Walk<'_> {
                 }
             }
         };
-        // A74/A28: the virtual host is chosen here, with the listener name as authority.
-        let Some(vh) = select_virtual_host(&route_config.virtual_hosts, name) else {
+        // A74/A28: the virtual host is chosen here, for the channel's authority (the
+        // listener name unless a name template made them differ).
+        let Some(vh) = select_virtual_host(&route_config.virtual_hosts, authority) else {
             return Candidate::Failed(failure(
                 FailureKind::NoMatchingVirtualHost,
                 format!(
-                    "no virtual host in RouteConfiguration {} matches domain {name}",
+                    "no virtual host in RouteConfiguration {} matches domain {authority}",
                     route_config.name
                 ),
             ));

@@ -42,7 +42,7 @@ pub(crate) const RESOURCE_DOES_NOT_EXIST_TIMEOUT: Duration = Duration::from_secs
 /// Commands from handles to the worker.
 #[derive(Debug)]
 pub(crate) enum Command {
-    WatchListener(String),
+    WatchListener { name: String, authority: String },
     UnwatchListener(String),
 }
 
@@ -155,9 +155,27 @@ impl XdsClient {
         }
     }
 
-    /// Starts following listener `name` (an `xds:///NAME` target's resource name).
+    /// Starts following listener `name` (an `xds:///NAME` target's resource name); its
+    /// virtual host is selected for `name` as the authority.
     pub(crate) fn watch_listener(&self, name: impl Into<String>) {
-        let _ = self.commands.send(Command::WatchListener(name.into()));
+        let name = name.into();
+        let authority = name.clone();
+        let _ = self
+            .commands
+            .send(Command::WatchListener { name, authority });
+    }
+
+    /// Like [`XdsClient::watch_listener`], selecting the virtual host for `authority` (the
+    /// target) when a listener name template (A47) makes the resource name differ.
+    pub(crate) fn watch_listener_with_authority(
+        &self,
+        name: impl Into<String>,
+        authority: impl Into<String>,
+    ) {
+        let _ = self.commands.send(Command::WatchListener {
+            name: name.into(),
+            authority: authority.into(),
+        });
     }
 
     /// Stops following listener `name`; its resources are unsubscribed when no other

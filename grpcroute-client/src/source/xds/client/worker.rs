@@ -245,8 +245,8 @@ impl<T: AdsTransport> Worker<T> {
 
     fn command(&mut self, c: Command) {
         match c {
-            Command::WatchListener(name) => {
-                self.depmgr.add_listener(&name);
+            Command::WatchListener { name, authority } => {
+                self.depmgr.add_listener_with_authority(&name, &authority);
             }
             Command::UnwatchListener(name) => {
                 self.depmgr.remove_listener(&name);

@@ -363,6 +363,40 @@ fn aggregate_depth_limit_and_cycles() {
 }
 
 #[test]
+fn the_virtual_host_is_selected_for_the_authority() {
+    let mut d = DependencyManager::new();
+    let mut f = Fake::default();
+    d.add_listener_with_authority(
+        "xdstp://auth/envoy.config.listener.v3.Listener/svc",
+        "svc:443",
+    );
+    let rc = route_config_with(
+        "rc",
+        vec![
+            vhost("other", &["*"], vec![route_prefix("", "x")]),
+            vhost("mine", &["svc:443"], vec![route_prefix("", "y")]),
+        ],
+    );
+    f.put(
+        LDS,
+        &listener_inline("xdstp://auth/envoy.config.listener.v3.Listener/svc", rc),
+    );
+    complete(&mut f, &["x", "y"]);
+    let s = d.update(&f).unwrap();
+    assert_eq!(
+        ready(&s, "xdstp://auth/envoy.config.listener.v3.Listener/svc")
+            .virtual_host
+            .name,
+        "mine"
+    );
+    assert_eq!(
+        wanted(&d, CDS),
+        ["y"],
+        "only the selected virtual host's clusters"
+    );
+}
+
+#[test]
 fn removing_a_listener_unsubscribes_what_only_it_needed() {
     let mut d = DependencyManager::new();
     let mut f = Fake::default();
