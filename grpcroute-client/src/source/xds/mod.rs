@@ -14,6 +14,22 @@
 //! | [`client`] | [`client::XdsClient`] handle, the ADS worker, cache, transport seam |
 //! | [`depmgr`] | listener → routes → clusters → endpoints, complete snapshots (A74) |
 //!
+//! # What the data plane consumes
+//!
+//! - [`client::XdsClient::start`] (or `start_from_env`), then
+//!   [`client::XdsClient::watch_listener`] per `xds:///NAME` target;
+//! - [`client::XdsClient::snapshots`]: a `watch::Receiver<Arc<XdsSnapshot>>`. Each
+//!   [`depmgr::XdsSnapshot`] maps listener names to [`depmgr::ListenerState`] (`Waiting`,
+//!   `Ready(Arc<ListenerConfig>)`, `Failed`) and cluster names to
+//!   [`depmgr::ClusterState`]; unchanged parts keep their `Arc` (compare with
+//!   `Arc::ptr_eq`);
+//! - per call, on the listener's `virtual_host`: [`routing::select_route`] (path, headers
+//!   as [`routing::RequestHeaders`], an injected random source for `runtime_fraction`),
+//!   then [`routing::pick_cluster`] with a random `u64`; no route or a non-forwarding
+//!   action fails `UNAVAILABLE` (A28);
+//! - [`client::XdsClient::dump`] (CSDS, A40), [`client::XdsClient::metrics`] (A78),
+//!   [`client::XdsClient::connected`].
+//!
 //! # Why not the `xds-client` crate
 //!
 //! `xds-client =0.1.0-alpha.4` (grpc/grpc-rust) was the candidate. Reading its source

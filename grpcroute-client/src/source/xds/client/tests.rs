@@ -14,17 +14,17 @@ use envoy_types::pb::{
 };
 use tokio::{sync::watch, time::timeout};
 
-use super::{
-    transport::fake::{self, FakeServer, FakeStream},
-    *,
-};
-use crate::xds::{
+use super::super::{
     depmgr::{ClusterState, FailureKind, ListenerState, XdsSnapshot},
     resource::ResourceType::{
         self, Cluster as CDS, ClusterLoadAssignment as EDS, Listener as LDS,
         RouteConfiguration as RDS,
     },
     testutil::*,
+};
+use super::{
+    transport::fake::{self, FakeServer, FakeStream},
+    *,
 };
 
 const STEP: Duration = Duration::from_secs(1);

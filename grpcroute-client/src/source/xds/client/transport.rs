@@ -78,6 +78,8 @@ impl AdsTransport for TonicTransport {
             let channel = endpoint.connect().await.map_err(|e| {
                 tonic::Status::unavailable(format!("cannot connect to the xDS server: {e}"))
             })?;
+            // No size limit on responses, as C-core's xDS channel: a SotW response carries
+            // every resource of a type and can be large.
             let mut client = AggregatedDiscoveryServiceClient::new(channel)
                 .max_decoding_message_size(usize::MAX);
             let outbound = futures_util::stream::poll_fn(move |cx| requests.poll_recv(cx));

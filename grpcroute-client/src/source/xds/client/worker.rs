@@ -24,15 +24,15 @@ use tokio::{
     time::Instant,
 };
 
+use super::super::{
+    depmgr::{DependencyManager, XdsSnapshot},
+    resource::{self, ResourceType},
+};
 use super::{
     Command, Shared,
     backoff::Backoff,
     cache::{ResourceCache, ResourceStatus},
     transport::{AdsTransport, ResponseStream},
-};
-use crate::xds::{
-    depmgr::{DependencyManager, XdsSnapshot},
-    resource::{self, ResourceType},
 };
 
 /// gRPC's `INVALID_ARGUMENT`, the code of a NACK's `error_detail`.

@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use super::*;
-use crate::xds::{
+use super::super::{
     client::cache::{Lookup, LookupFailure, ResourceLookup},
     resource::{self, Resource, ResourceType},
     testutil::*,
 };
+use super::*;
 
 #[derive(Default)]
 struct Fake {

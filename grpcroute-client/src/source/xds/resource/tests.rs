@@ -49,6 +49,7 @@ use envoy_types::pb::{
     google::protobuf::{BoolValue, Duration as DurationProto, UInt32Value},
 };
 
+use super::super::testutil::*;
 use super::{
     cluster::{self, ClusterKind, LbPolicyConfig},
     endpoint::{self, EndpointHealth},
@@ -58,7 +59,6 @@ use super::{
     },
     *,
 };
-use crate::xds::testutil::*;
 
 fn errors<T: std::fmt::Debug>(r: Result<T, ValidationErrors>) -> String {
     r.unwrap_err().to_string()

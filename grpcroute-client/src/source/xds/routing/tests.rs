@@ -14,11 +14,11 @@ use envoy_types::pb::envoy::{
 };
 use http::{HeaderMap, HeaderValue};
 
-use super::*;
-use crate::xds::{
+use super::super::{
     resource::route::{self, ClusterChoice, RouteAction, VirtualHost},
     testutil::*,
 };
+use super::*;
 
 fn vhs(domains: &[&[&str]]) -> Vec<Arc<VirtualHost>> {
     let rc = route_config_with(
