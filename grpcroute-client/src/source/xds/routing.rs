@@ -12,11 +12,11 @@
 //! - `runtime_fraction` matches when `random % 1_000_000 < per_million`;
 //! - a header present with an empty value is present (`present_match`).
 
-use std::{borrow::Cow, sync::Arc};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use super::resource::route::{
-    ClusterChoice, DomainPattern, HeaderMatch, HeaderMatcher, PathMatcher, Route, StringMatch,
-    VirtualHost, WeightedCluster,
+    ClusterChoice, DomainPattern, ForwardAction, HeaderMatch, HeaderMatcher, PathMatcher, Route,
+    StringMatch, VirtualHost, WeightedCluster,
 };
 
 /// Request metadata as routing sees it.
@@ -166,9 +166,11 @@ pub(crate) fn header_matches<H: RequestHeaders + ?Sized>(m: &HeaderMatcher, head
         (HeaderMatch::Present(want), v) => v.is_some() == *want,
         (_, None) => return false,
         (HeaderMatch::String(s), Some(v)) => string_matches(s, v),
-        (HeaderMatch::Range { start, end }, Some(v)) => {
-            v.parse::<i64>().is_ok_and(|n| *start <= n && n < *end)
-        }
+        // C-core parses with `SimpleAtoi`, which allows surrounding whitespace.
+        (HeaderMatch::Range { start, end }, Some(v)) => v
+            .trim_ascii()
+            .parse::<i64>()
+            .is_ok_and(|n| *start <= n && n < *end),
     };
     matched != m.invert
 }
@@ -219,6 +221,26 @@ fn contains(s: &str, p: &str, ignore_case: bool) -> bool {
     s.as_bytes()
         .windows(p.len())
         .any(|w| w.eq_ignore_ascii_case(p.as_bytes()))
+}
+
+/// A31: the deadline of a call on a route: the route's `grpc_timeout_header_max` if set,
+/// else its `max_stream_duration`, else the listener's (HCM) `max_stream_duration`, caps
+/// the caller's deadline; a cap of 0 means none. The caller's deadline is never exceeded.
+/// `None`: no deadline.
+pub(crate) fn call_timeout(
+    action: &ForwardAction,
+    hcm_max_stream_duration: Option<Duration>,
+    caller: Option<Duration>,
+) -> Option<Duration> {
+    let cap = action
+        .grpc_timeout_header_max
+        .or(action.max_stream_duration)
+        .or(hcm_max_stream_duration)
+        .filter(|d| !d.is_zero());
+    match (caller, cap) {
+        (Some(a), Some(c)) => Some(a.min(c)),
+        (a, c) => a.or(c),
+    }
 }
 
 /// The cluster a call goes to: the single cluster, or a weighted pick with `random`

@@ -120,12 +120,15 @@ pub(crate) fn validate(proto: &ClusterLoadAssignment) -> Result<EndpointConfig, 
         // envoy.lb.does_not_support_overprovisioning.
         for (i, d) in policy.drop_overloads.iter().enumerate() {
             v.field(format!("policy.drop_overloads[{i}]"), |v| {
-                let per_million = d
-                    .drop_percentage
-                    .as_ref()
-                    .and_then(|p| {
-                        v.field("drop_percentage", |v| fractional_percent_per_million(v, p))
-                    })
+                if d.category.is_empty() {
+                    v.error_at("category", "empty drop category name");
+                }
+                let Some(p) = &d.drop_percentage else {
+                    v.error_at("drop_percentage", "field not present");
+                    return;
+                };
+                let per_million = v
+                    .field("drop_percentage", |v| fractional_percent_per_million(v, p))
                     .unwrap_or(0);
                 drop_overloads.push(DropOverload {
                     category: d.category.clone(),
@@ -153,15 +156,15 @@ fn locality(
         .as_ref()
         .map(|w| w.value)
         .filter(|w| *w > 0)?;
-    let locality = l
-        .locality
-        .as_ref()
-        .map(|x| Locality {
-            region: x.region.clone(),
-            zone: x.zone.clone(),
-            sub_zone: x.sub_zone.clone(),
-        })
-        .unwrap_or_default();
+    let Some(x) = &l.locality else {
+        v.error_at("locality", "field not present");
+        return None;
+    };
+    let locality = Locality {
+        region: x.region.clone(),
+        zone: x.zone.clone(),
+        sub_zone: x.sub_zone.clone(),
+    };
     let mut endpoints = Vec::with_capacity(l.lb_endpoints.len());
     for (i, e) in l.lb_endpoints.iter().enumerate() {
         if let Some(ep) = v.field(format!("lb_endpoints[{i}]"), |v| endpoint(v, e, seen)) {
@@ -176,11 +179,12 @@ fn locality(
 }
 
 fn endpoint(v: &mut Validator, e: &LbEndpoint, seen: &mut HashSet<SocketAddr>) -> Option<Endpoint> {
+    // A27: an entry whose status is not HEALTHY or UNKNOWN is ignored entirely: its
+    // address is neither validated nor counted for duplicates (as in C-core).
     let health = match HealthStatus::try_from(e.health_status) {
-        Ok(HealthStatus::Healthy) => Some(EndpointHealth::Healthy),
-        Ok(HealthStatus::Unknown) => Some(EndpointHealth::Unknown),
-        // A27: any other status: the entry is ignored.
-        _ => None,
+        Ok(HealthStatus::Healthy) => EndpointHealth::Healthy,
+        Ok(HealthStatus::Unknown) => EndpointHealth::Unknown,
+        _ => return None,
     };
     let weight = match &e.load_balancing_weight {
         None => 1,
@@ -226,7 +230,7 @@ fn endpoint(v: &mut Validator, e: &LbEndpoint, seen: &mut HashSet<SocketAddr>) -
         };
         Some(SocketAddr::new(ip, port))
     })?;
-    // A27: unique across the cluster (all priorities and localities), whatever its health.
+    // A27: unique across the cluster (all priorities and localities).
     if !seen.insert(address) {
         v.error(format!("duplicate endpoint address {address}"));
         return None;
@@ -234,6 +238,6 @@ fn endpoint(v: &mut Validator, e: &LbEndpoint, seen: &mut HashSet<SocketAddr>) -
     Some(Endpoint {
         address,
         weight,
-        health: health?,
+        health,
     })
 }

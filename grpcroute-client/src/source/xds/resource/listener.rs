@@ -228,7 +228,7 @@ fn http_filters(v: &mut Validator, filters: &[HttpFilter]) -> Vec<HttpFilterSumm
 }
 
 /// The type URL of a filter config, looking inside a TypedStruct (A39).
-fn inner_type_url(any: &Any) -> String {
+pub(crate) fn inner_type_url(any: &Any) -> String {
     if TYPED_STRUCT_URLS.contains(&any.type_url.as_str())
         && let Ok(ts) = TypedStruct::decode(any.value.as_slice())
     {

@@ -191,8 +191,16 @@ impl Validator {
 
     /// Records an error at the current path.
     pub(crate) fn error(&mut self, message: impl Into<String>) {
+        // `a`, `[0]`, `b` → `a[0].b`.
+        let mut field = String::new();
+        for segment in &self.path {
+            if !field.is_empty() && !segment.starts_with('[') {
+                field.push('.');
+            }
+            field.push_str(segment);
+        }
         self.errors.push(FieldError {
-            field: self.path.join("."),
+            field,
             message: message.into(),
         });
     }

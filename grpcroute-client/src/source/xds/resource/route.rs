@@ -18,7 +18,12 @@ use envoy_types::pb::envoy::{
     },
 };
 
-use super::{ValidationErrors, Validator, duration};
+use std::collections::HashMap;
+
+use envoy_types::pb::{envoy::config::route::v3::FilterConfig, google::protobuf::Any};
+use prost::{Message, Name};
+
+use super::{ValidationErrors, Validator, duration, listener::inner_type_url};
 
 /// Compiled-program size limit for `safe_regex` patterns. RE2 (gRPC's engine) caps memory
 /// the same way; a pattern over the limit is rejected, not truncated.
@@ -345,6 +350,7 @@ fn virtual_host(
             }
         }
     });
+    filter_overrides(v, &proto.typed_per_filter_config);
     let mut routes = Vec::with_capacity(proto.routes.len());
     for (i, r) in proto.routes.iter().enumerate() {
         if let Some(route) = v.field(format!("routes[{i}]"), |v| route(v, i, r, plugins)) {
@@ -375,7 +381,15 @@ fn route(
     if !m.query_parameters.is_empty() {
         return None;
     }
+    // C-core also skips a route whose path matcher can never match a gRPC path
+    // (`/service/method`).
+    match &m.path_specifier {
+        Some(PathSpecifier::Prefix(p)) if !prefix_can_match_grpc_path(p) => return None,
+        Some(PathSpecifier::Path(p)) if !is_grpc_path(p) => return None,
+        _ => {}
+    }
     let matcher = v.field("match", |v| route_match(v, m));
+    filter_overrides(v, &proto.typed_per_filter_config);
     let action = match &proto.action {
         Some(Action::Route(action)) => v.field("route", |v| route_action(v, action, plugins)),
         // Kept: calls on it fail UNAVAILABLE (A28).
@@ -395,6 +409,66 @@ fn route(
         matcher,
         action,
     })
+}
+
+/// Whether a `prefix` can match some `/service/method` path.
+fn prefix_can_match_grpc_path(prefix: &str) -> bool {
+    if prefix.is_empty() {
+        return true;
+    }
+    let Some(rest) = prefix.strip_prefix('/') else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.splitn(3, '/').collect();
+    parts.len() == 1 || (parts.len() == 2 && !parts[0].is_empty())
+}
+
+/// Whether `path` has the form `/service/method` (both non-empty).
+fn is_grpc_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.splitn(3, '/').collect();
+    parts.len() == 2 && !parts[0].is_empty() && !parts[1].is_empty()
+}
+
+/// `typed_per_filter_config` (A39): every override must name a filter type this client
+/// supports, unless wrapped in an optional `FilterConfig`. The only filter here is the
+/// router, which takes no override, so every required override NACKs (C-core rejects
+/// overrides for the router too). Keys are visited in sorted order for stable errors.
+fn filter_overrides(v: &mut Validator, overrides: &HashMap<String, Any>) {
+    if overrides.is_empty() {
+        return;
+    }
+    let mut keys: Vec<&String> = overrides.keys().collect();
+    keys.sort();
+    v.field("typed_per_filter_config", |v| {
+        for key in keys {
+            let any = &overrides[key];
+            v.field(format!("[{key}]"), |v| {
+                if key.is_empty() {
+                    v.error("filter name must be non-empty");
+                }
+                let (inner, optional) = if any.type_url == FilterConfig::type_url() {
+                    match FilterConfig::decode(any.value.as_slice()) {
+                        Ok(fc) => (fc.config.unwrap_or_default(), fc.is_optional),
+                        Err(_) => {
+                            v.error("could not parse FilterConfig");
+                            return;
+                        }
+                    }
+                } else {
+                    (any.clone(), false)
+                };
+                if !optional {
+                    v.error(format!(
+                        "unsupported filter type {}",
+                        inner_type_url(&inner)
+                    ));
+                }
+            });
+        }
+    });
 }
 
 fn route_match(v: &mut Validator, m: &proto::RouteMatch) -> Option<RouteMatch> {
@@ -620,10 +694,8 @@ fn route_action(
             }
         }
         Some(ClusterSpecifier::InlineClusterSpecifierPlugin(_)) => return Some(None),
-        None => {
-            v.error_at("cluster_specifier", "field not present");
-            return None;
-        }
+        // No (known) cluster specifier: C-core ignores the route.
+        None => return Some(None),
     };
     let mut max_stream_duration = None;
     let mut grpc_timeout_header_max = None;
@@ -650,11 +722,15 @@ fn weighted_clusters(v: &mut Validator, w: &proto::WeightedCluster) -> Option<Cl
     let before = v.error_count();
     for (i, c) in w.clusters.iter().enumerate() {
         v.field(format!("clusters[{i}]"), |v| {
+            filter_overrides(v, &c.typed_per_filter_config);
             if c.name.is_empty() {
                 v.error_at("name", "must be non-empty");
                 return;
             }
-            let weight = c.weight.as_ref().map_or(0, |w| w.value);
+            let Some(weight) = c.weight.as_ref().map(|w| w.value) else {
+                v.error_at("weight", "field not present");
+                return;
+            };
             // Zero weights never get picked: drop them (grpc-go, C-core).
             if weight > 0 {
                 total += u64::from(weight);
@@ -669,11 +745,11 @@ fn weighted_clusters(v: &mut Validator, w: &proto::WeightedCluster) -> Option<Cl
         return None;
     }
     if total == 0 {
-        v.error_at("clusters", "sum of weights is 0");
+        v.error("no valid clusters specified (the sum of weights is 0)");
         return None;
     }
     if total > u64::from(u32::MAX) {
-        v.error_at("clusters", "sum of weights exceeds uint32 max");
+        v.error("sum of cluster weights exceeds uint32 max");
         return None;
     }
     Some(ClusterChoice::Weighted { clusters, total })

@@ -171,7 +171,7 @@ fn http_filter_rules() {
         filter("fault", FAULT, false),
         router_filter(),
     ]));
-    assert!(e.contains("http_filters.[0].typed_config: unsupported filter type type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"), "{e}");
+    assert!(e.contains("http_filters[0].typed_config: unsupported filter type type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"), "{e}");
 
     // Optional unknown filters are ignored.
     let l = with_filters(vec![filter("fault", FAULT, true), router_filter()]).unwrap();
@@ -260,7 +260,7 @@ fn inline_route_config_errors_carry_the_path() {
     rc.virtual_hosts[0].domains = vec!["a*b".into()];
     let e = errors(listener::validate(&listener_inline("svc", rc)));
     assert!(
-        e.contains("api_listener.api_listener.route_config.virtual_hosts[0].domains.[0]: invalid domain pattern \"a*b\""),
+        e.contains("api_listener.api_listener.route_config.virtual_hosts[0].domains[0]: invalid domain pattern \"a*b\""),
         "{e}"
     );
 }
@@ -402,13 +402,92 @@ fn cluster_specifiers() {
     ])])));
     assert_eq!(
         e,
-        "[virtual_hosts[0].routes[0].route.weighted_clusters.clusters: sum of weights is 0]"
+        "[virtual_hosts[0].routes[0].route.weighted_clusters: no valid clusters specified (the sum of weights is 0)]"
     );
     let e = errors(route::validate(&rc_with_routes(vec![route_weighted(&[
         ("a", u32::MAX),
         ("b", 1),
     ])])));
     assert!(e.contains("exceeds uint32 max"), "{e}");
+}
+
+#[test]
+fn routes_that_cannot_match_a_grpc_path_or_have_no_cluster_specifier_are_skipped() {
+    let mut no_spec = route_prefix("", "a");
+    let Some(Action::Route(a)) = &mut no_spec.action else {
+        panic!()
+    };
+    a.cluster_specifier = None;
+    let path = |p: &str| path_route_proto(PathSpecifier::Path(p.into()));
+    let prefix = |p: &str| path_route_proto(PathSpecifier::Prefix(p.into()));
+    let routes = vec![
+        no_spec,            // 0: skipped
+        prefix("no-slash"), // 1: skipped
+        prefix("/a/b/"),    // 2: skipped (more than two slashes)
+        prefix("//a"),      // 3: skipped
+        path("/svc"),       // 4: skipped
+        path("/svc/"),      // 5: skipped
+        path("//m"),        // 6: skipped
+        prefix("/svc/Met"), // 7
+        prefix("/"),        // 8
+        path("/svc/M"),     // 9
+        prefix("/svc"),     // 10
+    ];
+    let vh = only_vh(&rc_with_routes(routes));
+    assert_eq!(
+        vh.routes.iter().map(|r| r.index).collect::<Vec<_>>(),
+        [7, 8, 9, 10]
+    );
+}
+
+fn path_route_proto(spec: PathSpecifier) -> envoy_types::pb::envoy::config::route::v3::Route {
+    let mut r = route_prefix("", "c");
+    r.r#match.as_mut().unwrap().path_specifier = Some(spec);
+    r
+}
+
+#[test]
+fn weighted_cluster_without_weight_is_invalid() {
+    let mut r = route_weighted(&[("a", 1)]);
+    let Some(Action::Route(a)) = &mut r.action else {
+        panic!()
+    };
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &mut a.cluster_specifier else {
+        panic!()
+    };
+    w.clusters[0].weight = None;
+    assert_eq!(
+        errors(route::validate(&rc_with_routes(vec![r]))),
+        "[virtual_hosts[0].routes[0].route.weighted_clusters.clusters[0].weight: field not present]"
+    );
+}
+
+#[test]
+fn typed_per_filter_config_overrides_need_a_supported_filter_unless_optional() {
+    use envoy_types::pb::envoy::config::route::v3::FilterConfig;
+    let fault = envoy_types::pb::google::protobuf::Any {
+        type_url: FAULT.into(),
+        value: vec![],
+    };
+    let mut r = route_prefix("", "c");
+    r.typed_per_filter_config
+        .insert("envoy.fault".into(), fault.clone());
+    let e = errors(route::validate(&rc_with_routes(vec![r.clone()])));
+    assert_eq!(
+        e,
+        format!(
+            "[virtual_hosts[0].routes[0].typed_per_filter_config[envoy.fault]: unsupported filter type {FAULT}]"
+        )
+    );
+    r.typed_per_filter_config.insert(
+        "envoy.fault".into(),
+        any(&FilterConfig {
+            config: Some(fault),
+            is_optional: true,
+            disabled: false,
+        }),
+    );
+    assert!(route::validate(&rc_with_routes(vec![r])).is_ok());
 }
 
 #[test]
@@ -887,6 +966,41 @@ fn endpoint_validation_errors() {
 
     let host = cla("c", &[("backend.local", 80)]);
     assert!(errors(endpoint::validate(&host)).contains("endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address: not an IPv4 or IPv6 address"));
+
+    // Ignored (unhealthy) entries are not validated nor counted as duplicates (C-core).
+    let mut ignored = cla("c", &[("10.0.0.1", 80)]);
+    ignored.endpoints[0]
+        .lb_endpoints
+        .push(lb_endpoint("10.0.0.1", 80, HealthStatus::Unhealthy));
+    ignored.endpoints[0]
+        .lb_endpoints
+        .push(lb_endpoint("not-an-ip", 80, HealthStatus::Draining));
+    assert_eq!(
+        endpoint::validate(&ignored).unwrap().priorities[0].localities[0]
+            .endpoints
+            .len(),
+        1
+    );
+
+    let mut no_locality = cla("c", &[("10.0.0.1", 80)]);
+    no_locality.endpoints[0].locality = None;
+    assert_eq!(
+        errors(endpoint::validate(&no_locality)),
+        "[endpoints[0].locality: field not present]"
+    );
+
+    let mut drops = cla("c", &[("10.0.0.1", 80)]);
+    drops.policy = Some(ClaPolicy {
+        drop_overloads: vec![DropProto {
+            category: String::new(),
+            drop_percentage: None,
+        }],
+        ..Default::default()
+    });
+    assert_eq!(
+        errors(endpoint::validate(&drops)),
+        "[policy.drop_overloads[0].category: empty drop category name; policy.drop_overloads[0].drop_percentage: field not present]"
+    );
 
     let mut heavy = cla("c", &[("10.0.0.1", 80)]);
     heavy.endpoints[0].load_balancing_weight = Some(UInt32Value { value: u32::MAX });

@@ -540,6 +540,62 @@ fn runtime_fraction_uses_the_injected_random_number() {
 }
 
 #[test]
+fn call_timeout_follows_the_a31_table() {
+    use std::time::Duration;
+    let s = Duration::from_secs;
+    let action = |header_max: Option<u64>, msd: Option<u64>| route::ForwardAction {
+        clusters: ClusterChoice::Single("c".into()),
+        max_stream_duration: msd.map(s),
+        grpc_timeout_header_max: header_max.map(s),
+    };
+    // (app deadline, grpc_timeout_header_max, max_stream_duration) -> effective
+    let table = [
+        (None, None, None, None),
+        (None, None, Some(0), None),
+        (None, None, Some(10), Some(10)),
+        (None, Some(0), Some(10), None),
+        (None, Some(10), Some(30), Some(10)),
+        (Some(20), None, None, Some(20)),
+        (Some(20), None, Some(0), Some(20)),
+        (Some(20), None, Some(10), Some(10)),
+        (Some(20), Some(0), Some(10), Some(20)),
+        (Some(20), Some(10), None, Some(10)),
+    ];
+    for (app, header_max, msd, want) in table {
+        assert_eq!(
+            call_timeout(&action(header_max, msd), None, app.map(s)),
+            want.map(s),
+            "app {app:?} header_max {header_max:?} msd {msd:?}"
+        );
+    }
+    // The listener's max_stream_duration applies when the route sets neither.
+    assert_eq!(
+        call_timeout(&action(None, None), Some(s(5)), Some(s(20))),
+        Some(s(5))
+    );
+    assert_eq!(
+        call_timeout(&action(None, Some(7)), Some(s(5)), None),
+        Some(s(7))
+    );
+}
+
+#[test]
+fn range_allows_surrounding_whitespace_like_simple_atoi() {
+    let range = hm(
+        "x-n",
+        HeaderMatchSpecifier::RangeMatch(Int64Range {
+            start: 100,
+            end: 200,
+        }),
+        false,
+    );
+    check(&range, &[(&[("x-n", "+150")], true)]);
+    let mut h = HeaderMap::new();
+    h.insert("x-n", HeaderValue::from_static("150 "));
+    assert!(header_matches(&range, &h));
+}
+
+#[test]
 fn weighted_pick_uses_cumulative_weights() {
     let vh = vh_with(vec![route_weighted(&[("a", 20), ("zero", 0), ("b", 80)])]);
     let RouteAction::Forward(f) = &vh.routes[0].action else {
