@@ -100,9 +100,11 @@ pub(crate) struct OutlierDetectionConfig {
     pub(crate) max_ejection_time: Duration,
     /// Percentage of endpoints that may be ejected (default 10, at least one is).
     pub(crate) max_ejection_percent: u32,
-    /// Success-rate ejection, unless `enforcing_success_rate` is 0.
+    /// Success-rate ejection: only when `enforcing_success_rate` is set and non-zero (as
+    /// C-core reads A50; unset means no success-rate ejection).
     pub(crate) success_rate: Option<SuccessRateEjection>,
-    /// Failure-percentage ejection, only when `enforcing_failure_percentage` is non-zero.
+    /// Failure-percentage ejection: only when `enforcing_failure_percentage` is set and
+    /// non-zero.
     pub(crate) failure_percentage: Option<FailurePercentageEjection>,
 }
 
@@ -460,7 +462,7 @@ fn outlier_detection(v: &mut Validator, od: &OutlierDetection) -> Option<Outlier
     };
     let max_ejection_percent = percent(v, "max_ejection_percent", &od.max_ejection_percent, 10);
     let enforcing_success_rate =
-        percent(v, "enforcing_success_rate", &od.enforcing_success_rate, 100);
+        percent(v, "enforcing_success_rate", &od.enforcing_success_rate, 0);
     let failure_threshold = percent(
         v,
         "failure_percentage_threshold",

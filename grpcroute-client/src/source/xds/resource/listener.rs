@@ -152,6 +152,13 @@ fn api_listener(v: &mut Validator, any: &Any) -> Option<ListenerKind> {
             return None;
         }
     };
+    // A41: a client ignores the X-Forwarded-For machinery, so it must be off.
+    if hcm.xff_num_trusted_hops != 0 {
+        v.error_at("xff_num_trusted_hops", "must be zero");
+    }
+    if !hcm.original_ip_detection_extensions.is_empty() {
+        v.error_at("original_ip_detection_extensions", "must be empty");
+    }
     let http_filters = http_filters(v, &hcm.http_filters);
     let max_stream_duration = hcm
         .common_http_protocol_options
@@ -181,26 +188,20 @@ fn http_filters(v: &mut Validator, filters: &[HttpFilter]) -> Vec<HttpFilterSumm
     let mut kept: Vec<HttpFilterSummary> = Vec::new();
     let mut names = std::collections::HashSet::new();
     v.field("http_filters", |v| {
-        if filters.is_empty() {
-            v.error("expected at least one HTTP filter");
-            return;
-        }
+        let before = v.error_count();
         for (i, f) in filters.iter().enumerate() {
             v.field(format!("[{i}]"), |v| {
                 if f.name.is_empty() {
                     v.error_at("name", "empty filter name");
-                } else if !names.insert(f.name.as_str()) {
+                    return;
+                }
+                if !names.insert(f.name.as_str()) {
                     v.error_at("name", format!("duplicate HTTP filter name: {}", f.name));
+                    return;
                 }
                 let type_url = match &f.config_type {
                     Some(ConfigType::TypedConfig(any)) => inner_type_url(any),
-                    Some(ConfigType::ConfigDiscovery(_)) => {
-                        if !f.is_optional {
-                            v.error_at("config_discovery", "filter config discovery is not supported");
-                        }
-                        return;
-                    }
-                    None => {
+                    Some(ConfigType::ConfigDiscovery(_)) | None => {
                         if !f.is_optional {
                             v.error_at("typed_config", "field not present");
                         }
@@ -208,9 +209,6 @@ fn http_filters(v: &mut Validator, filters: &[HttpFilter]) -> Vec<HttpFilterSumm
                     }
                 };
                 if type_url == router {
-                    if i + 1 != filters.len() {
-                        v.error("terminal filter for config type envoy.extensions.filters.http.router.v3.Router must be the last filter in the chain");
-                    }
                     kept.push(HttpFilterSummary {
                         name: f.name.clone(),
                         type_url,
@@ -220,8 +218,14 @@ fn http_filters(v: &mut Validator, filters: &[HttpFilter]) -> Vec<HttpFilterSumm
                 }
             });
         }
-        if kept.last().is_none_or(|last| last.type_url != router) {
-            v.error("the last filter must be the router (envoy.extensions.filters.http.router.v3.Router)");
+        if v.error_count() == before && kept.is_empty() {
+            v.error("expected at least one HTTP filter");
+        }
+        // Among the filters kept (optional unknown ones are dropped first, as C-core
+        // does), only the last may be terminal, and it must be.
+        let last = kept.len().saturating_sub(1);
+        if kept.iter().take(last).any(|f| f.type_url == router) {
+            v.error("terminal filter for config type envoy.extensions.filters.http.router.v3.Router must be the last filter in the chain");
         }
     });
     kept

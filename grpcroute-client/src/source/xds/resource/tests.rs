@@ -177,14 +177,16 @@ fn http_filter_rules() {
     let l = with_filters(vec![filter("fault", FAULT, true), router_filter()]).unwrap();
     assert_eq!(hcm_of(&l).http_filters.len(), 1);
 
-    let e = errors(with_filters(vec![
-        router_filter(),
-        filter("fault", FAULT, true),
-    ]));
-    assert!(e.contains("must be the last filter"), "{e}");
+    // Optional unknown filters are dropped before the position check (C-core).
+    let l = with_filters(vec![router_filter(), filter("fault", FAULT, true)]).unwrap();
+    assert_eq!(hcm_of(&l).http_filters.len(), 1);
+    let mut second = router_filter();
+    second.name = "router2".into();
+    let e = errors(with_filters(vec![router_filter(), second]));
+    assert!(e.contains("http_filters: terminal filter for config type envoy.extensions.filters.http.router.v3.Router must be the last filter"), "{e}");
 
     let e = errors(with_filters(vec![filter("fault", FAULT, true)]));
-    assert!(e.contains("the last filter must be the router"), "{e}");
+    assert!(e.contains("expected at least one HTTP filter"), "{e}");
 
     let mut dup = router_filter();
     dup.name = "x".into();
@@ -215,6 +217,20 @@ fn typed_struct_is_unwrapped_by_inner_type() {
     assert_eq!(
         hcm_of(&l).http_filters[0].type_url,
         "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+    );
+}
+
+#[test]
+fn hcm_must_not_trust_forwarded_headers() {
+    let mut h = hcm(RouteSpecifier::Rds(Rds {
+        config_source: Some(ads()),
+        route_config_name: "rc".into(),
+    }));
+    h.xff_num_trusted_hops = 1;
+    let e = errors(listener::validate(&listener_with("svc", &h)));
+    assert_eq!(
+        e,
+        "[api_listener.api_listener.xff_num_trusted_hops: must be zero]"
     );
 }
 
@@ -836,6 +852,15 @@ fn outlier_detection_defaults_and_validation() {
     assert_eq!(od.base_ejection_time, Duration::from_secs(30));
     assert_eq!(od.max_ejection_time, Duration::from_secs(300));
     assert_eq!(od.max_ejection_percent, 10);
+    assert!(
+        od.success_rate.is_none(),
+        "C-core: only when enforcing_success_rate is set"
+    );
+    c.outlier_detection = Some(OutlierDetection {
+        enforcing_success_rate: Some(UInt32Value { value: 100 }),
+        ..Default::default()
+    });
+    let od = cluster::validate(&c).unwrap().outlier_detection.unwrap();
     let sr = od.success_rate.unwrap();
     assert_eq!(
         (
