@@ -144,6 +144,15 @@ pub(crate) fn validate(proto: &proto::Cluster) -> Result<Cluster, ValidationErro
         .outlier_detection
         .as_ref()
         .and_then(|od| v.field("outlier_detection", |v| outlier_detection(v, od)));
+    // A27: load reporting may only go to the same server (`self`).
+    if let Some(lrs) = &proto.lrs_server
+        && !matches!(
+            lrs.config_source_specifier,
+            Some(envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier::Self_(_))
+        )
+    {
+        v.error_at("lrs_server", "ConfigSource is not self");
+    }
     if proto.transport_socket.is_some() {
         v.error_at("transport_socket", "TLS clusters are not supported yet");
     }

@@ -910,6 +910,21 @@ fn outlier_detection_defaults_and_validation() {
 }
 
 #[test]
+fn lrs_server_must_be_self() {
+    let mut c = cluster_eds("c");
+    c.lrs_server = Some(ads());
+    assert_eq!(
+        errors(cluster::validate(&c)),
+        "[lrs_server: ConfigSource is not self]"
+    );
+    c.lrs_server = Some(ConfigSource {
+        config_source_specifier: Some(ConfigSourceSpecifier::Self_(Default::default())),
+        ..Default::default()
+    });
+    assert!(cluster::validate(&c).is_ok());
+}
+
+#[test]
 fn tls_clusters_are_nacked_for_now() {
     let mut c = cluster_eds("c");
     c.transport_socket = Some(TransportSocket::default());
