@@ -90,10 +90,6 @@ mod snapshot;
 pub mod source;
 mod target;
 mod transport;
-// The xDS client core; the lead moves it under source/ and wires it into the mesh.
-#[cfg(feature = "xds")]
-#[path = "source/xds/mod.rs"]
-pub(crate) mod xds;
 
 pub use self::{
     channel::{Channel, ResponseFuture},

@@ -9,6 +9,8 @@ mod health;
 #[cfg(feature = "kube")]
 mod kube;
 mod manifest_dir;
+#[cfg(feature = "xds")]
+pub(crate) mod xds;
 
 use std::{
     future::Future,
