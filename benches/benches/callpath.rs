@@ -23,7 +23,6 @@ use std::{
     hint::black_box,
     process::ExitCode,
     sync::{Arc, Barrier},
-    time::Instant,
 };
 
 use bytes::Bytes;
@@ -37,6 +36,7 @@ use grpcroute_client::{
     bench_support::{Decider, Rng, call_future_bytes, replay_capture},
 };
 use http::Request;
+use tokio::time::Instant;
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

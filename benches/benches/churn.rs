@@ -11,8 +11,9 @@
 //! - **endpoint churn**: one endpoint of one EndpointSlice changes (its address is swapped),
 //!   applied the way the Kubernetes source applies it (`bench_support::apply_endpoints`:
 //!   `Update::Endpoints` with every slice of the touched Service, validated from the API
-//!   objects as the source validates each event's slice): CPU time of the calling thread
-//!   per change, and a check that no route was compiled;
+//!   objects as the source validates each event's slice): wall time per change, CPU time
+//!   of the calling thread per change (mean over chunks of 100: the kernel's counter moves
+//!   in scheduler ticks), and a check that no route was compiled;
 //! - **the same change through `Mesh::update`** with the whole configuration (what
 //!   `Resources` and `ManifestDir` sources do: validate and compare everything, then update
 //!   only the touched backends);
@@ -72,8 +73,8 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// CPU time of the calling thread, or wall time where the kernel does not say.
 fn thread_time() -> Duration {
     cpu::this_thread().unwrap_or_else(|| {
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        START.get_or_init(std::time::Instant::now).elapsed()
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        START.get_or_init(Instant::now).elapsed()
     })
 }
 
@@ -98,14 +99,14 @@ struct Figures {
     build: Duration,
     bytes: i64,
     rss: i64,
-    /// CPU µs per endpoint change through `apply_endpoints`: conversion + apply.
-    churn_cpu: Vec<f64>,
-    /// Of which validating the slices.
+    /// Mean CPU µs per endpoint change through `apply_endpoints` (validation + apply).
+    churn_cpu: f64,
+    /// Wall µs per change, of which validating the slices.
     churn_convert: Vec<f64>,
     churn_wall: Vec<f64>,
-    /// CPU ms per whole-configuration update with one slice changed.
+    /// Wall ms per whole-configuration update with one slice changed.
     full_endpoint_ms: Vec<f64>,
-    /// CPU ms per whole-configuration update with one route changed.
+    /// Wall ms per whole-configuration update with one route changed.
     full_route_ms: Vec<f64>,
 }
 
@@ -151,33 +152,47 @@ fn measure(
     );
 
     // Endpoint churn through the source's path. Backends are visited in a scattered
-    // order; each change flips the generation of one backend (one endpoint swapped).
+    // order; each change flips the generation of one backend (one endpoint swapped). The
+    // API objects of each event (what the watch delivers) are made beforehand, in chunks,
+    // outside the timing. Wall time is taken per change; CPU time (whose counter moves in
+    // scheduler ticks) over each chunk, and reported as the mean per change.
     let table = table_id(&mesh);
     let mut generation = vec![0u64; cluster.backends];
-    let mut churn_cpu = Vec::with_capacity(changes);
+    let mut churn_cpu_total = Duration::ZERO;
     let mut churn_convert = Vec::with_capacity(changes);
     let mut churn_wall = Vec::with_capacity(changes);
-    for i in 0..changes {
-        let b = (i.wrapping_mul(7919)) % cluster.backends;
-        generation[b] += 1;
-        // The API objects of the event, as the watch delivers them: not part of the cost.
-        let objects = cluster.backend_slices(b, generation[b]);
-        let wall = Instant::now();
-        let t0 = thread_time();
-        let update = EndpointsUpdate::new(&objects);
-        let t1 = thread_time();
-        let report = apply_endpoints(&mesh, update);
-        let t2 = thread_time();
-        churn_wall.push(wall.elapsed().as_secs_f64() * 1e6);
-        churn_cpu.push((t2 - t0).as_secs_f64() * 1e6);
-        churn_convert.push((t1 - t0).as_secs_f64() * 1e6);
-        if (report.endpoints_added, report.endpoints_removed) != (1, 1) {
-            return Err(format!(
-                "change {i}: {} added, {} removed, not 1 and 1",
-                report.endpoints_added, report.endpoints_removed
-            ));
+    const CHUNK: usize = 100;
+    let mut done = 0;
+    while done < changes {
+        let n = CHUNK.min(changes - done);
+        let events: Vec<_> = (done..done + n)
+            .map(|i| {
+                let b = (i.wrapping_mul(7919)) % cluster.backends;
+                generation[b] += 1;
+                cluster.backend_slices(b, generation[b])
+            })
+            .collect();
+        let cpu0 = thread_time();
+        for (k, objects) in events.iter().enumerate() {
+            let wall = Instant::now();
+            let update = EndpointsUpdate::new(objects);
+            let converted = wall.elapsed();
+            let report = apply_endpoints(&mesh, update);
+            churn_wall.push(wall.elapsed().as_secs_f64() * 1e6);
+            churn_convert.push(converted.as_secs_f64() * 1e6);
+            if (report.endpoints_added, report.endpoints_removed) != (1, 1) {
+                return Err(format!(
+                    "change {}: {} added, {} removed, not 1 and 1",
+                    done + k,
+                    report.endpoints_added,
+                    report.endpoints_removed
+                ));
+            }
         }
+        churn_cpu_total += thread_time().saturating_sub(cpu0);
+        done += n;
     }
+    let churn_cpu = churn_cpu_total.as_secs_f64() * 1e6 / changes as f64;
     if !same_table(&mesh, &table) {
         return Err("an endpoint change compiled routes".into());
     }
@@ -196,9 +211,9 @@ fn measure(
         let b = (i * 31 + 3) % cluster.backends;
         generation[b] += 1;
         cluster.set_backend_slices(b, generation[b]);
-        let t0 = thread_time();
+        let t0 = Instant::now();
         let report = mesh.update(&cluster.large.resources);
-        full_endpoint_ms.push((thread_time() - t0).as_secs_f64() * 1e3);
+        full_endpoint_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         if (report.endpoints_added, report.endpoints_removed) != (1, 1) {
             return Err(format!(
                 "whole update {i}: {} added, {} removed",
@@ -215,9 +230,9 @@ fn measure(
     for i in 0..full_updates {
         cluster.change_route(i * 17 + 1, i, u32::try_from(i % 3 + 1).unwrap_or(1));
         let before = table_id(&mesh);
-        let t0 = thread_time();
+        let t0 = Instant::now();
         let report = mesh.update(&cluster.large.resources);
-        full_route_ms.push((thread_time() - t0).as_secs_f64() * 1e3);
+        full_route_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         if report.changes.changed != 1 || same_table(&mesh, &before) {
             return Err(format!("route change {i} was not applied: {report:?}"));
         }
@@ -281,7 +296,7 @@ fn main() -> ExitCode {
         fixtures::SLICE_SIZE
     );
     println!(
-        "- endpoint churn: {changes} changes per configuration, each one endpoint of one slice swapped, applied as the Kubernetes source applies it; CPU of the calling thread (`/proc/thread-self/schedstat`)"
+        "- endpoint churn: {changes} changes per configuration, each one endpoint of one slice swapped, applied as the Kubernetes source applies it; wall time per change, and CPU of the calling thread (`/proc/thread-self/schedstat`) as a mean over chunks of 100 changes"
     );
     println!(
         "- whole-configuration updates (`Mesh::update`): {full_updates} with one slice changed, {full_updates} with one route changed"
@@ -312,30 +327,30 @@ fn main() -> ExitCode {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "### Endpoint change (one endpoint of one EndpointSlice), as the Kubernetes source applies it: µs, median / p90 / p99 / max"
+        "### Endpoint change (one endpoint of one EndpointSlice), as the Kubernetes source applies it: wall µs median / p90 / p99 / max, and mean CPU µs"
     );
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| routes | endpoints | slices | CPU per change | of which validating the slices | wall time |"
+        "| routes | endpoints | slices | wall per change | of which validating the slices | CPU per change (mean) |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     for f in &mut all {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.1} |",
             f.routes,
             f.endpoints,
             f.slices,
-            summary(&mut f.churn_cpu),
+            summary(&mut f.churn_wall),
             summary(&mut f.churn_convert),
-            summary(&mut f.churn_wall)
+            f.churn_cpu
         );
     }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "### Whole-configuration updates (`Mesh::update`), CPU ms per update, median [min–max]"
+        "### Whole-configuration updates (`Mesh::update`), wall ms per update, median [min–max]"
     );
     let _ = writeln!(out);
     let _ = writeln!(
@@ -401,14 +416,15 @@ fn main() -> ExitCode {
             }
         }
     }
-    let worst = all
+    let worst = all.iter().map(|f| f.churn_cpu).fold(0.0, f64::max);
+    let worst_p99 = all
         .iter()
-        .map(|f| percentile(&f.churn_cpu, 0.5).unwrap_or(f64::NAN))
+        .map(|f| percentile(&f.churn_wall, 0.99).unwrap_or(f64::NAN))
         .fold(0.0, f64::max);
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "- target ≤ 1 ms CPU per changed slice: largest median {worst:.1} µs → {}",
+        "- target ≤ 1 ms CPU per changed slice: largest mean {worst:.1} µs CPU (largest p99 wall {worst_p99:.1} µs) → {}",
         if worst <= 1000.0 { "met" } else { "**missed**" }
     );
     let _ = writeln!(out, "- after: {}", Load::now());

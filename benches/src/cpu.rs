@@ -4,7 +4,8 @@
 //! Process figures are `utime + stime` of `/proc/<pid>/stat` (every thread of the process,
 //! including threads that have exited), in clock ticks of 10 ms: over a phase of a few
 //! seconds on two busy CPUs that is a resolution of well under 1 %. The calling thread's
-//! own time comes from `/proc/thread-self/schedstat`, in nanoseconds.
+//! own time comes from `/proc/thread-self/schedstat` (nanoseconds, updated at scheduler
+//! ticks: good for spans of many milliseconds, not for single short operations).
 
 use std::{fs, process::Command, sync::OnceLock, time::Duration};
 
@@ -84,8 +85,9 @@ pub fn processes(pids: &[u32]) -> Duration {
     pids.iter().filter_map(|p| process(*p)).sum()
 }
 
-/// CPU time of the calling thread so far, in nanoseconds resolution
-/// (`/proc/thread-self/schedstat`); `None` where the kernel does not provide it.
+/// CPU time of the calling thread so far (`/proc/thread-self/schedstat`, in nanoseconds,
+/// but brought up to date only at scheduler ticks and switches: time a few ms at least);
+/// `None` where the kernel does not provide it.
 pub fn this_thread() -> Option<Duration> {
     let s = fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
@@ -121,7 +123,7 @@ mod tests {
         let before = this_process();
         let thread_before = this_thread();
         // Burn ~50 ms of CPU.
-        let start = std::time::Instant::now();
+        let start = tokio::time::Instant::now();
         let mut x = 0u64;
         while start.elapsed() < Duration::from_millis(50) {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));

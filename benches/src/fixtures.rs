@@ -385,7 +385,11 @@ fn spare_ip(b: usize) -> IpAddr {
 /// Namespace and name of backend Service `b` (`2f` stable, `2f+1` canary of frontend f).
 fn backend_name(b: usize) -> (String, String) {
     let (ns, name) = frontend_name(b / 2);
-    let kind = if b % 2 == 0 { "stable" } else { "canary" };
+    let kind = if b.is_multiple_of(2) {
+        "stable"
+    } else {
+        "canary"
+    };
     (ns, format!("{name}-{kind}"))
 }
 
