@@ -108,6 +108,17 @@ pub enum CallError {
         /// The last connect error.
         last_error: String,
     },
+    /// The backend already has its limit of calls in flight (xDS circuit breaking,
+    /// `max_requests`); the call is not sent, nor retried. `UNAVAILABLE`.
+    #[error(
+        "backend {backend}: {max_requests} calls in flight, the circuit breaker's limit (max_requests)"
+    )]
+    Overloaded {
+        /// The backend.
+        backend: String,
+        /// Its limit.
+        max_requests: u32,
+    },
     /// The call's deadline passed (its `grpc-timeout`, or the mesh's default timeout) while
     /// the mesh was still working on it. `DEADLINE_EXCEEDED`.
     #[error("deadline of {timeout:?} exceeded while {during}")]
@@ -143,7 +154,8 @@ impl CallError {
             | Self::InvalidBackend { .. }
             | Self::UnsupportedFilter { .. }
             | Self::NoEndpoints { .. }
-            | Self::Unreachable { .. } => Code::Unavailable,
+            | Self::Unreachable { .. }
+            | Self::Overloaded { .. } => Code::Unavailable,
             Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Self::Transport { code, .. } => *code,
         }

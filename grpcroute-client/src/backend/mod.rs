@@ -12,20 +12,26 @@
 pub(crate) mod balance;
 mod endpoints;
 mod registry;
+mod set;
 
 use std::{
+    collections::HashSet,
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
 use arc_swap::ArcSwap;
 
-pub(crate) use self::{endpoints::service_endpoints, registry::Registry};
+pub(crate) use self::{
+    endpoints::service_endpoints,
+    registry::Registry,
+    set::{Balancer, EndpointSet, EndpointsSpec, LocalitySpec, Policy, PrioritySpec},
+};
 pub(crate) use crate::route::BackendKey;
-use crate::transport::{Endpoint, Pool};
+use crate::transport::{CountGuard, Pool};
 
 /// One backend's runtime state. Shared by every table and call that sends there.
 #[derive(Debug)]
@@ -34,6 +40,8 @@ pub(crate) struct Backend {
     label: Arc<str>,
     pool: Arc<Pool>,
     endpoints: ArcSwap<EndpointSet>,
+    /// Calls in flight, for the circuit breaker.
+    in_flight: Arc<AtomicU32>,
     /// Mirrored calls to this backend (RequestMirror).
     pub(crate) mirrors: Arc<MirrorStats>,
 }
@@ -93,29 +101,13 @@ impl Drop for MirrorSlot {
     }
 }
 
-/// The endpoints of a backend at one moment: immutable, replaced whole.
-#[derive(Debug, Default)]
-pub(crate) struct EndpointSet {
-    endpoints: Box<[Arc<Endpoint>]>,
-}
-
-impl EndpointSet {
-    /// Every endpoint, sorted by address.
-    pub(crate) fn all(&self) -> &[Arc<Endpoint>] {
-        &self.endpoints
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
-    }
-}
-
 impl Backend {
     fn new(key: &BackendKey, pool: Arc<Pool>) -> Self {
         Self {
             label: key.to_string().into(),
             pool,
             endpoints: ArcSwap::default(),
+            in_flight: Arc::default(),
             mirrors: Arc::default(),
         }
     }
@@ -130,54 +122,64 @@ impl Backend {
         self.endpoints.load()
     }
 
-    /// Replaces the endpoint set with `addrs` (in any order, duplicates ignored). Endpoints
-    /// the backend keeps keep their connections and load; those it drops are retired once
-    /// no other backend lists them. Returns how many addresses were added and removed.
+    /// Replaces the endpoints with one flat group of `addrs` (a Kubernetes Service port).
     pub(crate) fn set_endpoints(&self, addrs: &[SocketAddr]) -> EndpointsDelta {
-        let mut sorted = addrs.to_vec();
-        sorted.sort();
-        sorted.dedup();
+        self.set_spec(EndpointsSpec::flat(addrs.to_vec()))
+    }
+
+    /// Replaces the endpoint set and policy. Endpoints the backend keeps keep their
+    /// connections and load; those it drops are retired once no other backend lists them.
+    /// Returns how many addresses were added and removed.
+    pub(crate) fn set_spec(&self, spec: EndpointsSpec) -> EndpointsDelta {
         let current = self.endpoints.load_full();
-        if current
-            .endpoints
-            .iter()
-            .map(|e| e.addr())
-            .eq(sorted.iter().copied())
-        {
+        if current.spec == spec {
             return EndpointsDelta::default();
         }
+        let addrs = spec.addrs();
         // Join the new set before leaving the old one, so an address in both never has
         // zero members in between (which would retire it).
-        let joined = self.pool.join_all(&sorted);
-        let added = joined
-            .iter()
-            .filter(|e| {
-                current
-                    .endpoints
-                    .binary_search_by_key(&e.addr(), |c| c.addr())
-                    .is_err()
-            })
-            .count();
-        let removed = current
+        let joined = self.pool.join_all(&addrs);
+        let old: HashSet<SocketAddr> = current.spec.addrs().into_iter().collect();
+        let new: HashSet<SocketAddr> = addrs.iter().copied().collect();
+        let delta = EndpointsDelta {
+            added: new.difference(&old).count(),
+            removed: old.difference(&new).count(),
+        };
+        let previous = self
             .endpoints
-            .iter()
-            .filter(|c| sorted.binary_search(&c.addr()).is_err())
-            .count();
-        self.endpoints.store(Arc::new(EndpointSet {
-            endpoints: joined.into_boxed_slice(),
-        }));
-        for e in current.endpoints.iter() {
-            self.pool.leave(e);
+            .swap(Arc::new(EndpointSet::new(spec, joined)));
+        leave_all(&self.pool, &previous);
+        delta
+    }
+
+    /// A place for one more call, unless the circuit breaker's limit of calls in flight is
+    /// reached (then the limit). The guard holds the place until the call's response ends.
+    pub(crate) fn admit(&self, policy: Policy) -> Result<Option<CountGuard>, u32> {
+        let Some(max) = policy.max_requests else {
+            return Ok(None);
+        };
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| Some(CountGuard::counted(self.in_flight.clone())))
+            .map_err(|_| max)
+    }
+}
+
+/// Leaves every distinct endpoint of `set` once (an address may repeat across localities).
+fn leave_all(pool: &Pool, set: &EndpointSet) {
+    let mut seen = HashSet::new();
+    for e in set.all() {
+        if seen.insert(e.addr()) {
+            pool.leave(e);
         }
-        EndpointsDelta { added, removed }
     }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        for e in self.endpoints.load().endpoints.iter() {
-            self.pool.leave(e);
-        }
+        leave_all(&self.pool, &self.endpoints.load());
     }
 }
 

@@ -9,7 +9,7 @@ use tracing::Span;
 
 use super::Core;
 use crate::{
-    backend::{Backend, balance},
+    backend::Backend,
     deadline::{Deadline, GRPC_TIMEOUT},
     error::CallError,
     series::{CallMeter, status_in_headers},
@@ -48,26 +48,34 @@ pub(crate) async fn send(
     let mut attempts = 0;
     let mut last_error: Option<String> = None;
     let replay = Replay::capture(&mut req);
+    // The circuit breaker (xDS `max_requests`): a call over the limit fails at once and
+    // is not retried (gRFC A32). The place is held until the response ends.
+    let policy = backend.endpoints().policy();
+    let mut admitted = backend
+        .admit(policy)
+        .map_err(|max_requests| CallError::Overloaded {
+            backend: backend.label().to_string(),
+            max_requests,
+        })?;
     loop {
         // Re-read on every attempt: an endpoint update may have replaced the set since the
         // call started (the endpoints it tried may be gone, new ones may have come).
         let set = backend.endpoints();
-        let endpoints = set.all();
-        if endpoints.is_empty() {
+        let Some(first) = set.all().first() else {
             return Err(CallError::NoEndpoints {
                 backend: backend.label().to_string(),
                 via: String::new(),
             });
-        }
-        let now = endpoints[0].now();
+        };
+        let now = first.now();
         let picked = if attempts >= MAX_CONNECT_ATTEMPTS {
             None
         } else {
-            balance::pick(endpoints, now, &mut core.rng.handle(), |i| {
-                tried[..attempts].contains(&Some(endpoints[i].addr()))
+            set.pick(now, &mut core.rng.handle(), |e| {
+                tried[..attempts].contains(&Some(e.addr()))
             })
         };
-        let Some(i) = picked else {
+        let Some(endpoint) = picked.cloned() else {
             return Err(CallError::Unreachable {
                 backend: backend.label().to_string(),
                 attempts,
@@ -76,7 +84,6 @@ pub(crate) async fn send(
                 }),
             });
         };
-        let endpoint = endpoints[i].clone();
         drop(set);
         tried[attempts] = Some(endpoint.addr());
         attempts += 1;
@@ -136,8 +143,12 @@ pub(crate) async fn send(
                         backend.label()
                     ),
                 });
-                return Ok(response
-                    .map(|body| Body::new(ResponseBody::new(body, guard, meter, body_deadline))));
+                let admitted = admitted.take();
+                return Ok(response.map(|body| {
+                    Body::new(
+                        ResponseBody::new(body, guard, meter, body_deadline).holding(admitted),
+                    )
+                }));
             }
             Err(mut error) => {
                 if let Some(unsent) = error.take_message() {

@@ -4,6 +4,8 @@
 
 pub(crate) mod decide;
 pub(crate) mod table;
+#[cfg(feature = "xds")]
+pub(crate) mod xds;
 
 use std::fmt;
 

@@ -17,6 +17,23 @@ use super::Endpoint;
 use crate::deadline::Deadline;
 use crate::series::{Meter, status_in_trailers};
 
+/// Holds one unit of a counter (e.g. a backend's calls in flight) until dropped.
+#[derive(Debug)]
+pub(crate) struct CountGuard(Arc<std::sync::atomic::AtomicU32>);
+
+impl CountGuard {
+    /// A guard for a unit the caller already added to `counter`.
+    pub(crate) fn counted(counter: Arc<std::sync::atomic::AtomicU32>) -> Self {
+        Self(counter)
+    }
+}
+
+impl Drop for CountGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Counts one outstanding call on an endpoint until dropped.
 #[derive(Debug)]
 pub(crate) struct LoadGuard(Arc<Endpoint>);
@@ -52,6 +69,8 @@ pub(crate) struct ResponseBody {
     // drops the body first).
     meter: Option<Meter>,
     deadline: Option<(Pin<Box<Sleep>>, BodyDeadline)>,
+    /// A place the call holds until its response ends (the backend's circuit breaker).
+    held: Option<CountGuard>,
 }
 
 impl ResponseBody {
@@ -66,7 +85,14 @@ impl ResponseBody {
             guard: Some(guard),
             meter,
             deadline: deadline.map(|d| (Box::pin(tokio::time::sleep_until(d.deadline.at())), d)),
+            held: None,
         }
+    }
+
+    /// Holds `guard` until the response ends.
+    pub(crate) fn holding(mut self, guard: Option<CountGuard>) -> Self {
+        self.held = guard;
+        self
     }
 }
 
@@ -94,6 +120,7 @@ impl Body for ResponseBody {
             ));
             this.inner = None;
             this.guard = None;
+            this.held = None;
             if let Some(meter) = this.meter.take() {
                 meter.finish(status.code());
             }
@@ -110,6 +137,7 @@ impl Body for ResponseBody {
             // The stream is over: the call no longer loads the endpoint.
             Poll::Ready(None) => {
                 this.guard.take();
+                this.held.take();
                 this.deadline = None;
                 // Ended without trailers: no status came.
                 if let Some(meter) = this.meter.take() {
@@ -118,6 +146,7 @@ impl Body for ResponseBody {
             }
             Poll::Ready(Some(Err(_))) => {
                 this.guard.take();
+                this.held.take();
                 this.deadline = None;
             }
             Poll::Pending => {}

@@ -21,7 +21,7 @@ use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
 pub(crate) use self::{
-    body::{BodyDeadline, LoadGuard, ResponseBody, status_from_hyper},
+    body::{BodyDeadline, CountGuard, LoadGuard, ResponseBody, status_from_hyper},
     connect::{ConnectError, Connection},
     load::Load,
     replay::{Replay, refused},

@@ -14,7 +14,7 @@
 
 use std::{borrow::Cow, sync::Arc, time::Duration};
 
-use super::resource::route::{
+use crate::model::xds::route::{
     ClusterChoice, DomainPattern, ForwardAction, HeaderMatch, HeaderMatcher, PathMatcher, Route,
     StringMatch, VirtualHost, WeightedCluster,
 };
