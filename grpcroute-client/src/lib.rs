@@ -90,6 +90,8 @@ mod snapshot;
 pub mod source;
 mod target;
 mod transport;
+#[cfg(feature = "xds")]
+pub mod xds;
 
 pub use self::{
     channel::{Channel, ResponseFuture},

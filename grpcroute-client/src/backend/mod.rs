@@ -25,10 +25,12 @@ use std::{
 
 use arc_swap::ArcSwap;
 
+#[cfg(feature = "xds")]
+pub(crate) use self::set::{Balancer, LocalitySpec, PrioritySpec};
 pub(crate) use self::{
     endpoints::service_endpoints,
     registry::Registry,
-    set::{Balancer, EndpointSet, EndpointsSpec, LocalitySpec, Policy, PrioritySpec},
+    set::{EndpointSet, EndpointsSpec, Policy},
 };
 pub(crate) use crate::route::BackendKey;
 use crate::transport::{CountGuard, Pool};
@@ -42,6 +44,9 @@ pub(crate) struct Backend {
     endpoints: ArcSwap<EndpointSet>,
     /// Calls in flight, for the circuit breaker.
     in_flight: Arc<AtomicU32>,
+    /// A task that keeps the endpoints up to date (e.g. DNS resolution), ended with the
+    /// backend.
+    task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
     /// Mirrored calls to this backend (RequestMirror).
     pub(crate) mirrors: Arc<MirrorStats>,
 }
@@ -108,6 +113,7 @@ impl Backend {
             pool,
             endpoints: ArcSwap::default(),
             in_flight: Arc::default(),
+            task: std::sync::Mutex::new(None),
             mirrors: Arc::default(),
         }
     }
@@ -152,6 +158,20 @@ impl Backend {
         delta
     }
 
+    /// Makes `task` the one that keeps this backend's endpoints up to date, ending the
+    /// previous one.
+    #[cfg_attr(not(feature = "xds"), allow(dead_code))]
+    pub(crate) fn replace_task(&self, task: tokio::task::AbortHandle) {
+        let previous = self
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(task);
+        if let Some(previous) = previous {
+            previous.abort();
+        }
+    }
+
     /// A place for one more call, unless the circuit breaker's limit of calls in flight is
     /// reached (then the limit). The guard holds the place until the call's response ends.
     pub(crate) fn admit(&self, policy: Policy) -> Result<Option<CountGuard>, u32> {
@@ -179,6 +199,14 @@ fn leave_all(pool: &Pool, set: &EndpointSet) {
 
 impl Drop for Backend {
     fn drop(&mut self) {
+        if let Some(task) = self
+            .task
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
         leave_all(&self.pool, &self.endpoints.load());
     }
 }

@@ -28,6 +28,7 @@ pub(crate) enum Balancer {
     #[default]
     PeakEwma,
     /// Each usable endpoint in turn (xDS `ROUND_ROBIN`, gRPC's `round_robin`).
+    #[cfg_attr(not(feature = "xds"), allow(dead_code))]
     RoundRobin,
 }
 

@@ -4,6 +4,8 @@
 
 mod health;
 mod shared;
+#[cfg(feature = "xds")]
+mod xds;
 
 use std::{
     sync::{Arc, Mutex},
@@ -58,6 +60,8 @@ pub struct MeshBuilder {
     default_timeout: Option<Duration>,
     mirror_max_in_flight: usize,
     mirror_timeout: Duration,
+    #[cfg(feature = "xds")]
+    xds_bootstrap: Option<crate::xds::Bootstrap>,
     seed: Option<u64>,
     report_routing: bool,
     transport: TransportConfig,
@@ -73,6 +77,8 @@ impl Default for MeshBuilder {
             default_timeout: None,
             mirror_max_in_flight: 64,
             mirror_timeout: Duration::from_secs(10),
+            #[cfg(feature = "xds")]
+            xds_bootstrap: None,
             seed: None,
             report_routing: false,
             transport: TransportConfig::default(),
@@ -140,6 +146,17 @@ impl MeshBuilder {
         self
     }
 
+    /// The xDS bootstrap for `xds:///NAME` channels (gRFC A27). Without one, the first
+    /// such channel reads it from `GRPC_XDS_BOOTSTRAP` (a file) or
+    /// `GRPC_XDS_BOOTSTRAP_CONFIG` (JSON), as gRPC does. The client starts with the first
+    /// `xds:` channel and serves every listener of the mesh over one ADS stream.
+    #[cfg(feature = "xds")]
+    #[must_use]
+    pub fn xds_bootstrap(mut self, bootstrap: crate::xds::Bootstrap) -> Self {
+        self.xds_bootstrap = Some(bootstrap);
+        self
+    }
+
     /// Seeds the random choices (weighted picks, load balancing, mirroring), for
     /// reproducible tests. Unseeded meshes draw their seed from the OS.
     #[must_use]
@@ -202,6 +219,8 @@ impl MeshBuilder {
                 registry: Registry::new(self.transport),
                 state: Mutex::new(UpdateState::default()),
                 tasks: Mutex::new(Vec::new()),
+                #[cfg(feature = "xds")]
+                xds: Mutex::new(xds::XdsSlot::new(self.xds_bootstrap)),
             }),
         }
     }
@@ -241,10 +260,25 @@ impl Mesh {
     /// When `target` is not a Kubernetes Service address.
     pub fn channel(&self, target: &str) -> Result<Channel, TargetError> {
         let parsed = Target::parse(target, &self.shared.core.cluster_domain)?;
+        #[cfg(feature = "xds")]
+        if let crate::target::Host::Listener(name) = &parsed.host {
+            let xds = self
+                .shared
+                .xds_part()
+                .map_err(|e| TargetError::new(target, format!("the xDS client: {e}")))?;
+            let interest: Arc<dyn Send + Sync> = xds.interest(name);
+            return Ok(Channel::new(
+                self.shared.core.clone(),
+                self.shared.clone(),
+                parsed,
+                Some(interest),
+            ));
+        }
         Ok(Channel::new(
             self.shared.core.clone(),
             self.shared.clone(),
             parsed,
+            None,
         ))
     }
 
@@ -330,6 +364,17 @@ impl Mesh {
     /// last error.
     pub fn source_health(&self) -> SourceHealth {
         self.shared.source_health()
+    }
+
+    /// The xDS client's resources and their state (what gRPC's CSDS shows, gRFC A40);
+    /// `None` until an `xds:` channel started the client.
+    #[cfg(feature = "xds")]
+    pub fn xds_config(&self) -> Option<crate::xds::ConfigDump> {
+        let client = self.shared.xds_client()?;
+        Some(crate::xds::ConfigDump {
+            connected: client.connected(),
+            resources: client.dump().iter().map(Into::into).collect(),
+        })
     }
 
     /// The mesh's Prometheus metrics: calls by frontend, route, rule, backend and gRPC

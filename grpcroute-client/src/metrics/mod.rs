@@ -182,18 +182,42 @@ fn encode_calls(view: &dyn MetricsView, encoder: &mut DescriptorEncoder<'_>) -> 
 type Labels = [(&'static str, String); 4];
 
 /// `frontend`, `route`, `rule` and `backend` of a series; empty where they do not apply
-/// (all of them for the unrouted series, `None`).
+/// (all of them for the unrouted series, `None`). For an xDS listener: `frontend` is
+/// `xds:///<listener>`, `route` the route configuration and virtual host
+/// (`<route config>/<virtual host>`), `rule` the route's index in it, `backend` the
+/// cluster.
 fn labels(key: Option<&SeriesKey>) -> Labels {
-    let frontend = key
-        .and_then(|k| k.frontend.as_ref())
-        .map(|(service, port)| format!("{service}:{port}"));
-    let (route, rule) = key
-        .and_then(|k| k.rule.as_ref())
-        .map(|(route, index)| (route.to_string(), index.to_string()))
-        .unzip();
-    let backend = key
-        .and_then(|k| k.backend.as_ref())
-        .map(ToString::to_string);
+    let (frontend, route, rule, backend) = match key {
+        None => (None, None, None, None),
+        Some(SeriesKey::Service(k)) => {
+            let (route, rule) = k
+                .rule
+                .as_ref()
+                .map(|(route, index)| (route.to_string(), index.to_string()))
+                .unzip();
+            (
+                k.frontend
+                    .as_ref()
+                    .map(|(service, port)| format!("{service}:{port}")),
+                route,
+                rule,
+                k.backend.as_ref().map(ToString::to_string),
+            )
+        }
+        Some(SeriesKey::Listener(k)) => {
+            let (route, rule) = k
+                .route
+                .as_ref()
+                .map(|(route, index)| (route.to_string(), index.to_string()))
+                .unzip();
+            (
+                Some(format!("xds:///{}", k.listener)),
+                route,
+                rule,
+                k.cluster.as_ref().map(ToString::to_string),
+            )
+        }
+    };
     let [frontend, route, rule, backend] =
         [frontend, route, rule, backend].map(Option::unwrap_or_default);
     [
