@@ -427,4 +427,9 @@ impl MetricsView for Shared {
     fn endpoint_count(&self) -> usize {
         self.registry.endpoint_count()
     }
+
+    #[cfg(feature = "xds")]
+    fn xds(&self) -> Option<crate::source::xds::XdsClient> {
+        self.xds_client()
+    }
 }
