@@ -94,9 +94,13 @@ mod transport;
 pub mod xds;
 
 pub use self::{
+    backend::accrual::FailureAccrual,
     channel::{Channel, ResponseFuture},
     error::CallError,
-    explain::{BackendExplanation, CallDescription, Explanation, FrontendRef, RouteRef, RuleRef},
+    explain::{
+        BackendExplanation, CallDescription, EjectedEndpoint, Explanation, FrontendRef, RouteRef,
+        RuleRef,
+    },
     layer::{MeshLayer, Routed},
     mesh::{Mesh, MeshBuilder},
     metrics::{Metrics, code_name, serve_metrics},

@@ -9,6 +9,7 @@
 //! (an EndpointSlice, an EDS update) updates that one object in place without compiling
 //! any route. This is linkerd2-proxy's split between policy and its balancer stack.
 
+pub(crate) mod accrual;
 pub(crate) mod balance;
 mod endpoints;
 mod registry;
@@ -33,7 +34,7 @@ pub(crate) use self::{
     set::{EndpointSet, EndpointsSpec, Policy},
 };
 pub(crate) use crate::route::BackendKey;
-use crate::transport::{CountGuard, Pool};
+use crate::transport::{CountGuard, Endpoint, Outcome, OutcomeSink, Pool};
 
 /// One backend's runtime state. Shared by every table and call that sends there.
 #[derive(Debug)]
@@ -44,6 +45,8 @@ pub(crate) struct Backend {
     endpoints: ArcSwap<EndpointSet>,
     /// Calls in flight, for the circuit breaker.
     in_flight: Arc<AtomicU32>,
+    /// Endpoints ejected by failure accrual, ever.
+    ejections: AtomicU64,
     /// A task that keeps the endpoints up to date (e.g. DNS resolution), ended with the
     /// backend.
     task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
@@ -113,6 +116,7 @@ impl Backend {
             pool,
             endpoints: ArcSwap::default(),
             in_flight: Arc::default(),
+            ejections: AtomicU64::new(0),
             task: std::sync::Mutex::new(None),
             mirrors: Arc::default(),
         }
@@ -184,6 +188,82 @@ impl Backend {
             })
             .map(|_| Some(CountGuard::counted(self.in_flight.clone())))
             .map_err(|_| max)
+    }
+}
+
+impl Backend {
+    /// Records how a call to `endpoint` ended, for failure accrual: ejects an endpoint that
+    /// keeps failing (while the backend can spare it) and restores one whose probe succeeds.
+    pub(crate) fn record(&self, endpoint: &Endpoint, outcome: Outcome) {
+        let set = self.endpoints.load();
+        let Some(accrual) = set.policy().accrual else {
+            return;
+        };
+        let now = endpoint.now();
+        let may_eject = || {
+            let mut seen = HashSet::new();
+            let (mut total, mut ejected) = (0, 0);
+            for e in set.all() {
+                if seen.insert(e.addr()) {
+                    total += 1;
+                    // Out, or due for its probe: either way not back yet.
+                    ejected += usize::from(e.health.ejected_until() != 0);
+                }
+            }
+            accrual::may_eject(&accrual, ejected, total)
+        };
+        let jitter = rand::random::<f64>();
+        match accrual::record(&accrual, endpoint, outcome, now, jitter, may_eject) {
+            accrual::Transition::Ejected(d) => {
+                self.ejections.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    backend = %self.label,
+                    endpoint = %endpoint.addr(),
+                    ejected_for = ?d,
+                    ?outcome,
+                    "endpoint ejected: it keeps failing"
+                );
+            }
+            accrual::Transition::Restored => {
+                // Its failures made it look slow; it competes afresh.
+                endpoint.load.forget();
+                tracing::info!(
+                    backend = %self.label,
+                    endpoint = %endpoint.addr(),
+                    "endpoint back in service: its probe call succeeded"
+                );
+            }
+            accrual::Transition::None => {}
+        }
+    }
+
+    /// Endpoints this backend ejected so far.
+    pub(crate) fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// The endpoints ejected now, with how long they stay out.
+    pub(crate) fn ejected(&self) -> Vec<(SocketAddr, std::time::Duration)> {
+        let set = self.endpoints.load();
+        let mut seen = HashSet::new();
+        set.all()
+            .iter()
+            .filter(|e| seen.insert(e.addr()))
+            .filter_map(|e| {
+                let now = e.now();
+                let until = e.health.ejected_at(now)?;
+                Some((
+                    e.addr(),
+                    std::time::Duration::from_nanos(until.saturating_sub(now)),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl OutcomeSink for Backend {
+    fn call_ended(&self, endpoint: &Endpoint, outcome: Outcome) {
+        self.record(endpoint, outcome);
     }
 }
 

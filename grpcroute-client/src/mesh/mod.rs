@@ -19,7 +19,7 @@ pub(crate) use self::shared::Shared;
 use self::shared::UpdateState;
 use crate::{
     Channel, MeshLayer, Resources,
-    backend::Registry,
+    backend::{Registry, accrual::FailureAccrual},
     dispatch::Core,
     explain::{self, CallDescription, Explanation},
     metrics::{Metrics, MetricsView},
@@ -60,6 +60,7 @@ pub struct MeshBuilder {
     default_timeout: Option<Duration>,
     mirror_max_in_flight: usize,
     mirror_timeout: Duration,
+    failure_accrual: Option<FailureAccrual>,
     #[cfg(feature = "xds")]
     xds_bootstrap: Option<crate::xds::Bootstrap>,
     seed: Option<u64>,
@@ -77,6 +78,7 @@ impl Default for MeshBuilder {
             default_timeout: None,
             mirror_max_in_flight: 64,
             mirror_timeout: Duration::from_secs(10),
+            failure_accrual: Some(FailureAccrual::default()),
             #[cfg(feature = "xds")]
             xds_bootstrap: None,
             seed: None,
@@ -157,6 +159,18 @@ impl MeshBuilder {
         self
     }
 
+    /// Failure accrual (outlier ejection) for the endpoints of Services: an endpoint whose
+    /// calls fail in a row (broken connections, `UNAVAILABLE`) is taken out of rotation for
+    /// a back-off, then tried again with one probe call. On by default, as in Linkerd: 5
+    /// failures in a row, 1 s doubling to 60 s, at most 50 % of a backend's endpoints out;
+    /// `None` turns it off. xDS clusters apply it only when they configure outlier
+    /// detection (with their own ejection times and share), as gRPC does.
+    #[must_use]
+    pub fn failure_accrual(mut self, accrual: Option<FailureAccrual>) -> Self {
+        self.failure_accrual = accrual;
+        self
+    }
+
     /// Seeds the random choices (weighted picks, load balancing, mirroring), for
     /// reproducible tests. Unseeded meshes draw their seed from the OS.
     #[must_use]
@@ -217,6 +231,7 @@ impl MeshBuilder {
                 core,
                 grant_policy: self.grant_policy,
                 registry: Registry::new(self.transport),
+                accrual: self.failure_accrual,
                 state: Mutex::new(UpdateState::default()),
                 tasks: Mutex::new(Vec::new()),
                 #[cfg(feature = "xds")]

@@ -62,6 +62,8 @@ pub(crate) trait MetricsView: Send + Sync {
 /// | `grpcroute_route_condition` | gauge (1 True, 0 False) | `route`, `parent`, `condition` |
 /// | `grpcroute_endpoints` | gauge | |
 /// | `grpcroute_source_connected` | gauge (1 or 0) | |
+/// | `grpcroute_client_endpoint_ejections_total` | counter | `backend` |
+/// | `grpcroute_client_endpoints_ejected` | gauge | `backend` |
 /// | `grpcroute_client_mirrors_in_flight` | gauge | `backend` |
 /// | `grpcroute_client_mirrors_dropped_total` | counter | `backend` |
 /// | `grpcroute_client_mirrors_timed_out_total` | counter | `backend` |
@@ -325,7 +327,8 @@ fn encode_config(view: &dyn MetricsView, encoder: &mut DescriptorEncoder<'_>) ->
     Ok(())
 }
 
-/// The runtime state of the backends the configuration names: mirrored calls.
+/// The runtime state of the backends the configuration names: ejected endpoints and
+/// mirrored calls.
 fn encode_backends(
     view: &dyn MetricsView,
     encoder: &mut DescriptorEncoder<'_>,
@@ -333,9 +336,29 @@ fn encode_backends(
     let Some(snapshot) = view.snapshot() else {
         return Ok(());
     };
+    let all = snapshot.all_backends();
+    let mut ejections = encoder.encode_descriptor(
+        "grpcroute_client_endpoint_ejections",
+        "Endpoints ejected by failure accrual, by backend.",
+        None,
+        MetricType::Counter,
+    )?;
+    for b in &all {
+        let labels = [("backend", &**b.label())];
+        ConstCounter::new(b.ejections()).encode(ejections.encode_family(&labels)?)?;
+    }
+    let mut ejected = encoder.encode_descriptor(
+        "grpcroute_client_endpoints_ejected",
+        "Endpoints out of rotation now (ejected by failure accrual), by backend.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for b in &all {
+        let labels = [("backend", &**b.label())];
+        ConstGauge::new(b.ejected().len() as i64).encode(ejected.encode_family(&labels)?)?;
+    }
     // Only backends that mirrored calls reached: most never are mirror targets.
-    let mirrored: Vec<_> = snapshot
-        .backends
+    let mirrored: Vec<_> = all
         .iter()
         .filter(|b| {
             b.mirrors.in_flight() > 0 || b.mirrors.dropped() > 0 || b.mirrors.timeouts() > 0

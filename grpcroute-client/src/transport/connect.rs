@@ -28,6 +28,13 @@ pub(crate) enum ConnectError {
     Retired,
 }
 
+impl ConnectError {
+    /// Whether the endpoint failed (rather than being skipped: backing off, removed).
+    pub(crate) fn is_failure(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::Timeout | Self::Handshake(_))
+    }
+}
+
 /// One HTTP/2 connection. Clones of the sender share it; it closes when every sender is
 /// gone and the last stream on it has finished.
 #[derive(Debug)]

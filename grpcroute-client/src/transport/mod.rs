@@ -21,7 +21,10 @@ use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
 pub(crate) use self::{
-    body::{BodyDeadline, CountGuard, LoadGuard, ResponseBody, status_from_hyper},
+    body::{
+        BodyDeadline, CountGuard, LoadGuard, Outcome, OutcomeSink, ProbeGuard, ResponseBody,
+        status_from_hyper,
+    },
     connect::{ConnectError, Connection},
     load::Load,
     replay::{Replay, refused},
@@ -175,6 +178,97 @@ pub(crate) struct Endpoint {
     retired: AtomicBool,
     /// How many backends list this endpoint (see [`Pool`]).
     members: AtomicUsize,
+    /// Failure accrual: consecutive failures and ejection (see `backend::accrual`).
+    pub(crate) health: Health,
+}
+
+/// An endpoint's failure-accrual state, in atomics so that calls record outcomes without a
+/// lock. The rules that drive it are in `backend::accrual`.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    consecutive: AtomicU32,
+    /// Nanoseconds since the pool's epoch until which the endpoint is ejected; 0: in
+    /// service. Once passed, the endpoint takes one probe call.
+    ejected_until: AtomicU64,
+    /// Ejections in a row, for the back-off.
+    ejections: AtomicU32,
+    /// A probe call is in flight.
+    probing: AtomicBool,
+}
+
+impl Health {
+    pub(crate) fn consecutive(&self) -> u32 {
+        self.consecutive.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn reset_consecutive(&self) {
+        self.consecutive.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts one more failure in a row; the new count.
+    pub(crate) fn add_failure(&self) -> u32 {
+        self.consecutive
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1)
+    }
+
+    pub(crate) fn ejected_until(&self) -> u64 {
+        self.ejected_until.load(Ordering::Acquire)
+    }
+
+    /// One more ejection in a row; its number (from 1).
+    pub(crate) fn next_ejection(&self) -> u32 {
+        self.ejections
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1)
+    }
+
+    /// Ejects until `until` (non-zero).
+    pub(crate) fn eject_until(&self, until: u64) {
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.probing.store(false, Ordering::Release);
+        self.ejected_until.store(until, Ordering::Release);
+    }
+
+    /// Back in service; the back-off starts over.
+    pub(crate) fn restore(&self) {
+        self.ejections.store(0, Ordering::Relaxed);
+        self.probing.store(false, Ordering::Release);
+        self.ejected_until.store(0, Ordering::Release);
+    }
+
+    /// Ends the probe in flight; whether there was one.
+    pub(crate) fn end_probe(&self) -> bool {
+        self.probing.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether a call may go to the endpoint at `now`, claiming the probe if the
+    /// endpoint's ejection is over (one call only, until it ends).
+    pub(crate) fn claim_probe(&self, now: u64) -> bool {
+        match self.ejected_until() {
+            0 => true,
+            until if until > now => false,
+            _ => self
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+        }
+    }
+
+    /// Whether the balancer may pick the endpoint at `now`: in service, or due for a probe
+    /// that nobody runs yet.
+    pub(crate) fn in_service(&self, now: u64) -> bool {
+        match self.ejected_until() {
+            0 => true,
+            until => until <= now && !self.probing.load(Ordering::Acquire),
+        }
+    }
+
+    /// Whether the endpoint is ejected at `now` (not counting a due probe), and until when.
+    pub(crate) fn ejected_at(&self, now: u64) -> Option<u64> {
+        let until = self.ejected_until();
+        (until > now || (until != 0 && self.probing.load(Ordering::Acquire))).then_some(until)
+    }
 }
 
 impl Endpoint {
@@ -191,6 +285,7 @@ impl Endpoint {
             retry_at: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             members: AtomicUsize::new(0),
+            health: Health::default(),
         }
     }
 
@@ -203,10 +298,12 @@ impl Endpoint {
         nanos(Instant::now().saturating_duration_since(self.epoch))
     }
 
-    /// Whether a call may be sent here now: not removed from the configuration, and not
-    /// waiting out a connect backoff.
+    /// Whether a call may be sent here now: not removed from the configuration, not
+    /// waiting out a connect backoff, and not ejected by failure accrual.
     pub(crate) fn is_available(&self, now: u64) -> bool {
-        !self.is_retired() && self.retry_at.load(Ordering::Acquire) <= now
+        !self.is_retired()
+            && self.retry_at.load(Ordering::Acquire) <= now
+            && self.health.in_service(now)
     }
 
     pub(crate) fn is_retired(&self) -> bool {
