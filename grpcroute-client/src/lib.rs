@@ -75,6 +75,8 @@ mod deadline;
 mod dispatch;
 mod error;
 mod explain;
+#[cfg(feature = "tls")]
+pub mod identity;
 mod layer;
 pub mod manifest;
 mod mesh;
@@ -89,6 +91,8 @@ mod series;
 mod snapshot;
 pub mod source;
 mod target;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 
 pub use self::{

@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 
 pub(crate) use self::{endpoints::service_endpoints, registry::Registry};
 pub(crate) use crate::route::BackendKey;
-use crate::transport::{Endpoint, Pool};
+use crate::transport::{Endpoint, Pool, Security};
 
 /// One backend's runtime state. Shared by every table and call that sends there.
 #[derive(Debug)]
@@ -34,6 +34,9 @@ pub(crate) struct Backend {
     label: Arc<str>,
     pool: Arc<Pool>,
     endpoints: ArcSwap<EndpointSet>,
+    /// How its endpoints are connected to. Only configuration updates read or change it
+    /// (calls reach the endpoints, which carry their own).
+    security: std::sync::Mutex<Security>,
     /// Mirrored calls to this backend (RequestMirror).
     pub(crate) mirrors: Arc<MirrorStats>,
 }
@@ -116,6 +119,7 @@ impl Backend {
             label: key.to_string().into(),
             pool,
             endpoints: ArcSwap::default(),
+            security: std::sync::Mutex::new(Security::Plaintext),
             mirrors: Arc::default(),
         }
     }
@@ -128,6 +132,41 @@ impl Backend {
     /// The current endpoint set. Cheap: no lock, no allocation.
     pub(crate) fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
         self.endpoints.load()
+    }
+
+    /// How its endpoints are connected to now.
+    pub(crate) fn security(&self) -> Security {
+        self.lock_security().clone()
+    }
+
+    fn lock_security(&self) -> std::sync::MutexGuard<'_, Security> {
+        // Every write leaves a whole value.
+        self.security.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connects to the same addresses with `security` from now on: when it differs, the
+    /// endpoints are joined anew under it (new calls use the new connections at once) and
+    /// the old ones left (their calls in flight finish on the old connections). Returns how
+    /// many endpoints were replaced.
+    pub(crate) fn set_security(&self, security: Security) -> EndpointsDelta {
+        let mut current_security = self.lock_security();
+        if *current_security == security {
+            return EndpointsDelta::default();
+        }
+        let current = self.endpoints.load_full();
+        let addrs: Vec<SocketAddr> = current.endpoints.iter().map(|e| e.addr()).collect();
+        let joined = self.pool.join_all(&addrs, &security);
+        *current_security = security;
+        self.endpoints.store(Arc::new(EndpointSet {
+            endpoints: joined.into_boxed_slice(),
+        }));
+        for e in current.endpoints.iter() {
+            self.pool.leave(e);
+        }
+        EndpointsDelta {
+            added: addrs.len(),
+            removed: addrs.len(),
+        }
     }
 
     /// Replaces the endpoint set with `addrs` (in any order, duplicates ignored). Endpoints
@@ -148,7 +187,7 @@ impl Backend {
         }
         // Join the new set before leaving the old one, so an address in both never has
         // zero members in between (which would retire it).
-        let joined = self.pool.join_all(&sorted);
+        let joined = self.pool.join_all(&sorted, &self.lock_security());
         let added = joined
             .iter()
             .filter(|e| {

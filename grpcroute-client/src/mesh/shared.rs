@@ -20,12 +20,15 @@ use crate::{
     route::table::{self, GrantPolicy, Table},
     snapshot::Snapshot,
     source::{ChangeSummary, EndpointsChange, Update, UpdateReport},
+    transport::SecurityPolicy,
 };
 
 pub(crate) struct Shared {
     pub(crate) core: Arc<Core>,
     pub(super) grant_policy: GrantPolicy,
     pub(crate) registry: Registry,
+    /// How each backend's endpoints are connected to (plaintext or TLS).
+    pub(super) security: SecurityPolicy,
     /// Only updates (and health reports) take this lock; calls never do.
     pub(super) state: Mutex<UpdateState>,
     pub(super) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -217,6 +220,7 @@ impl Shared {
             .iter()
             .map(|key| {
                 let (backend, _) = self.registry.get_or_create(key);
+                backend.set_security(self.security.security_for(key, &backend.security()));
                 backend.set_endpoints(&endpoints_of(state, key));
                 backend
             })
