@@ -192,3 +192,64 @@ fn pem_certificates(
     }
     Ok(certs)
 }
+
+#[cfg(test)]
+mod tests {
+    use grpcroute_test_identity::{Ca, Leaf};
+
+    use super::*;
+
+    const ID: &str = "spiffe://example.org/ns/a/sa/b";
+
+    #[test]
+    fn takes_a_whole_svid_and_refuses_what_is_not_one() {
+        let ca = Ca::new("ca").unwrap();
+        let a = ca.issue(&Leaf::spiffe(ID)).unwrap();
+        let b = ca.issue(&Leaf::spiffe(ID)).unwrap();
+        let bundle = ca.cert_pem().as_bytes();
+        let ok = Credentials::from_pem(a.cert_pem.as_bytes(), a.key_pem.as_bytes(), bundle)
+            .unwrap();
+        assert_eq!(ok.spiffe_id().as_str(), ID);
+        assert_eq!(ok.certificate_chain()[0].as_ref(), a.cert_der.as_slice());
+        assert!(ok.not_after() > SystemTime::now());
+
+        // A rotation caught between writing the certificate and the key.
+        assert!(matches!(
+            Credentials::from_pem(b.cert_pem.as_bytes(), a.key_pem.as_bytes(), bundle),
+            Err(CredentialsError::Key(_))
+        ));
+        let dns = ca.issue(&Leaf::dns("a.example.org")).unwrap();
+        assert!(matches!(
+            Credentials::from_pem(dns.cert_pem.as_bytes(), dns.key_pem.as_bytes(), bundle),
+            Err(CredentialsError::NotAnSvid(SpiffeIdError::NotAnSvid(0)))
+        ));
+        assert!(matches!(
+            Credentials::from_pem(b"", a.key_pem.as_bytes(), bundle),
+            Err(CredentialsError::NoCertificate { .. })
+        ));
+        assert!(matches!(
+            Credentials::from_pem(a.cert_pem.as_bytes(), b"", bundle),
+            Err(CredentialsError::NoPrivateKey { .. })
+        ));
+        assert!(matches!(
+            Credentials::from_pem(a.cert_pem.as_bytes(), a.key_pem.as_bytes(), b""),
+            Err(CredentialsError::NoCertificate { .. })
+        ));
+    }
+
+    #[test]
+    fn a_servers_spiffe_id_is_read_from_its_certificate() {
+        let ca = Ca::new("ca").unwrap();
+        let svid = ca.issue(&Leaf::spiffe(ID)).unwrap();
+        assert_eq!(SpiffeId::from_certificate(&svid.cert_der).unwrap().as_str(), ID);
+        let dns = ca.issue(&Leaf::dns("a.example.org")).unwrap();
+        assert_eq!(
+            SpiffeId::from_certificate(&dns.cert_der),
+            Err(SpiffeIdError::NotAnSvid(0))
+        );
+        assert!(matches!(
+            SpiffeId::from_certificate(b"not DER"),
+            Err(SpiffeIdError::Certificate(_))
+        ));
+    }
+}

@@ -142,6 +142,9 @@ impl Ca {
         let key = KeyPair::generate().context("generating a leaf key")?;
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
+        // The X.509-SVID specification: a leaf says it is not a CA (SPIRE does; the spiffe
+        // crate rejects a leaf without basicConstraints).
+        params.is_ca = IsCa::ExplicitNoCa;
         for uri in &leaf.uris {
             params
                 .subject_alt_names
