@@ -72,15 +72,24 @@ async fn untrusted_issuer() {
 #[tokio::test]
 async fn expired_and_not_yet_valid_certificates() {
     let pki = Pki::new();
-    let s = server(&pki.ca.issue(&Leaf::spiffe(SERVER_ID).expired()).unwrap(), &pki.ca).await;
+    let s = server(
+        &pki.ca.issue(&Leaf::spiffe(SERVER_ID).expired()).unwrap(),
+        &pki.ca,
+    )
+    .await;
     assert_fails(
         &mutual(&pki, &[s.addr()]),
         s.addr(),
-        &["TLS: the server's certificate has expired (valid until ", "; now "],
+        &[
+            "TLS: the server's certificate has expired (valid until ",
+            "; now ",
+        ],
     )
     .await;
     let s = server(
-        &pki.ca.issue(&Leaf::spiffe(SERVER_ID).not_yet_valid()).unwrap(),
+        &pki.ca
+            .issue(&Leaf::spiffe(SERVER_ID).not_yet_valid())
+            .unwrap(),
         &pki.ca,
     )
     .await;
@@ -111,7 +120,9 @@ async fn wrong_san() {
     .await;
     // Another trust domain.
     let s = server(
-        &pki.ca.issue(&Leaf::spiffe("spiffe://evil.example/ns/shop/sa/cart")).unwrap(),
+        &pki.ca
+            .issue(&Leaf::spiffe("spiffe://evil.example/ns/shop/sa/cart"))
+            .unwrap(),
         &pki.ca,
     )
     .await;
@@ -122,7 +133,13 @@ async fn wrong_san() {
     )
     .await;
     // A DNS-only certificate where a SPIFFE ID is expected.
-    let s = server(&pki.ca.issue(&Leaf::dns("cart.shop.svc.cluster.local")).unwrap(), &pki.ca).await;
+    let s = server(
+        &pki.ca
+            .issue(&Leaf::dns("cart.shop.svc.cluster.local"))
+            .unwrap(),
+        &pki.ca,
+    )
+    .await;
     assert_fails(
         &mutual(&pki, &[s.addr()]),
         s.addr(),
@@ -156,7 +173,10 @@ async fn server_refuses_our_certificate() {
     )
     .await;
     assert!(
-        matches!(s.presented().as_slice(), [Presented::HandshakeFailed(_), ..]),
+        matches!(
+            s.presented().as_slice(),
+            [Presented::HandshakeFailed(_), ..]
+        ),
         "{:?}",
         s.presented()
     );
@@ -213,7 +233,10 @@ async fn no_identity_yet() {
     assert_fails(
         &mesh,
         s.addr(),
-        &["TLS: no client certificate to present yet (files ", "tls.crt"],
+        &[
+            "TLS: no client certificate to present yet (files ",
+            "tls.crt",
+        ],
     )
     .await;
 }
@@ -231,12 +254,21 @@ async fn a_failing_endpoint_is_skipped_for_a_good_one() {
     let good = server(&pki.server, &pki.ca).await;
     let mesh = mutual(&pki, &[bad.addr(), good.addr()]);
     for _ in 0..20 {
-        let response = call(&mesh).await.expect("the good endpoint serves every call");
+        let response = call(&mesh)
+            .await
+            .expect("the good endpoint serves every call");
         assert_eq!(
-            response.metadata().get(grpcroute_test_identity::CALLER_HEADER).unwrap(),
+            response
+                .metadata()
+                .get(grpcroute_test_identity::CALLER_HEADER)
+                .unwrap(),
             CLIENT_ID
         );
     }
     assert_eq!(good.calls(), 20);
-    assert_eq!(bad.calls(), 0, "no call is ever sent to the unverified endpoint");
+    assert_eq!(
+        bad.calls(),
+        0,
+        "no call is ever sent to the unverified endpoint"
+    );
 }

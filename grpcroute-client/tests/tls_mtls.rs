@@ -17,8 +17,7 @@ use grpcroute_client::{
 };
 use grpcroute_echo::{EchoConfig, EchoServer};
 use grpcroute_test_identity::{
-    CALLER_HEADER, Layout, Leaf, Pem, Presented, SERVER_HEADER, TlsServer, TlsServerOptions,
-    files,
+    CALLER_HEADER, Layout, Leaf, Pem, Presented, SERVER_HEADER, TlsServer, TlsServerOptions, files,
 };
 use tls_support::{BACKEND, BOUND, CLIENT_ID, Pki, SERVER_ID, call, mesh};
 use tonic::{
@@ -28,7 +27,10 @@ use tonic::{
 
 /// The README's example: a tonic server that requires client certificates and lets only
 /// the callers it names in, by the SPIFFE ID of the certificate they presented.
-fn authorize(allowed: &'static str, seen: Arc<Mutex<Vec<String>>>) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+fn authorize(
+    allowed: &'static str,
+    seen: Arc<Mutex<Vec<String>>>,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |request: Request<()>| {
         let certs = request
             .peer_certs()
@@ -36,8 +38,8 @@ fn authorize(allowed: &'static str, seen: Arc<Mutex<Vec<String>>>) -> impl Fn(Re
         let leaf = certs
             .first()
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-        let caller = SpiffeId::from_certificate(leaf)
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let caller =
+            SpiffeId::from_certificate(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
         seen.lock().unwrap().push(caller.to_string());
         if caller.as_str() != allowed {
             return Err(Status::permission_denied(format!("{caller} may not call")));
@@ -52,14 +54,20 @@ async fn tonic_server(pki: &Pki, allowed: &'static str) -> (SocketAddr, Arc<Mute
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tls = ServerTlsConfig::new()
-        .identity(TonicIdentity::from_pem(&pki.server.cert_pem, &pki.server.key_pem))
+        .identity(TonicIdentity::from_pem(
+            &pki.server.cert_pem,
+            &pki.server.key_pem,
+        ))
         .client_ca_root(Certificate::from_pem(pki.ca.cert_pem()));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (_, health) = tonic_health::server::health_reporter();
     let router = Server::builder()
         .tls_config(tls)
         .unwrap()
-        .layer(tonic::service::InterceptorLayer::new(authorize(allowed, seen.clone())))
+        .layer(tonic::service::InterceptorLayer::new(authorize(
+            allowed,
+            seen.clone(),
+        )))
         .add_service(health);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(router.serve_with_incoming(incoming));
@@ -69,10 +77,13 @@ async fn tonic_server(pki: &Pki, allowed: &'static str) -> (SocketAddr, Arc<Mute
 async fn health_check(mesh: &Mesh) -> Result<tonic_health::pb::HealthCheckResponse, Status> {
     let channel = mesh.channel(tls_support::TARGET).unwrap();
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-    tokio::time::timeout(BOUND, client.check(tonic_health::pb::HealthCheckRequest::default()))
-        .await
-        .expect("the health check finishes within the bound")
-        .map(tonic::Response::into_inner)
+    tokio::time::timeout(
+        BOUND,
+        client.check(tonic_health::pb::HealthCheckRequest::default()),
+    )
+    .await
+    .expect("the health check finishes within the bound")
+    .map(tonic::Response::into_inner)
 }
 
 #[tokio::test]
@@ -84,7 +95,9 @@ async fn tonic_server_authorizes_the_mesh_client_by_its_spiffe_id() {
         Mesh::builder().tls(TlsMode::Mutual).identity(identity),
         &[addr],
     );
-    let response = health_check(&mesh).await.expect("an authorized caller is served");
+    let response = health_check(&mesh)
+        .await
+        .expect("an authorized caller is served");
     assert_eq!(response.status, 1, "SERVING");
     assert_eq!(*seen.lock().unwrap(), [CLIENT_ID]);
 
@@ -157,11 +170,29 @@ async fn reads_its_identity_from_each_file_layout() {
         let identity = Identity::from_files(files).unwrap();
         tokio::time::timeout(BOUND, identity.ready())
             .await
-            .unwrap_or_else(|_| panic!("{layout:?}: no identity within {BOUND:?}: {:?}", identity.last_error()));
-        assert_eq!(identity.spiffe_id().unwrap().as_str(), CLIENT_ID, "{layout:?}");
-        let mesh = mesh(Mesh::builder().tls(TlsMode::Mutual).identity(identity), &[server.addr()]);
-        let response = call(&mesh).await.unwrap_or_else(|s| panic!("{layout:?}: {s:?}"));
-        assert_eq!(response.metadata().get(CALLER_HEADER).unwrap(), CLIENT_ID, "{layout:?}");
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{layout:?}: no identity within {BOUND:?}: {:?}",
+                    identity.last_error()
+                )
+            });
+        assert_eq!(
+            identity.spiffe_id().unwrap().as_str(),
+            CLIENT_ID,
+            "{layout:?}"
+        );
+        let mesh = mesh(
+            Mesh::builder().tls(TlsMode::Mutual).identity(identity),
+            &[server.addr()],
+        );
+        let response = call(&mesh)
+            .await
+            .unwrap_or_else(|s| panic!("{layout:?}: {s:?}"));
+        assert_eq!(
+            response.metadata().get(CALLER_HEADER).unwrap(),
+            CLIENT_ID,
+            "{layout:?}"
+        );
         assert_eq!(response.metadata().get(SERVER_HEADER).unwrap(), "cart");
     }
     assert!(
@@ -188,13 +219,15 @@ async fn policy_mode_uses_tls_only_for_the_backends_a_policy_names() {
     .unwrap();
     let plain = EchoServer::start(EchoConfig::new("plain")).await.unwrap();
     let roots = TrustRoots::from_pem(pki.ca.cert_pem().as_bytes()).unwrap();
-    let builder = Mesh::builder().tls(TlsMode::Policy).backend_tls(move |backend| {
-        (backend.service.name() == "cart").then(|| {
-            BackendTls::new()
-                .server_name("cart.example.com")
-                .trust(roots.clone())
-        })
-    });
+    let builder = Mesh::builder()
+        .tls(TlsMode::Policy)
+        .backend_tls(move |backend| {
+            (backend.service.name() == "cart").then(|| {
+                BackendTls::new()
+                    .server_name("cart.example.com")
+                    .trust(roots.clone())
+            })
+        });
     let mesh = mesh(builder, &[tls_server.addr()]);
     let mut resources = tls_support::resources(&[tls_server.addr()]);
     resources = resources
@@ -206,7 +239,9 @@ async fn policy_mode_uses_tls_only_for_the_backends_a_policy_names() {
         );
     assert!(mesh.update(&resources).rejected.is_empty());
 
-    let response = call(&mesh).await.expect("TLS to the backend the policy names");
+    let response = call(&mesh)
+        .await
+        .expect("TLS to the backend the policy names");
     assert_eq!(response.metadata().get(SERVER_HEADER).unwrap(), "cart-tls");
     assert_eq!(response.metadata().get(CALLER_HEADER).unwrap(), "none");
     let channel = mesh.channel("plain.shop:50051").unwrap();
@@ -251,7 +286,9 @@ async fn a_policy_naming_an_exact_spiffe_id_overrides_the_namespace_rule() {
             .backend_tls(exact(SERVER_ID)),
         &[server.addr()],
     );
-    call(&right).await.expect("the server presents the exact ID");
+    call(&right)
+        .await
+        .expect("the server presents the exact ID");
     let wrong = mesh(
         Mesh::builder()
             .tls(TlsMode::Mutual)

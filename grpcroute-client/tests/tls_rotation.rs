@@ -62,7 +62,9 @@ where
     let a = server(pki, "a").await;
     let b = server(pki, "b").await;
     let mesh = mesh(
-        Mesh::builder().tls(TlsMode::Mutual).identity(identity.clone()),
+        Mesh::builder()
+            .tls(TlsMode::Mutual)
+            .identity(identity.clone()),
         &[a.addr()],
     );
     let load = Load::start(&mesh, 4);
@@ -71,7 +73,8 @@ where
     let new_leaf = rotate().await;
     wait_generation(&identity, 2, "after the rotation").await;
     // Calls go on over the connection made with the old certificate.
-    load.wait_for_more(200, "after the rotation, on the old connection").await;
+    load.wait_for_more(200, "after the rotation, on the old connection")
+        .await;
 
     // A rollout: new endpoints, the old one removed.
     let report = mesh.update(&resources(&[b.addr()]));
@@ -79,7 +82,13 @@ where
     let served_by_b = b.calls();
     load.wait_for_more(200, "on the new endpoint").await;
     let (ok, failures) = load.stop().await;
-    assert!(failures.is_empty(), "{} of {} calls failed: {:?}", failures.len(), ok as usize + failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {} calls failed: {:?}",
+        failures.len(),
+        ok as usize + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     assert!(b.calls() > served_by_b, "the new endpoint served calls");
     assert!(a.calls() > 0);
 

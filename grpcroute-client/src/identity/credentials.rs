@@ -207,8 +207,8 @@ mod tests {
         let a = ca.issue(&Leaf::spiffe(ID)).unwrap();
         let b = ca.issue(&Leaf::spiffe(ID)).unwrap();
         let bundle = ca.cert_pem().as_bytes();
-        let ok = Credentials::from_pem(a.cert_pem.as_bytes(), a.key_pem.as_bytes(), bundle)
-            .unwrap();
+        let ok =
+            Credentials::from_pem(a.cert_pem.as_bytes(), a.key_pem.as_bytes(), bundle).unwrap();
         assert_eq!(ok.spiffe_id().as_str(), ID);
         assert_eq!(ok.certificate_chain()[0].as_ref(), a.cert_der.as_slice());
         assert!(ok.not_after() > SystemTime::now());
@@ -241,7 +241,10 @@ mod tests {
     fn a_servers_spiffe_id_is_read_from_its_certificate() {
         let ca = Ca::new("ca").unwrap();
         let svid = ca.issue(&Leaf::spiffe(ID)).unwrap();
-        assert_eq!(SpiffeId::from_certificate(&svid.cert_der).unwrap().as_str(), ID);
+        assert_eq!(
+            SpiffeId::from_certificate(&svid.cert_der).unwrap().as_str(),
+            ID
+        );
         let dns = ca.issue(&Leaf::dns("a.example.org")).unwrap();
         assert_eq!(
             SpiffeId::from_certificate(&dns.cert_der),

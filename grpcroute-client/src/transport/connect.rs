@@ -67,7 +67,8 @@ impl Connection {
                     .handshake(tcp, config.connect_timeout)
                     .await
                     .map_err(ConnectError::Tls)?;
-                let (stream, verdict) = super::tls::FirstRead::new(stream);
+                let (stream, verdict) =
+                    super::tls::FirstRead::new(stream, tls.presents_certificate());
                 let connection = Self::handshake(addr, config, stream).await?;
                 // The server's first frame, or its alert refusing our certificate.
                 match tokio::time::timeout(config.connect_timeout, verdict).await {

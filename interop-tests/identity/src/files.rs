@@ -75,7 +75,11 @@ pub fn write_each(dir: &Path, layout: Layout, pem: &Pem) -> anyhow::Result<()> {
 /// I/O errors.
 pub fn write_atomic(dir: &Path, layout: Layout, pem: &Pem) -> anyhow::Result<()> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let version = format!("..{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+    let version = format!(
+        "..{}_{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
     let versioned = dir.join(&version);
     std::fs::create_dir(&versioned).with_context(|| format!("creating {}", versioned.display()))?;
     let [cert, key, ca] = layout.names();

@@ -163,7 +163,10 @@ impl TlsServer {
                         ]);
                         let mut response = Response::new(StreamBody::new(frames));
                         let headers = response.headers_mut();
-                        headers.insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                        headers.insert(
+                            "content-type",
+                            http::HeaderValue::from_static("application/grpc"),
+                        );
                         if let Ok(v) = http::HeaderValue::from_str(&name) {
                             headers.insert(SERVER_HEADER, v);
                         }

@@ -68,7 +68,8 @@ impl SpiffeWorkloadApi for Api {
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         check_header(&request)?;
         self.streams.fetch_add(1, Ordering::Relaxed);
-        let stream = WatchStream::new(self.current.clone()).filter_map(|r| async move { r.map(Ok) });
+        let stream =
+            WatchStream::new(self.current.clone()).filter_map(|r| async move { r.map(Ok) });
         Ok(Response::new(Box::pin(stream)))
     }
 

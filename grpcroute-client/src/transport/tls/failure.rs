@@ -35,7 +35,7 @@ pub(crate) enum TlsFailure {
     #[error("the server presented no certificate: {0}")]
     NoServerCertificate(&'static str),
     /// The server's alert after seeing our certificate (or its absence).
-    #[error("the server refused our client certificate (alert: {0})")]
+    #[error("the server refused our client certificate ({0})")]
     ClientCertificateRefused(String),
     /// The server did not pick HTTP/2 by ALPN.
     #[error("the server did not negotiate ALPN h2 (it chose {})", .0.as_deref().unwrap_or("no protocol"))]
@@ -95,7 +95,7 @@ impl TlsFailure {
             RustlsError::InvalidCertificate(cert) => Self::from_certificate_error(cert),
             RustlsError::AlertReceived(alert) => match alert {
                 AlertDescription::NoApplicationProtocol => Self::AlpnNotNegotiated(None),
-                _ => Self::ClientCertificateRefused(alert_name(*alert)),
+                _ => Self::ClientCertificateRefused(format!("alert: {}", alert_name(*alert))),
             },
             RustlsError::InvalidMessage(_)
             | RustlsError::InappropriateHandshakeMessage { .. }
@@ -207,7 +207,7 @@ mod tests {
             TlsFailure::from_io(&io(RustlsError::AlertReceived(
                 AlertDescription::CertificateRequired
             ))),
-            TlsFailure::ClientCertificateRefused("certificate_required".into())
+            TlsFailure::ClientCertificateRefused("alert: certificate_required".into())
         );
         assert!(matches!(
             TlsFailure::from_io(&io::Error::from(io::ErrorKind::UnexpectedEof)),

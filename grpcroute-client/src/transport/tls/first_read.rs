@@ -26,19 +26,38 @@ pin_project! {
         #[pin]
         inner: T,
         verdict: Option<oneshot::Sender<Result<(), TlsFailure>>>,
+        presented_certificate: bool,
     }
 }
 
 impl<T> FirstRead<T> {
-    pub(crate) fn new(inner: T) -> (Self, oneshot::Receiver<Result<(), TlsFailure>>) {
+    /// `presented_certificate`: whether the client offered a certificate, which tells what
+    /// a connection closed without an alert most likely means.
+    pub(crate) fn new(
+        inner: T,
+        presented_certificate: bool,
+    ) -> (Self, oneshot::Receiver<Result<(), TlsFailure>>) {
         let (tx, rx) = oneshot::channel();
         (
             Self {
                 inner,
                 verdict: Some(tx),
+                presented_certificate,
             },
             rx,
         )
+    }
+}
+
+/// A server that closes the connection as soon as the handshake is over, without a word:
+/// gRPC C-core does this when it rejects the client's certificate (its alert is not sent).
+fn closed(presented_certificate: bool) -> TlsFailure {
+    if presented_certificate {
+        TlsFailure::ClientCertificateRefused(
+            "no alert: it closed the connection right after the handshake".into(),
+        )
+    } else {
+        TlsFailure::Handshake("the server closed the connection right after the handshake".into())
     }
 }
 
@@ -56,10 +75,11 @@ impl<T: AsyncRead> AsyncRead for FirstRead<T> {
         {
             let verdict = match result {
                 Ok(()) if buf.filled().len() > before => Ok(()),
-                Ok(()) => Err(TlsFailure::NoServerCertificate(
-                    "it closed the connection right after the TLS handshake",
-                )),
-                Err(e) => Err(TlsFailure::from_io(e)),
+                Ok(()) => Err(closed(*this.presented_certificate)),
+                Err(e) => match TlsFailure::from_io(e) {
+                    TlsFailure::NoServerCertificate(_) => Err(closed(*this.presented_certificate)),
+                    other => Err(other),
+                },
             };
             // The connector may have stopped waiting (timeout); nothing to tell then.
             let _ = tx.send(verdict);

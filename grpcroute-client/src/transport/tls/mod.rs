@@ -183,6 +183,11 @@ impl TlsConnector {
         &self.settings
     }
 
+    /// Whether the client offers its certificate.
+    pub(crate) fn presents_certificate(&self) -> bool {
+        self.settings.client_certificate && self.identity.is_some()
+    }
+
     /// The TLS handshake over `tcp`, within `timeout`, and the ALPN check.
     pub(crate) async fn handshake(
         &self,
