@@ -120,6 +120,9 @@ impl Pool {
             .collect()
     }
 
+    // `Security` hashes and compares by its TLS settings, which never change: the
+    // connector's interior mutability (rustls' caches) takes no part in the key.
+    #[allow(clippy::mutable_key_type)]
     fn join_locked(
         &self,
         map: &mut HashMap<(SocketAddr, Security), Arc<Endpoint>>,
@@ -165,7 +168,7 @@ impl Pool {
         self.lock().len()
     }
 
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, clippy::mutable_key_type)]
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(SocketAddr, Security), Arc<Endpoint>>> {
         // A poisoned lock only means a panic elsewhere mid-update; every operation leaves
         // the map valid.
