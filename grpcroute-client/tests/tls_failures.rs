@@ -70,6 +70,45 @@ async fn untrusted_issuer() {
 }
 
 #[tokio::test]
+async fn calls_during_the_backoff_still_say_why() {
+    let pki = Pki::new();
+    let other = Ca::new("another CA").unwrap();
+    let s = server(&other.issue(&Leaf::spiffe(SERVER_ID)).unwrap(), &pki.ca).await;
+    let mesh = mesh(
+        Mesh::builder()
+            .tls(TlsMode::Mutual)
+            .identity(Identity::from_credentials(pki.client_credentials()))
+            .connect_backoff(
+                std::time::Duration::from_secs(30),
+                std::time::Duration::from_secs(30),
+            ),
+        &[s.addr()],
+    );
+    let expected = "not signed by a trusted authority (unknown issuer)";
+    assert_fails(&mesh, s.addr(), &[expected]).await;
+    // The endpoint now waits out its backoff: no connect is attempted, and the message
+    // still names the cause.
+    assert_fails(
+        &mesh,
+        s.addr(),
+        &[
+            "every endpoint is backing off after failed connects; last: ",
+            expected,
+        ],
+    )
+    .await;
+    // The server records the failed handshake when it sees the client's alert.
+    tokio::time::timeout(tls_support::BOUND, async {
+        while s.presented().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the server saw the handshake");
+    assert_eq!(s.presented().len(), 1, "one handshake, then the backoff");
+}
+
+#[tokio::test]
 async fn expired_and_not_yet_valid_certificates() {
     let pki = Pki::new();
     let s = server(

@@ -72,7 +72,17 @@ pub(crate) async fn send(
                 backend: backend.label().to_string(),
                 attempts,
                 last_error: last_error.unwrap_or_else(|| {
-                    "every endpoint is backing off after failed connects".into()
+                    // Say why, or every call during a backoff would hide the cause (a TLS
+                    // verification failure, say) that only the first one saw.
+                    match endpoints
+                        .iter()
+                        .find_map(|e| e.last_failure().map(|f| (e.addr(), f)))
+                    {
+                        Some((addr, failure)) => format!(
+                            "every endpoint is backing off after failed connects; last: {addr}: {failure}"
+                        ),
+                        None => "every endpoint is backing off after failed connects".into(),
+                    }
                 }),
             });
         };

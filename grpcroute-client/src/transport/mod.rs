@@ -192,6 +192,8 @@ pub(crate) struct Endpoint {
     failures: AtomicU32,
     /// Nanoseconds since `epoch` before which no new connection is attempted.
     retry_at: AtomicU64,
+    /// Why the last connect failed, while it has not succeeded since (failure path only).
+    last_failure: Mutex<Option<Arc<str>>>,
     retired: AtomicBool,
     /// How many backends list this endpoint (see [`Pool`]).
     members: AtomicUsize,
@@ -215,6 +217,7 @@ impl Endpoint {
             load,
             failures: AtomicU32::new(0),
             retry_at: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
             retired: AtomicBool::new(false),
             members: AtomicUsize::new(0),
         }
@@ -278,6 +281,7 @@ impl Endpoint {
             Ok(conn) => {
                 let conn = Arc::new(conn);
                 self.failures.store(0, Ordering::Release);
+                *self.lock_last_failure() = None;
                 if !self.is_retired() {
                     self.connection.store(Some(conn.clone()));
                 }
@@ -285,10 +289,21 @@ impl Endpoint {
             }
             Err(e) => {
                 self.record_connect_failure();
+                *self.lock_last_failure() = Some(e.to_string().into());
                 self.connection.store(None);
                 Err(e)
             }
         }
+    }
+
+    /// Why the last connect failed, if none has succeeded since.
+    pub(crate) fn last_failure(&self) -> Option<Arc<str>> {
+        self.lock_last_failure().clone()
+    }
+
+    fn lock_last_failure(&self) -> std::sync::MutexGuard<'_, Option<Arc<str>>> {
+        // Every write leaves a whole value.
+        self.last_failure.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Exponential backoff with ±20 % jitter, so clients that lost the same endpoint do not

@@ -47,10 +47,7 @@ pub fn resources(addrs: &[SocketAddr]) -> Resources {
 
 /// A mesh in namespace `web` built by `builder`, configured with `resources(addrs)`.
 pub fn mesh(builder: MeshBuilder, addrs: &[SocketAddr]) -> Mesh {
-    let mesh = builder
-        .namespace("web")
-        .connect_backoff(Duration::from_millis(20), Duration::from_millis(200))
-        .build();
+    let mesh = builder.namespace("web").build();
     let report = mesh.update(&resources(addrs));
     assert!(report.rejected.is_empty(), "{report:?}");
     mesh
