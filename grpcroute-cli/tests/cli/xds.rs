@@ -101,6 +101,7 @@ fn explain_names_listener_route_and_cluster_in_the_documented_json() {
         keys(b),
         [
             "cluster",
+            "ejected",
             "endpoints",
             "namespace",
             "port",

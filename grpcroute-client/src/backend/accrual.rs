@@ -164,8 +164,11 @@ mod tests {
     const SEC: u64 = 1_000_000_000;
 
     fn endpoint() -> Arc<Endpoint> {
-        Pool::new(TransportConfig::default()).join_all(&[SocketAddr::from(([127, 0, 0, 1], 9))])[0]
-            .clone()
+        Pool::new(TransportConfig::default()).join_all(
+            &[SocketAddr::from(([127, 0, 0, 1], 9))],
+            &crate::transport::Security::Plaintext,
+        )[0]
+        .clone()
     }
 
     fn accrual() -> Accrual {

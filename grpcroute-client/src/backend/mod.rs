@@ -34,7 +34,7 @@ pub(crate) use self::{
     set::{EndpointSet, EndpointsSpec, Policy},
 };
 pub(crate) use crate::route::BackendKey;
-use crate::transport::{CountGuard, Endpoint, Outcome, OutcomeSink, Pool};
+use crate::transport::{CountGuard, Endpoint, Outcome, OutcomeSink, Pool, Security};
 
 /// One backend's runtime state. Shared by every table and call that sends there.
 #[derive(Debug)]
@@ -50,6 +50,9 @@ pub(crate) struct Backend {
     /// A task that keeps the endpoints up to date (e.g. DNS resolution), ended with the
     /// backend.
     task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    /// How its endpoints are connected to. Only configuration updates read or change it
+    /// (calls reach the endpoints, which carry their own).
+    security: std::sync::Mutex<Security>,
     /// Mirrored calls to this backend (RequestMirror).
     pub(crate) mirrors: Arc<MirrorStats>,
 }
@@ -118,6 +121,7 @@ impl Backend {
             in_flight: Arc::default(),
             ejections: AtomicU64::new(0),
             task: std::sync::Mutex::new(None),
+            security: std::sync::Mutex::new(Security::Plaintext),
             mirrors: Arc::default(),
         }
     }
@@ -130,6 +134,40 @@ impl Backend {
     /// The current endpoint set. Cheap: no lock, no allocation.
     pub(crate) fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
         self.endpoints.load()
+    }
+
+    /// How its endpoints are connected to now.
+    pub(crate) fn security(&self) -> Security {
+        self.lock_security().clone()
+    }
+
+    fn lock_security(&self) -> std::sync::MutexGuard<'_, Security> {
+        // Every write leaves a whole value.
+        self.security.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connects to the same addresses with `security` from now on: when it differs, the
+    /// endpoints are joined anew under it (new calls use the new connections at once) and
+    /// the old ones left (their calls in flight finish on the old connections). Returns how
+    /// many endpoints were replaced.
+    pub(crate) fn set_security(&self, security: Security) -> EndpointsDelta {
+        let mut current_security = self.lock_security();
+        if *current_security == security {
+            return EndpointsDelta::default();
+        }
+        let current = self.endpoints.load_full();
+        let spec = current.spec.clone();
+        let addrs = spec.addrs();
+        let joined = self.pool.join_all(&addrs, &security);
+        *current_security = security;
+        let previous = self
+            .endpoints
+            .swap(Arc::new(EndpointSet::new(spec, joined)));
+        leave_all(&self.pool, &previous);
+        EndpointsDelta {
+            added: addrs.len(),
+            removed: addrs.len(),
+        }
     }
 
     /// Replaces the endpoints with one flat group of `addrs` (a Kubernetes Service port).
@@ -148,7 +186,7 @@ impl Backend {
         let addrs = spec.addrs();
         // Join the new set before leaving the old one, so an address in both never has
         // zero members in between (which would retire it).
-        let joined = self.pool.join_all(&addrs);
+        let joined = self.pool.join_all(&addrs, &self.lock_security());
         let old: HashSet<SocketAddr> = current.spec.addrs().into_iter().collect();
         let new: HashSet<SocketAddr> = addrs.iter().copied().collect();
         let delta = EndpointsDelta {

@@ -270,7 +270,7 @@ mod tests {
     }
 
     fn set(pool: &Pool, spec: EndpointsSpec) -> EndpointSet {
-        let endpoints = pool.join_all(&spec.addrs());
+        let endpoints = pool.join_all(&spec.addrs(), &crate::transport::Security::Plaintext);
         EndpointSet::new(spec, endpoints)
     }
 

@@ -82,7 +82,19 @@ pub(crate) async fn send(
                 backend: backend.label().to_string(),
                 attempts,
                 last_error: last_error.unwrap_or_else(|| {
-                    "every endpoint is backing off after failed connects, or ejected after failed calls".into()
+                    // Say why, or every call during a backoff would hide the cause (a TLS
+                    // verification failure, say) that only the first one saw.
+                    match backend
+                        .endpoints()
+                        .all()
+                        .iter()
+                        .find_map(|e| e.last_failure().map(|f| (e.addr(), f)))
+                    {
+                        Some((addr, failure)) => format!(
+                            "every endpoint is backing off after failed connects, or ejected after failed calls; last: {addr}: {failure}"
+                        ),
+                        None => "every endpoint is backing off after failed connects, or ejected after failed calls".into(),
+                    }
                 }),
             });
         };

@@ -22,6 +22,7 @@ use crate::{
     route::table::{self, GrantPolicy, Table},
     snapshot::Snapshot,
     source::{ChangeSummary, EndpointsChange, Update, UpdateReport},
+    transport::SecurityPolicy,
 };
 
 pub(crate) struct Shared {
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
     /// Failure accrual: what the backends of Services apply, and the template of xDS
     /// clusters' outlier detection. `None`: off.
     pub(crate) accrual: Option<crate::backend::accrual::FailureAccrual>,
+    /// How each backend's endpoints are connected to (plaintext or TLS).
+    pub(super) security: SecurityPolicy,
     /// Only updates (and health reports) take this lock; calls never do.
     pub(super) state: Mutex<UpdateState>,
     pub(super) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -234,6 +237,7 @@ impl Shared {
             .iter()
             .map(|key| {
                 let (backend, _) = self.registry.get_or_create(key);
+                backend.set_security(self.security.security_for(key, &backend.security()));
                 backend.set_spec(self.service_spec(state, key));
                 backend
             })

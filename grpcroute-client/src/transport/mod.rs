@@ -1,11 +1,15 @@
 //! Endpoints and their connections: one lazily created HTTP/2 connection per endpoint
-//! address, shared by every channel, route and backend that sends there, with load
-//! tracking for the balancer and connect backoff.
+//! address and [`Security`] (plaintext, or TLS with given settings), shared by every
+//! channel, route and backend that sends there, with load tracking for the balancer and
+//! connect backoff.
 
 mod body;
 mod connect;
 mod load;
 mod replay;
+mod security;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
 
 use std::{
     collections::HashMap,
@@ -28,6 +32,7 @@ pub(crate) use self::{
     connect::{ConnectError, Connection},
     load::Load,
     replay::{Replay, refused},
+    security::{Security, SecurityPolicy},
 };
 
 /// How connections are made and how long a failing endpoint is avoided.
@@ -59,9 +64,11 @@ impl Default for TransportConfig {
     }
 }
 
-/// Hands out the one [`Endpoint`] for each address, so that every backend that lists an
-/// address shares its connection and load history, and a configuration change that keeps
-/// an address keeps both.
+/// Hands out the one [`Endpoint`] for each address and security, so that every backend that
+/// lists an address (and connects to it the same way) shares its connection and load
+/// history, and a configuration change that keeps an address keeps both. Backends that
+/// reach one address with different TLS settings get an endpoint each: a connection's TLS
+/// session proves one identity to one expectation.
 ///
 /// An endpoint lives as long as some backend's endpoint set lists it: backends
 /// [`join`](Pool::join) the addresses they add and [`leave`](Pool::leave) the ones they
@@ -74,7 +81,7 @@ pub(crate) struct Pool {
     config: Arc<TransportConfig>,
     /// The zero of the endpoints' atomic timestamps.
     epoch: Instant,
-    endpoints: Mutex<HashMap<SocketAddr, Arc<Endpoint>>>,
+    endpoints: Mutex<HashMap<(SocketAddr, Security), Arc<Endpoint>>>,
     /// Endpoints created and retired so far, so that an update can say how many it added
     /// and removed.
     created: AtomicU64,
@@ -100,34 +107,45 @@ impl Pool {
         )
     }
 
-    /// The endpoint for `addr`, counting one more backend that lists it.
+    /// The plaintext endpoint for `addr`, counting one more backend that lists it.
     #[cfg(test)]
     pub(crate) fn join(&self, addr: SocketAddr) -> Arc<Endpoint> {
-        self.join_locked(&mut self.lock(), addr)
+        self.join_locked(&mut self.lock(), addr, &Security::Plaintext)
     }
 
-    /// [`Pool::join`] for every address, under one lock.
-    pub(crate) fn join_all(&self, addrs: &[SocketAddr]) -> Vec<Arc<Endpoint>> {
+    /// The endpoint for each address with `security`, counting one more backend that lists
+    /// it, under one lock.
+    pub(crate) fn join_all(&self, addrs: &[SocketAddr], security: &Security) -> Vec<Arc<Endpoint>> {
         let mut map = self.lock();
         addrs
             .iter()
-            .map(|&addr| self.join_locked(&mut map, addr))
+            .map(|&addr| self.join_locked(&mut map, addr, security))
             .collect()
     }
 
+    // `Security` hashes and compares by its TLS settings, which never change: the
+    // connector's interior mutability (rustls' caches) takes no part in the key.
+    #[allow(clippy::mutable_key_type)]
     fn join_locked(
         &self,
-        map: &mut HashMap<SocketAddr, Arc<Endpoint>>,
+        map: &mut HashMap<(SocketAddr, Security), Arc<Endpoint>>,
         addr: SocketAddr,
+        security: &Security,
     ) -> Arc<Endpoint> {
-        if let Some(existing) = map.get(&addr) {
+        let key = (addr, security.clone());
+        if let Some(existing) = map.get(&key) {
             existing.members.fetch_add(1, Ordering::AcqRel);
             return existing.clone();
         }
-        let endpoint = Arc::new(Endpoint::new(addr, self.config.clone(), self.epoch));
+        let endpoint = Arc::new(Endpoint::new(
+            addr,
+            security.clone(),
+            self.config.clone(),
+            self.epoch,
+        ));
         endpoint.members.store(1, Ordering::Release);
         self.created.fetch_add(1, Ordering::AcqRel);
-        map.insert(addr, endpoint.clone());
+        map.insert(key, endpoint.clone());
         endpoint
     }
 
@@ -141,11 +159,9 @@ impl Pool {
         if endpoint.members.load(Ordering::Acquire) == 0 && !endpoint.is_retired() {
             endpoint.retire();
             self.retired.fetch_add(1, Ordering::AcqRel);
-            if map
-                .get(&endpoint.addr)
-                .is_some_and(|e| Arc::ptr_eq(e, endpoint))
-            {
-                map.remove(&endpoint.addr);
+            let key = (endpoint.addr, endpoint.security.clone());
+            if map.get(&key).is_some_and(|e| Arc::ptr_eq(e, endpoint)) {
+                map.remove(&key);
             }
         }
     }
@@ -155,7 +171,8 @@ impl Pool {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Endpoint>>> {
+    #[allow(clippy::type_complexity, clippy::mutable_key_type)]
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(SocketAddr, Security), Arc<Endpoint>>> {
         // A poisoned lock only means a panic elsewhere mid-update; every operation leaves
         // the map valid.
         self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
@@ -166,6 +183,9 @@ impl Pool {
 #[derive(Debug)]
 pub(crate) struct Endpoint {
     addr: SocketAddr,
+    /// How connections are made: plaintext, or TLS with the settings of the backends that
+    /// share this endpoint.
+    security: Security,
     config: Arc<TransportConfig>,
     epoch: Instant,
     connection: ArcSwapOption<Connection>,
@@ -175,6 +195,8 @@ pub(crate) struct Endpoint {
     failures: AtomicU32,
     /// Nanoseconds since `epoch` before which no new connection is attempted.
     retry_at: AtomicU64,
+    /// Why the last connect failed, while it has not succeeded since (failure path only).
+    last_failure: Mutex<Option<Arc<str>>>,
     retired: AtomicBool,
     /// How many backends list this endpoint (see [`Pool`]).
     members: AtomicUsize,
@@ -272,10 +294,16 @@ impl Health {
 }
 
 impl Endpoint {
-    fn new(addr: SocketAddr, config: Arc<TransportConfig>, epoch: Instant) -> Self {
+    fn new(
+        addr: SocketAddr,
+        security: Security,
+        config: Arc<TransportConfig>,
+        epoch: Instant,
+    ) -> Self {
         let load = Load::new(config.ewma_decay);
         Self {
             addr,
+            security,
             config,
             epoch,
             connection: ArcSwapOption::empty(),
@@ -283,6 +311,7 @@ impl Endpoint {
             load,
             failures: AtomicU32::new(0),
             retry_at: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
             retired: AtomicBool::new(false),
             members: AtomicUsize::new(0),
             health: Health::default(),
@@ -345,10 +374,11 @@ impl Endpoint {
         if self.retry_at.load(Ordering::Acquire) > self.now() {
             return Err(ConnectError::BackingOff);
         }
-        match Connection::connect(self.addr, &self.config).await {
+        match Connection::connect(self.addr, &self.config, &self.security).await {
             Ok(conn) => {
                 let conn = Arc::new(conn);
                 self.failures.store(0, Ordering::Release);
+                *self.lock_last_failure() = None;
                 if !self.is_retired() {
                     self.connection.store(Some(conn.clone()));
                 }
@@ -356,10 +386,21 @@ impl Endpoint {
             }
             Err(e) => {
                 self.record_connect_failure();
+                *self.lock_last_failure() = Some(e.to_string().into());
                 self.connection.store(None);
                 Err(e)
             }
         }
+    }
+
+    /// Why the last connect failed, if none has succeeded since.
+    pub(crate) fn last_failure(&self) -> Option<Arc<str>> {
+        self.lock_last_failure().clone()
+    }
+
+    fn lock_last_failure(&self) -> std::sync::MutexGuard<'_, Option<Arc<str>>> {
+        // Every write leaves a whole value.
+        self.last_failure.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Exponential backoff with ±20 % jitter, so clients that lost the same endpoint do not
