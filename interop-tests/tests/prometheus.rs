@@ -232,6 +232,12 @@ async fn check_metadata(prometheus: &Prometheus) -> anyhow::Result<()> {
         ("grpcroute_route_condition", "gauge "),
         ("grpcroute_endpoints", "gauge "),
         ("grpcroute_source_connected", "gauge "),
+        // Failure accrual and mirrors (issue 9).
+        ("grpcroute_client_endpoint_ejections", "counter "),
+        ("grpcroute_client_endpoints_ejected", "gauge "),
+        ("grpcroute_client_mirrors_dropped", "counter "),
+        ("grpcroute_client_mirrors_in_flight", "gauge "),
+        ("grpcroute_client_mirrors_timed_out", "counter "),
     ]
     .into_iter()
     .map(|(m, t)| (m.to_string(), t.to_string()))
