@@ -20,6 +20,8 @@
 //! - [`interop`]: the wire-interop scenario, run against each of them.
 //! - [`prometheus`]: a real Prometheus server scraping the mesh's metrics and evaluating
 //!   the shipped alert rules.
+//! - [`tools`]: whether a missing external tool (kubectl, Prometheus) skips its test or
+//!   fails it (`CI=true`, `GRPCROUTE_REQUIRE_*`).
 
 pub mod backends;
 pub mod calls;
@@ -33,6 +35,7 @@ pub mod peer;
 pub mod prometheus;
 pub mod python;
 pub mod stats;
+pub mod tools;
 
 pub use self::{
     backends::{EchoService, EndpointState, GRPC_PORT},
