@@ -20,6 +20,9 @@
 //! - [`interop`]: the wire-interop scenario, run against each of them.
 //! - [`prometheus`]: a real Prometheus server scraping the mesh's metrics and evaluating
 //!   the shipped alert rules.
+//! - [`fault`]: faults below the mesh — a backend killed mid-call (in a child process), a
+//!   relay that partitions or resets connections — and a timeline of every call made
+//!   meanwhile.
 //! - [`tools`]: whether a missing external tool (kubectl, Prometheus) skips its test or
 //!   fails it (`CI=true`, `GRPCROUTE_REQUIRE_*`).
 
@@ -27,6 +30,7 @@ pub mod backends;
 pub mod calls;
 pub mod cluster;
 pub mod delivery;
+pub mod fault;
 pub mod interop;
 pub mod load;
 pub mod manifests;
