@@ -1,7 +1,14 @@
 //! A gRPC backend for fault tests: every method answers OK with an empty message after the
-//! delay the caller asks for in `x-delay-ms` (none by default), naming itself in
-//! `x-echo-backend` like the echo servers. Calls can so be kept in flight for as long as a
-//! test needs them to be when it injects a fault.
+//! delay the caller asks for, naming itself in `x-echo-backend` like the echo servers.
+//! Calls can so be kept in flight for as long as a test needs them to be when it injects a
+//! fault. Two kinds of delay, as request metadata in milliseconds:
+//!
+//! - [`DELAY_HEADER`] (`x-delay-ms`): nothing is sent until the delay is over, as a unary
+//!   handler answers (headers, message and status together);
+//! - [`BODY_DELAY_HEADER`] (`x-body-delay-ms`): the response headers are sent at once, the
+//!   message and status after the delay, as a server streaming its answer would. The
+//!   client's balancer then measures the time to the headers, not the delay: long calls
+//!   of this kind do not make their endpoint look slow.
 //!
 //! Plain HTTP/2 on hyper (no tonic server): the tests need control over connections —
 //! graceful shutdown sends GOAWAY on every connection, lets the calls in flight finish and
@@ -9,31 +16,41 @@
 
 use std::{
     convert::Infallible,
+    future::Future as _,
     io,
     net::SocketAddr,
-    pin::pin,
+    pin::{Pin, pin},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body_util::{BodyExt as _, Full, combinators::UnsyncBoxBody};
-use hyper::{body::Incoming, server::conn::http2, service::service_fn};
+use http_body_util::BodyExt as _;
+use hyper::{
+    body::{Body, Frame, Incoming},
+    server::conn::http2,
+    service::service_fn,
+};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
     task::{JoinHandle, JoinSet},
+    time::Sleep,
 };
 
 use crate::cluster::LOOPBACK;
 
 /// Request metadata: how long the server waits before answering, in milliseconds.
 pub const DELAY_HEADER: &str = "x-delay-ms";
+/// Request metadata: how long the server waits between the response headers (sent at
+/// once) and the message and status, in milliseconds.
+pub const BODY_DELAY_HEADER: &str = "x-body-delay-ms";
 
 /// The calls a server received, and how many of them are still being answered.
 #[derive(Debug)]
@@ -174,36 +191,73 @@ async fn connection(
     let _ = conn.await;
 }
 
-type AnswerBody = UnsyncBoxBody<Bytes, Infallible>;
-
 async fn answer(
     request: Request<Incoming>,
     backend: HeaderValue,
     counts: Arc<Counts>,
-) -> Result<Response<AnswerBody>, Infallible> {
-    let delay = request
-        .headers()
-        .get(DELAY_HEADER)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .map(Duration::from_millis);
+) -> Result<Response<Answer>, Infallible> {
+    let delay = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .map(Duration::from_millis)
+    };
+    let (delay, body_delay) = (delay(DELAY_HEADER), delay(BODY_DELAY_HEADER));
     // Read the request to its end before answering, as a real handler does.
     let _ = request.into_body().collect().await;
     counts.started.send_modify(|n| *n += 1);
-    let _finished = Finished(counts);
+    let finished = Finished(counts);
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
-    let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    // One message: not compressed, length 0.
-    let body = Full::new(Bytes::from_static(&[0, 0, 0, 0, 0]))
-        .with_trailers(async move { Some(Ok(trailers)) })
-        .boxed_unsync();
-    let mut response = Response::new(body);
+    let mut response = Response::new(Answer {
+        delay: body_delay.map(|d| Box::pin(tokio::time::sleep(d))),
+        message_sent: false,
+        finished: Some(finished),
+    });
     let headers = response.headers_mut();
     headers.insert("content-type", HeaderValue::from_static("application/grpc"));
     headers.insert(grpcroute_echo::BACKEND_HEADER, backend);
     Ok(response)
+}
+
+/// The answer's body: after its delay, one empty message, then `grpc-status: 0`. The call
+/// counts as finished when the body has ended or is dropped.
+struct Answer {
+    delay: Option<Pin<Box<Sleep>>>,
+    message_sent: bool,
+    finished: Option<Finished>,
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(delay) = &mut self.delay {
+            ready!(delay.as_mut().poll(cx));
+            self.delay = None;
+        }
+        if !self.message_sent {
+            self.message_sent = true;
+            // One message: not compressed, length 0.
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0])))));
+        }
+        if self.finished.take().is_some() {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished.is_none()
+    }
 }
 
 #[cfg(test)]
@@ -242,6 +296,50 @@ mod tests {
         assert!(
             TcpStream::connect(addr).await.is_err(),
             "the port is closed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_delay_sends_the_headers_at_once() {
+        let server = DelayServer::start("d-1").await.unwrap();
+        let mut client = tonic::client::Grpc::new(channel(server.addr()).await);
+        client.ready().await.unwrap();
+        let mut request = tonic::Request::new(Bytes::new());
+        request
+            .metadata_mut()
+            .insert(BODY_DELAY_HEADER, "500".parse().unwrap());
+        let begun = tokio::time::Instant::now();
+        let response = client
+            .server_streaming(request, ECHO.parse().unwrap(), crate::calls::RawCodec)
+            .await
+            .unwrap();
+        assert!(
+            begun.elapsed() < Duration::from_millis(400),
+            "headers at once"
+        );
+        assert_eq!(server.in_flight(), 1);
+        let mut messages = response.into_inner();
+        assert!(messages.message().await.unwrap().is_some());
+        assert!(
+            begun.elapsed() >= Duration::from_millis(500),
+            "the message after the delay"
+        );
+        assert!(messages.message().await.unwrap().is_none());
+        assert!(crate::eventually(Duration::from_secs(5), || server.in_flight() == 0).await);
+    }
+
+    #[tokio::test]
+    async fn dropped_calls_count_as_finished() {
+        let server = DelayServer::start("d-2").await.unwrap();
+        let channel = channel(server.addr()).await;
+        let slow = tokio::spawn(call(channel, ECHO, &[(DELAY_HEADER, "60000")]));
+        let mut started = server.started_updates();
+        started.wait_for(|n| *n == 1).await.unwrap();
+        assert_eq!(server.in_flight(), 1);
+        slow.abort();
+        assert!(
+            crate::eventually(Duration::from_secs(5), || server.in_flight() == 0).await,
+            "the client's RST_STREAM ends the call on the server"
         );
     }
 }

@@ -2,8 +2,8 @@
 //! backend looks like from the client's side, and a record of every call made meanwhile.
 //!
 //! - [`backend`]: [`DelayServer`](backend::DelayServer), a gRPC backend whose calls take
-//!   as long as the caller asks (`x-delay-ms`), so that calls are in flight when the fault
-//!   strikes; it counts the calls it received and shuts down gracefully (GOAWAY, the calls
+//!   as long as the caller asks (`x-delay-ms`, or `x-body-delay-ms` after sending the
+//!   response headers), so that calls are in flight when the fault strikes; it counts the calls it received and shuts down gracefully (GOAWAY, the calls
 //!   in flight finish) on request.
 //! - [`process`]: the same backend in a child process (the `fault-backend` binary of this
 //!   crate), to be killed with SIGKILL mid-call as a crashing pod is, or stopped
@@ -40,7 +40,7 @@ pub mod relay;
 pub mod timeline;
 
 pub use self::{
-    backend::{DELAY_HEADER, DelayServer},
+    backend::{BODY_DELAY_HEADER, DELAY_HEADER, DelayServer},
     process::BackendProcess,
     relay::Relay,
     timeline::{CallRecord, Calls, Timeline},
