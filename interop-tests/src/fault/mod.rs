@@ -47,13 +47,13 @@ pub use self::{
 };
 
 /// Service `namespace/name` (port `grpc` 7070) with one ready EndpointSlice per address,
-/// named `<name>-<i>` after its position.
+/// named `<name>-<port>`: the same name for the same endpoint whatever the others are.
 pub fn service_of(namespace: &str, name: &str, addrs: &[SocketAddr]) -> Resources {
     let mut resources = Resources::new().with(service(namespace, name).port("grpc", GRPC_PORT));
-    for (i, addr) in addrs.iter().enumerate() {
+    for addr in addrs {
         resources.push(
             endpoints(namespace, name)
-                .name(&format!("{name}-{i}"))
+                .name(&format!("{name}-{}", addr.port()))
                 .port("grpc", addr.port())
                 .ready(LOOPBACK),
         );
