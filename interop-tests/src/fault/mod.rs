@@ -1,7 +1,7 @@
 //! Fault injection below the mesh: what a crashed, killed, partitioned or terminating
 //! backend looks like from the client's side, and a record of every call made meanwhile.
 //!
-//! - [`backend`]: [`DelayServer`](backend::DelayServer), a gRPC backend whose calls take
+//! - [`backend`](mod@backend): [`DelayServer`], a gRPC backend whose calls take
 //!   as long as the caller asks (`x-delay-ms`, or `x-body-delay-ms` after sending the
 //!   response headers), so that calls are in flight when the fault strikes; it counts the calls it received and shuts down gracefully (GOAWAY, the calls
 //!   in flight finish) on request.
