@@ -7,17 +7,17 @@ use http::HeaderMap;
 
 use crate::{
     CallError, Mesh, TargetError,
-    authority::Target,
-    mesh::Shared,
-    metrics::CallMeter,
-    router,
-    table::{Snapshot, weighted_index},
+    dispatch::Core,
+    route::{decide as router, table::weighted_index},
+    series::CallMeter,
+    snapshot::Snapshot,
+    target::Target,
 };
 
 /// The routing decision over a mesh's current table.
 #[derive(Debug)]
 pub struct Decider {
-    shared: Arc<Shared>,
+    core: Arc<Core>,
     snapshot: Arc<Snapshot>,
     namespace: Arc<str>,
     cluster_domain: String,
@@ -30,11 +30,12 @@ pub struct DeciderTarget(Target);
 impl Decider {
     /// The decision over `mesh`'s table; `None` before its first update.
     pub fn new(mesh: &Mesh) -> Option<Self> {
+        let core = mesh.shared.core.clone();
         Some(Self {
-            shared: mesh.shared.clone(),
-            snapshot: mesh.shared.snapshot.load_full()?,
-            namespace: mesh.shared.namespace.clone(),
-            cluster_domain: mesh.shared.cluster_domain.clone(),
+            snapshot: core.snapshot.load_full()?,
+            namespace: core.namespace.clone(),
+            cluster_domain: core.cluster_domain.clone(),
+            core,
         })
     }
 
@@ -74,7 +75,7 @@ impl Decider {
         headers: &HeaderMap,
         random: u64,
     ) -> Result<router::Decision<'_>, CallError> {
-        let frontend = router::frontend(&self.snapshot, &target.0, &self.namespace)?;
+        let frontend = router::frontend(&self.snapshot.table, &target.0, &self.namespace)?;
         Ok(router::decide(
             frontend,
             &self.namespace,
@@ -98,9 +99,9 @@ impl Decider {
         headers: &HeaderMap,
         random: u64,
     ) -> Result<&str, CallError> {
-        let mut meter = CallMeter::start(self.shared.series.unrouted());
+        let mut meter = CallMeter::start(self.core.series.unrouted());
         let decision = self.decision(target, path, headers, random)?;
-        meter.place(decision.series.stats(&self.shared.series));
+        meter.place(decision.series.stats(&self.core.series));
         meter.finish(tonic::Code::Ok);
         Ok(decision.target.service.name())
     }

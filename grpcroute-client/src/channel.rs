@@ -13,7 +13,10 @@ use http::{Request, Response, uri::Authority};
 use tonic::body::Body;
 use tracing::Instrument;
 
-use crate::{authority::Target, call, mesh::Shared};
+use crate::{
+    dispatch::{self, Core},
+    target::Target,
+};
 
 /// A channel to one Service of the mesh. Pass it to a tonic-generated client
 /// (`FooClient::new(channel)`); clone it freely, clones share everything.
@@ -23,7 +26,9 @@ use crate::{authority::Target, call, mesh::Shared};
 /// service itself never fails.
 #[derive(Clone)]
 pub struct Channel {
-    shared: Arc<Shared>,
+    core: Arc<Core>,
+    /// Keeps the mesh (and the source feeding it) alive while the channel is.
+    _mesh: Arc<dyn Send + Sync>,
     target: Arc<ChannelTarget>,
 }
 
@@ -31,20 +36,34 @@ struct ChannelTarget {
     target: Target,
     authority: Authority,
     label: String,
+    _interest: Option<Arc<dyn Send + Sync>>,
 }
 
 impl Channel {
-    pub(crate) fn new(shared: Arc<Shared>, target: Target) -> Self {
+    /// A channel to `target`. `mesh` (and `interest`, e.g. a watched xDS listener) are
+    /// kept alive as long as the channel.
+    pub(crate) fn new(
+        core: Arc<Core>,
+        mesh: Arc<dyn Send + Sync>,
+        target: Target,
+        interest: Option<Arc<dyn Send + Sync>>,
+    ) -> Self {
         let label = target.to_string();
-        // A parsed target always renders as a valid authority.
-        let authority = Authority::try_from(label.as_str())
-            .unwrap_or_else(|_| Authority::from_static("localhost"));
+        // A parsed Service target always renders as a valid authority; an xDS listener's
+        // name is the authority its calls carry (gRFC A27).
+        let authority = match &target.host {
+            crate::target::Host::Listener(name) => Authority::try_from(name.as_str()),
+            _ => Authority::try_from(label.as_str()),
+        }
+        .unwrap_or_else(|_| Authority::from_static("localhost"));
         Self {
-            shared,
+            core,
+            _mesh: mesh,
             target: Arc::new(ChannelTarget {
                 target,
                 authority,
                 label,
+                _interest: interest,
             }),
         }
     }
@@ -69,14 +88,14 @@ impl tower::Service<Request<Body>> for Channel {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let shared = self.shared.clone();
+        let core = self.core.clone();
         let target = self.target.clone();
         let span = call_span(&target.label);
         ResponseFuture {
             inner:
                 Box::pin(
                     async move {
-                        Ok(call::route(&shared, &target.target, &target.authority, req).await)
+                        Ok(dispatch::route(&core, &target.target, &target.authority, req).await)
                     }
                     .instrument(span),
                 ),

@@ -8,23 +8,51 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{Request, Response};
+use std::net::IpAddr;
+
+use http::{Request, Response, uri::Authority};
+use tokio::time::Instant;
 use tonic::body::Body;
+use tower::ServiceExt as _;
 use tracing::Instrument;
 
-use crate::{authority::Target, call, channel::call_span, mesh::Shared, router};
+use crate::{
+    channel::call_span,
+    deadline::Deadline,
+    dispatch::{self, Core},
+    route::decide as router,
+    target::{Host, Target},
+};
 
 /// Routes calls whose URI authority names a Service of the mesh (`svc.ns:port`, a
 /// ClusterIP, ...) and hands every other call to the wrapped service. Use it with clients
 /// that set their origin (`FooClient::with_origin(svc, "http://checkout.shop:50051")`).
+///
+/// Which calls are the mesh's:
+///
+/// - never: calls without an authority, names that are no Kubernetes Service form
+///   (`api.example.com`: more than two labels, not ending in `.svc[.<cluster domain>]`),
+///   `localhost`, and loopback, unspecified, link-local and multicast IP addresses. These go
+///   to the wrapped service at once.
+/// - once the mesh has its configuration: calls whose authority names a Service (or
+///   ClusterIP) of it. A two-label external name such as `example.com` that is no
+///   `svc.ns` of the mesh, or an IP that is no ClusterIP, goes to the wrapped service.
+/// - before the first configuration: every call that could be the mesh's by its form waits
+///   for it (up to the ready timeout, or the call's own deadline), then is decided as
+///   above; if none arrives, it fails `UNAVAILABLE` ("not synced") — fail closed, never
+///   sent unrouted.
+///
+/// The wrapped service's readiness is awaited only by the calls that go to it.
 #[derive(Clone)]
 pub struct MeshLayer {
-    shared: Arc<Shared>,
+    core: Arc<Core>,
+    /// Keeps the mesh (and the source feeding it) alive while the layer is.
+    mesh: Arc<dyn Send + Sync>,
 }
 
 impl MeshLayer {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(core: Arc<Core>, mesh: Arc<dyn Send + Sync>) -> Self {
+        Self { core, mesh }
     }
 }
 
@@ -39,7 +67,8 @@ impl<S> tower::Layer<S> for MeshLayer {
 
     fn layer(&self, inner: S) -> Routed<S> {
         Routed {
-            shared: self.shared.clone(),
+            core: self.core.clone(),
+            _mesh: self.mesh.clone(),
             inner,
         }
     }
@@ -48,7 +77,8 @@ impl<S> tower::Layer<S> for MeshLayer {
 /// The service [`MeshLayer`] produces.
 #[derive(Clone)]
 pub struct Routed<S> {
-    shared: Arc<Shared>,
+    core: Arc<Core>,
+    _mesh: Arc<dyn Send + Sync>,
     inner: S,
 }
 
@@ -68,37 +98,62 @@ where
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // The call may go to `inner`, so it must be ready.
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Whether a call goes to the wrapped service is decided per call, so its readiness
+        // is awaited only by the calls that go there: calls the mesh routes never wait for
+        // it (nor fail with its errors).
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let shared = self.shared.clone();
-        let target = req.uri().authority().and_then(|a| {
-            Target::parse(a.as_str(), &shared.cluster_domain)
-                .ok()
-                .map(|t| (t, a.clone()))
-        });
-        // Keep the service that was polled ready; leave a clone for the next call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Some((target, authority)) = target else {
-            return Box::pin(inner.call(req));
+        let core = self.core.clone();
+        let inner = self.inner.clone();
+        let Some((target, authority)) = claim(&req, &core.cluster_domain) else {
+            return Box::pin(inner.oneshot(req));
         };
         Box::pin(async move {
-            // Only a target that names a Service of the mesh is the mesh's to route.
-            let ours = match shared.snapshot().await {
-                Ok(snapshot) => router::frontend(&snapshot, &target, &shared.namespace).is_ok(),
-                Err(_) => false,
-            };
-            if !ours {
-                return inner.call(req).await;
+            let deadline = Deadline::of(req.headers(), core.default_timeout, Instant::now());
+            match core.snapshot(deadline).await {
+                Ok(snapshot) => {
+                    // After the first configuration, the configuration decides: a Service
+                    // (or ClusterIP) it has is the mesh's, anything else is not.
+                    if router::frontend(&snapshot.table, &target, &core.namespace).is_err() {
+                        return inner.oneshot(req).await;
+                    }
+                    let span = call_span(authority.as_str());
+                    Ok(dispatch::route(&core, &target, &authority, req)
+                        .instrument(span)
+                        .await)
+                }
+                // No configuration yet: a call that may be the mesh's fails closed rather
+                // than leave the mesh unrouted.
+                Err(error) => Ok(dispatch::refuse(&core, error)),
             }
-            let span = call_span(authority.as_str());
-            Ok(call::route(&shared, &target, &authority, req)
-                .instrument(span)
-                .await)
         })
     }
+}
+
+/// The target of a call whose authority could name a Service of the mesh: `svc`,
+/// `svc.ns`, `svc.ns.svc[.<cluster domain>]`, or an IP address that could be a ClusterIP.
+/// `None` for every other call: no authority, names of other forms (`api.example.com`),
+/// `localhost`, and loopback, unspecified, link-local and multicast addresses. Whether a
+/// claimed call is the mesh's is then decided by the configuration, once there is one.
+fn claim(req: &Request<Body>, cluster_domain: &str) -> Option<(Target, Authority)> {
+    let authority = req.uri().authority()?;
+    let target = Target::parse_authority(authority.as_str(), cluster_domain).ok()?;
+    let never = match &target.host {
+        Host::Service { name, namespace } => name == "localhost" && namespace.is_none(),
+        Host::ClusterIp(ip) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || match ip {
+                    IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+                    IpAddr::V6(v6) => v6.is_unicast_link_local(),
+                }
+        }
+        // Not an authority form; listeners are reached through `Mesh::channel`.
+        Host::Listener(_) => true,
+    };
+    (!never).then(|| (target, authority.clone()))
 }

@@ -41,6 +41,14 @@
 //! | Rust code | [`build`] helpers or the API types, into [`Resources`], then [`Mesh::update`] |
 //! | anything else | implement [`source::Source`] |
 //!
+//! # Transport security
+//!
+//! Connections are plaintext HTTP/2 unless [`MeshBuilder`] says otherwise: TLS where a
+//! per-backend policy asks for it, or mutual TLS to every backend with the client's SPIFFE
+//! identity (an X.509 SVID from files or the SPIFFE Workload API, followed through
+//! rotations). See the `tls` and `identity` modules (cargo features `tls` and `spiffe`, both
+//! on by default).
+//!
 //! # Semantics
 //!
 //! | GRPCRoute feature | status |
@@ -67,44 +75,55 @@
 // Library code never unwraps; tests may (a panic is how a test fails).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-mod authority;
-mod balance;
+mod backend;
 pub mod build;
-mod call;
 mod channel;
 mod convert;
+mod deadline;
+mod dispatch;
 mod error;
 mod explain;
-#[cfg(feature = "kube")]
-mod k8s;
+#[cfg(feature = "tls")]
+pub mod identity;
 mod layer;
 pub mod manifest;
 mod mesh;
 mod metrics;
-mod mirror;
 mod model;
 mod namespace;
 mod resources;
 mod rng;
+mod route;
 mod routed;
-mod router;
+mod series;
+mod snapshot;
 pub mod source;
-mod table;
+mod target;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
+#[cfg(feature = "xds")]
+pub mod xds;
 
 pub use self::{
-    authority::TargetError,
+    backend::accrual::FailureAccrual,
     channel::{Channel, ResponseFuture},
-    convert::{InvalidObject, ObjectKind},
     error::CallError,
-    explain::{BackendExplanation, CallDescription, Explanation, FrontendRef, RouteRef, RuleRef},
+    explain::{
+        BackendExplanation, CallDescription, EjectedEndpoint, Explanation, FrontendRef, RouteRef,
+        RuleRef,
+    },
     layer::{MeshLayer, Routed},
-    mesh::{ChangeSummary, Mesh, MeshBuilder, SourceHealth, UpdateReport},
+    mesh::{Mesh, MeshBuilder},
     metrics::{Metrics, code_name, serve_metrics},
-    model::ObjectKey,
+    model::{InvalidObject, ObjectKey, ObjectKind},
     resources::{Object, Resources},
+    route::table::{
+        Condition, ConditionStatus, ParentReference, ParentStatus, RouteSetKind, RouteStatus,
+    },
     routed::{BackendService, RoutedTo},
-    table::{Condition, ConditionStatus, ParentReference, ParentStatus, RouteSetKind, RouteStatus},
+    source::{ChangeSummary, SourceHealth, UpdateReport},
+    target::TargetError,
 };
 
 #[doc(hidden)]

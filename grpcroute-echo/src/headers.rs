@@ -1,13 +1,14 @@
 //! The layer that adds the echo metadata to every response, whatever service answered.
 
 use std::{
+    collections::VecDeque,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 
 use crate::{AUTHORITY_HEADER, BACKEND_HEADER, REQUEST_HEADER_PREFIX};
 
@@ -15,9 +16,27 @@ use crate::{AUTHORITY_HEADER, BACKEND_HEADER, REQUEST_HEADER_PREFIX};
 #[derive(Clone, Debug)]
 pub(crate) struct RequestAuthority(pub(crate) String);
 
+/// A request as the server received it: what tests check of mirrored and routed calls.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// The HTTP method (gRPC: `POST`).
+    pub method: Method,
+    /// The path, `/package.Service/Method`.
+    pub path: String,
+    /// Every request header, metadata included.
+    pub headers: HeaderMap,
+}
+
+/// The last requests a server received, oldest first.
+pub(crate) type ReceivedLog = Arc<Mutex<VecDeque<Received>>>;
+
+/// How many requests [`ReceivedLog`] keeps.
+pub(crate) const RECEIVED_KEPT: usize = 4096;
+
 #[derive(Clone, Debug)]
 pub(crate) struct EchoHeadersLayer {
     pub(crate) backend: Arc<HeaderValue>,
+    pub(crate) received: ReceivedLog,
 }
 
 impl<S> tower::Layer<S> for EchoHeadersLayer {
@@ -27,6 +46,7 @@ impl<S> tower::Layer<S> for EchoHeadersLayer {
         EchoHeaders {
             inner,
             backend: self.backend.clone(),
+            received: self.received.clone(),
         }
     }
 }
@@ -35,6 +55,7 @@ impl<S> tower::Layer<S> for EchoHeadersLayer {
 pub(crate) struct EchoHeaders<S> {
     inner: S,
     backend: Arc<HeaderValue>,
+    received: ReceivedLog,
 }
 
 /// Request headers that belong to the protocol, not to the caller's metadata.
@@ -96,6 +117,17 @@ where
             })
             .unwrap_or_default();
         let extra = echoed(req.headers(), &authority, &self.backend);
+        {
+            let mut log = self.received.lock().unwrap_or_else(|e| e.into_inner());
+            if log.len() == RECEIVED_KEPT {
+                log.pop_front();
+            }
+            log.push_back(Received {
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+                headers: req.headers().clone(),
+            });
+        }
         req.extensions_mut().insert(RequestAuthority(authority));
         let future = self.inner.call(req);
         Box::pin(async move {

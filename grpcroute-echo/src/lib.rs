@@ -21,6 +21,7 @@ mod server;
 
 pub use self::{
     codec::RawCodec,
+    headers::Received,
     server::{EchoConfig, EchoServer, StartError},
 };
 

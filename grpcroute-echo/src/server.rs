@@ -25,7 +25,7 @@ use tonic::{
 };
 
 use crate::{
-    headers::{EchoHeadersLayer, RequestAuthority},
+    headers::{EchoHeadersLayer, Received, ReceivedLog, RequestAuthority},
     pb::{
         Assertions, Context as EchoContext, EchoRequest, EchoResponse, Header,
         grpc_echo_server::{GrpcEcho, GrpcEchoServer},
@@ -104,6 +104,7 @@ pub struct EchoServer {
     addr: SocketAddr,
     name: String,
     calls: Arc<AtomicU64>,
+    received: ReceivedLog,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -146,6 +147,7 @@ impl EchoServer {
         let backend = HeaderValue::from_str(&config.name)
             .map_err(|_| StartError::Name(config.name.clone()))?;
         let calls = Arc::new(AtomicU64::new(0));
+        let received = ReceivedLog::default();
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<GrpcEchoServer<Echo>>().await;
@@ -166,6 +168,7 @@ impl EchoServer {
             Server::builder()
                 .layer(EchoHeadersLayer {
                     backend: Arc::new(backend),
+                    received: received.clone(),
                 })
                 .add_routes(Routes::from(routes))
                 .serve_with_incoming_shutdown(incoming, async {
@@ -176,6 +179,7 @@ impl EchoServer {
             addr,
             name: config.name,
             calls,
+            received,
             shutdown: Some(tx),
             task,
         })
@@ -194,6 +198,17 @@ impl EchoServer {
     /// How many calls it has answered.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// The requests it received (up to the last 4096), oldest first: method, path and
+    /// headers, as they arrived (including calls it has not answered yet).
+    pub fn received(&self) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Stops gracefully: stops accepting, tells connected clients to go away (HTTP/2
@@ -323,9 +338,15 @@ where
         let echo = self.echo.clone();
         Box::pin(async move {
             // Read the request to its end before answering, as a real handler does: an
-            // unread request stream left open makes HTTP/2 peers reset the connection.
-            let _ = http_body_util::BodyExt::collect(req.into_body()).await;
-            echo.answer().await;
+            // unread request stream left open makes HTTP/2 peers reset the connection. A
+            // request that fails before its end (reset by the client) is not answered, and
+            // not counted.
+            let whole = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .is_ok();
+            if whole {
+                echo.answer().await;
+            }
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", HeaderValue::from_static("0"));
             // A message frame: not compressed, length 0.

@@ -110,6 +110,11 @@ impl EchoService {
         self.servers.iter().map(EchoServer::calls).sum()
     }
 
+    /// The requests all its servers received (method, path, headers).
+    pub fn received(&self) -> Vec<grpcroute_echo::Received> {
+        self.servers.iter().flat_map(EchoServer::received).collect()
+    }
+
     /// Stops every server gracefully.
     pub async fn shutdown(self) {
         for server in self.servers {

@@ -73,6 +73,19 @@ async fn mirror_copies_every_call(delivery: Delivery) -> anyhow::Result<()> {
     assert_eq!(t.by_prefix("primary-"), n);
     assert_eq!(primary.calls(), n as u64);
     assert_eq!(settled(|| shadow.calls()).await, n as u64);
+    // Each copy is the primary's call: method, path and the caller's metadata.
+    let mut tags: Vec<usize> = shadow
+        .received()
+        .iter()
+        .map(|r| {
+            assert_eq!(r.method, http::Method::POST);
+            assert_eq!(r.path, ECHO);
+            assert_eq!(r.headers["content-type"], "application/grpc");
+            r.headers["x-call"].to_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    tags.sort_unstable();
+    assert_eq!(tags, (0..n).collect::<Vec<_>>(), "one copy of each call");
     primary.shutdown().await;
     feed.shutdown().await;
     shadow.shutdown().await;

@@ -6,7 +6,7 @@ use k8s_openapi::api::{core::v1::Service as RawService, discovery::v1::EndpointS
 
 use super::{InvalidObject, ObjectKind, object_key, port};
 use crate::model::{
-    AppProtocol, Endpoint, EndpointPort, EndpointSlice, Service, ServicePort, ServiceType,
+    AppProtocol, Endpoint, EndpointPort, EndpointSlice, IpFamily, Service, ServicePort, ServiceType,
 };
 
 /// The label that ties an EndpointSlice to its Service.
@@ -57,6 +57,16 @@ pub(crate) fn service(raw: &RawService, default_namespace: &str) -> Result<Servi
         }
     };
 
+    let ip_family = match spec.ip_families.as_deref().and_then(<[String]>::first) {
+        Some(f) => Some(ip_family(f).ok_or_else(|| {
+            err(
+                "spec.ipFamilies[0]".into(),
+                format!("{f:?} is not an IP family (IPv4 or IPv6)"),
+            )
+        })?),
+        None => ips.first().copied().map(IpFamily::of),
+    };
+
     let raw_ports = spec.ports.unwrap_or_default();
     let mut ports = Vec::with_capacity(raw_ports.len());
     for (i, p) in raw_ports.iter().enumerate() {
@@ -90,8 +100,17 @@ pub(crate) fn service(raw: &RawService, default_namespace: &str) -> Result<Servi
         key,
         service_type,
         cluster_ips: ips,
+        ip_family,
         ports,
     })
+}
+
+fn ip_family(name: &str) -> Option<IpFamily> {
+    match name {
+        "IPv4" => Some(IpFamily::V4),
+        "IPv6" => Some(IpFamily::V6),
+        _ => None,
+    }
 }
 
 k8s_openapi::k8s_if_ge_1_36! {
@@ -127,15 +146,15 @@ pub(crate) fn endpoint_slice(
                 "is required to associate the slice with a Service".into(),
             )
         })?;
-    match raw.address_type.as_str() {
-        "IPv4" | "IPv6" => {}
-        other => {
-            return Err(err(
-                "addressType".into(),
-                format!("{other:?} is not supported (only IPv4 and IPv6 endpoints can be dialled)"),
-            ));
-        }
-    }
+    let address_type = ip_family(&raw.address_type).ok_or_else(|| {
+        err(
+            "addressType".into(),
+            format!(
+                "{:?} is not supported (only IPv4 and IPv6 endpoints can be dialled)",
+                raw.address_type
+            ),
+        )
+    })?;
 
     let mut ports = Vec::new();
     for (i, p) in raw.ports.iter().flatten().enumerate() {
@@ -185,6 +204,7 @@ pub(crate) fn endpoint_slice(
     Ok(EndpointSlice {
         key,
         service,
+        address_type,
         ports,
         endpoints,
     })

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::shared::Shared;
+use crate::source::SourceHealth;
 
 #[derive(Default)]
 pub(super) struct HealthState {
@@ -10,29 +11,6 @@ pub(super) struct HealthState {
     pub(super) last_update: Option<SystemTime>,
     pub(super) disconnected_since: Option<(SystemTime, tokio::time::Instant)>,
     pub(super) last_latency: Option<Duration>,
-}
-
-/// How the mesh's configuration source is doing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SourceHealth {
-    /// Whether the source reaches where its configuration comes from (sources that have
-    /// nothing to reach, like a fixed configuration, count as connected once they
-    /// published). For the Kubernetes source: the API server answers; its watches may
-    /// need a few more seconds (their backoff) before changes made during an outage
-    /// arrive, which `last_update` then shows.
-    pub connected: bool,
-    /// When the source is not connected: since when.
-    pub disconnected_since: Option<SystemTime>,
-    /// When the configuration was last updated.
-    pub last_update: Option<SystemTime>,
-    /// How many updates have been applied.
-    pub version: u64,
-    /// The source's last error, until it publishes again.
-    pub last_error: Option<String>,
-    /// How long the last change took from reaching the source to serving calls, when the
-    /// source measures it.
-    pub last_latency: Option<Duration>,
 }
 
 impl Shared {
@@ -43,7 +21,7 @@ impl Shared {
             disconnected_since: state.health.disconnected_since.map(|(t, _)| t),
             last_update: state.health.last_update,
             version: state.version,
-            last_error: state.last_error.clone(),
+            last_error: self.core.last_error(),
             last_latency: state.health.last_latency,
         }
     }

@@ -1,95 +1,79 @@
-//! The state behind a [`Mesh`](super::Mesh): the table calls read, the endpoint pool,
-//! and how configuration updates replace the table.
+//! The state behind a [`Mesh`](super::Mesh): what calls read (the [`Core`]), the backends
+//! they reach (the [`Registry`]), and how configuration updates change both.
+//!
+//! An update that changes routes, Services or grants compiles a new table and binds its
+//! backends; one that only changes EndpointSlices updates the affected backends in place
+//! and leaves the table alone, so its cost follows the change, not the cluster.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
-
-use arc_swap::ArcSwapOption;
-use tokio::sync::watch;
 
 use super::health::HealthState;
 use crate::{
-    convert::InvalidObject,
-    error::CallError,
-    metrics::SeriesRegistry,
-    model::{Model, ObjectKey},
-    rng::SharedRng,
-    table::{self, GrantPolicy, Snapshot},
-    transport::Pool,
+    backend::{
+        Backend, BackendKey, EndpointsDelta, EndpointsSpec, Policy, Registry, service_endpoints,
+    },
+    dispatch::Core,
+    model::InvalidObject,
+    model::{EndpointSlice, Model, ObjectKey, Service},
+    route::table::{self, GrantPolicy, Table},
+    snapshot::Snapshot,
+    source::{ChangeSummary, EndpointsChange, Update, UpdateReport},
+    transport::SecurityPolicy,
 };
 
-/// What an update changed.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct UpdateReport {
-    /// Counts the updates applied, from 1.
-    pub version: u64,
-    /// Routes, Services, EndpointSlices and ReferenceGrants added, changed and removed.
-    pub changes: ChangeSummary,
-    /// Endpoint addresses that started and stopped taking calls.
-    pub endpoints_added: usize,
-    /// See `endpoints_added`.
-    pub endpoints_removed: usize,
-    /// Objects left out because they are invalid.
-    pub rejected: Vec<InvalidObject>,
-}
-
-/// Object counts by change.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ChangeSummary {
-    /// Objects that are new.
-    pub added: usize,
-    /// Objects whose content changed.
-    pub changed: usize,
-    /// Objects that are gone.
-    pub removed: usize,
-}
-
 pub(crate) struct Shared {
-    pub(crate) namespace: Arc<str>,
-    pub(crate) cluster_domain: String,
+    pub(crate) core: Arc<Core>,
     pub(super) grant_policy: GrantPolicy,
-    pub(crate) ready_timeout: Duration,
-    pub(crate) report_routing: bool,
-    /// The table every call reads; `None` until the first update.
-    pub(crate) snapshot: ArcSwapOption<Snapshot>,
-    /// The version of the current snapshot; 0 until the first update.
-    pub(super) ready: watch::Sender<u64>,
-    pub(crate) pool: Pool,
-    pub(crate) rng: SharedRng,
-    /// Only updates take this lock; calls never do.
+    pub(crate) registry: Registry,
+    /// Failure accrual: what the backends of Services apply, and the template of xDS
+    /// clusters' outlier detection. `None`: off.
+    pub(crate) accrual: Option<crate::backend::accrual::FailureAccrual>,
+    /// How each backend's endpoints are connected to (plaintext or TLS).
+    pub(super) security: SecurityPolicy,
+    /// Only updates (and health reports) take this lock; calls never do.
     pub(super) state: Mutex<UpdateState>,
     pub(super) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
-    /// Call statistics, which the tables hold and calls record into.
-    pub(crate) series: SeriesRegistry,
+    /// The xDS client, started by the first `xds:` channel.
+    #[cfg(feature = "xds")]
+    pub(super) xds: Mutex<super::xds::XdsSlot>,
 }
 
 #[derive(Default)]
 pub(super) struct UpdateState {
+    /// What the xDS source last published.
+    #[cfg(feature = "xds")]
+    pub(super) xds: super::xds::XdsState,
     pub(super) health: HealthState,
     pub(super) version: u64,
-    /// Object contents of the last update, to describe what the next one changes.
+    /// Object contents of the configuration in force, to describe what the next update
+    /// changes.
     objects: HashMap<(&'static str, ObjectKey), ObjectDigest>,
-    pub(super) last_error: Option<String>,
+    /// The Services and their EndpointSlices, from which backends take their endpoints.
+    services: HashMap<ObjectKey, Arc<Service>>,
+    slices: HashMap<ObjectKey, Vec<Arc<EndpointSlice>>>,
 }
 
-/// An object of the last update, kept to tell whether the next one changes it.
+/// An object of the configuration in force, kept to tell whether an update changes it.
 #[derive(PartialEq)]
 enum ObjectDigest {
-    Service(Arc<crate::model::Service>),
-    EndpointSlice(Arc<crate::model::EndpointSlice>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
     Route(Arc<crate::model::GrpcRoute>),
     Grant(Arc<crate::model::ReferenceGrant>),
     Rejected(InvalidObject),
 }
 
+const SLICE: &str = "EndpointSlice";
+
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mesh")
-            .field("namespace", &self.namespace)
-            .field("ready", &self.snapshot.load().is_some())
+            .field("namespace", &self.core.namespace)
+            .field("ready", &self.core.snapshot.load().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -108,109 +92,301 @@ impl Drop for Shared {
 }
 
 impl Shared {
-    pub(crate) fn apply(&self, model: Model) -> UpdateReport {
+    pub(crate) fn apply(&self, update: Update) -> UpdateReport {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = Arc::new(table::compile(&model, self.grant_policy, &self.pool));
-        let previous = self.snapshot.swap(Some(snapshot.clone()));
+        let before = self.registry.endpoint_churn();
+        let (changes, rejected, kind) = match update {
+            Update::Model(model) => self.apply_model(&mut state, model),
+            Update::Endpoints(changes) => (
+                self.apply_endpoints(&mut state, changes),
+                self.current()
+                    .map(|s| s.table.rejected.clone())
+                    .unwrap_or_default(),
+                "endpoints",
+            ),
+        };
+        let after = self.registry.endpoint_churn();
+        self.published(&mut state, kind);
 
-        // Endpoints that left the configuration take no new calls; their connections close
-        // once the calls in flight on them finish.
-        let kept: HashSet<*const crate::transport::Endpoint> =
-            snapshot.endpoints.iter().map(Arc::as_ptr).collect();
-        let mut endpoints_removed = 0;
-        let mut before = HashSet::new();
-        if let Some(previous) = &previous {
-            for e in &previous.endpoints {
-                before.insert(Arc::as_ptr(e));
-                if !kept.contains(&Arc::as_ptr(e)) {
-                    e.retire();
-                    endpoints_removed += 1;
-                }
-            }
-        }
-        // Series of routes, rules and backends that are gone leave with them.
-        self.series.retain_reachable(|key| snapshot.reaches(key));
-        let endpoints_added = snapshot
-            .endpoints
-            .iter()
-            .filter(|e| !before.contains(&Arc::as_ptr(e)))
-            .count();
-
-        let objects = digest(&model);
-        let mut changes = ChangeSummary::default();
-        for (key, digest) in &objects {
-            match state.objects.get(key) {
-                None => changes.added += 1,
-                Some(old) if old != digest => changes.changed += 1,
-                Some(_) => {}
-            }
-        }
-        changes.removed = state
-            .objects
-            .keys()
-            .filter(|k| !objects.contains_key(k))
-            .count();
-        state.objects = objects;
-        state.version += 1;
-        state.last_error = None;
-        state.health.last_update = Some(SystemTime::now());
-        if state.health.disconnected_since.is_none() {
-            state.health.connected = true;
-        }
-        self.ready.send_replace(state.version);
-
+        let (endpoints_added, endpoints_removed) =
+            ((after.0 - before.0) as usize, (after.1 - before.1) as usize);
         tracing::info!(
             version = state.version,
+            kind,
             added = changes.added,
             changed = changes.changed,
             removed = changes.removed,
             endpoints_added,
             endpoints_removed,
-            routes = model.routes.len(),
-            services = model.services.len(),
-            rejected = snapshot.rejected.len(),
+            services = state.services.len(),
+            rejected = rejected.len(),
             "routing configuration updated"
         );
-        for invalid in &snapshot.rejected {
-            tracing::warn!(%invalid, "object rejected");
-        }
         UpdateReport {
             version: state.version,
             changes,
             endpoints_added,
             endpoints_removed,
-            rejected: snapshot.rejected.clone(),
+            rejected,
         }
+    }
+
+    /// Records that an update took effect and wakes the calls waiting for one.
+    pub(super) fn published(&self, state: &mut UpdateState, kind: &'static str) {
+        state.version += 1;
+        state.health.last_update = Some(SystemTime::now());
+        if state.health.disconnected_since.is_none() {
+            state.health.connected = true;
+        }
+        *self
+            .core
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        self.core.ready.send_replace(state.version);
+        tracing::debug!(version = state.version, kind, "configuration published");
+    }
+
+    fn current(&self) -> Option<Arc<Snapshot>> {
+        self.core.snapshot.load_full()
+    }
+
+    /// A whole configuration. When it differs from the one in force only in EndpointSlices,
+    /// it is applied as an endpoint update.
+    fn apply_model(
+        &self,
+        state: &mut UpdateState,
+        model: Model,
+    ) -> (ChangeSummary, Vec<InvalidObject>, &'static str) {
+        let objects = digest(&model);
+        let changes = summarize(&state.objects, &objects);
+        let routing_changed = self.current().is_none()
+            || objects
+                .iter()
+                .filter(|((kind, _), _)| *kind != SLICE)
+                .any(|(key, d)| state.objects.get(key) != Some(d))
+            || state
+                .objects
+                .keys()
+                .any(|key| key.0 != SLICE && !objects.contains_key(key));
+
+        let mut slices: HashMap<ObjectKey, Vec<Arc<EndpointSlice>>> = HashMap::new();
+        for slice in &model.endpoint_slices {
+            slices
+                .entry(slice.service_key())
+                .or_default()
+                .push(slice.clone());
+        }
+        if !routing_changed {
+            // Only EndpointSlices changed: the Services whose slices differ.
+            let mut touched: HashSet<ObjectKey> = HashSet::new();
+            for (key, d) in &objects {
+                if key.0 == SLICE
+                    && state.objects.get(key) != Some(d)
+                    && let ObjectDigest::EndpointSlice(s) = d
+                {
+                    touched.insert(s.service_key());
+                }
+            }
+            for (key, d) in &state.objects {
+                if key.0 == SLICE
+                    && !objects.contains_key(key)
+                    && let ObjectDigest::EndpointSlice(s) = d
+                {
+                    touched.insert(s.service_key());
+                }
+            }
+            let changes_list = touched
+                .into_iter()
+                .map(|service| EndpointsChange {
+                    slices: slices.remove(&service).unwrap_or_default(),
+                    service,
+                })
+                .collect();
+            self.update_endpoints(state, changes_list);
+            state.objects = objects;
+            let rejected = self
+                .current()
+                .map(|s| s.table.rejected.clone())
+                .unwrap_or_default();
+            return (changes, rejected, "endpoints");
+        }
+
+        let table = Arc::new(table::compile(&model, self.grant_policy));
+        state.services = model
+            .services
+            .iter()
+            .map(|s| (s.key.clone(), s.clone()))
+            .collect();
+        state.slices = slices;
+        state.objects = objects;
+        let rejected = table.rejected.clone();
+        self.bind(state, table);
+        for invalid in &rejected {
+            tracing::warn!(%invalid, "object rejected");
+        }
+        (changes, rejected, "full")
+    }
+
+    /// Binds every backend a new table names, gives each its current endpoints, and swaps
+    /// the snapshot in. Backends the previous table named and this one does not stop
+    /// taking calls at once (their endpoints are dropped; calls already on them finish).
+    fn bind(&self, state: &UpdateState, table: Arc<Table>) {
+        let backends: Arc<[Arc<Backend>]> = table
+            .backends
+            .iter()
+            .map(|key| {
+                let (backend, _) = self.registry.get_or_create(key);
+                backend.set_security(self.security.security_for(key, &backend.security()));
+                backend.set_spec(self.service_spec(state, key));
+                backend
+            })
+            .collect();
+        let bound: HashSet<*const Backend> = backends.iter().map(Arc::as_ptr).collect();
+        // The xDS part (with the `xds` feature) stays as it is.
+        #[allow(clippy::needless_update)]
+        let snapshot = Arc::new(Snapshot {
+            table,
+            backends,
+            kube_synced: true,
+            ..self.current().as_deref().cloned().unwrap_or_default()
+        });
+        let previous = self.core.snapshot.swap(Some(snapshot.clone()));
+        if let Some(previous) = previous {
+            for b in previous.backends.iter() {
+                if !bound.contains(&Arc::as_ptr(b)) {
+                    b.set_endpoints(&[]);
+                }
+            }
+        }
+        self.registry.prune();
+        // Series of routes, rules and backends that are gone leave with them.
+        self.core
+            .series
+            .retain_reachable(|key| snapshot.reaches(key));
+    }
+
+    fn apply_endpoints(
+        &self,
+        state: &mut UpdateState,
+        changes: Vec<EndpointsChange>,
+    ) -> ChangeSummary {
+        let mut summary = ChangeSummary::default();
+        for change in &changes {
+            let old: HashMap<&ObjectKey, &Arc<EndpointSlice>> = state
+                .slices
+                .get(&change.service)
+                .into_iter()
+                .flatten()
+                .map(|s| (&s.key, s))
+                .collect();
+            for s in &change.slices {
+                match old.get(&s.key) {
+                    None => summary.added += 1,
+                    Some(o) if ***o != **s => summary.changed += 1,
+                    Some(_) => {}
+                }
+            }
+            summary.removed += old
+                .keys()
+                .filter(|k| !change.slices.iter().any(|s| &s.key == **k))
+                .count();
+        }
+        for change in &changes {
+            if let Some(old) = state.slices.get(&change.service) {
+                for s in old {
+                    state.objects.remove(&(SLICE, s.key.clone()));
+                }
+            }
+            for s in &change.slices {
+                state.objects.insert(
+                    (SLICE, s.key.clone()),
+                    ObjectDigest::EndpointSlice(s.clone()),
+                );
+            }
+        }
+        self.update_endpoints(state, changes);
+        summary
+    }
+
+    /// Stores the Services' new slices and gives their live backends the endpoints those
+    /// slices list. Touches nothing else.
+    fn update_endpoints(&self, state: &mut UpdateState, changes: Vec<EndpointsChange>) {
+        let mut delta = EndpointsDelta::default();
+        for EndpointsChange { service, slices } in changes {
+            if slices.is_empty() {
+                state.slices.remove(&service);
+            } else {
+                state.slices.insert(service.clone(), slices);
+            }
+            let Some(svc) = state.services.get(&service) else {
+                continue;
+            };
+            for port in &svc.ports {
+                let key = BackendKey::Service {
+                    service: service.clone(),
+                    port: port.port,
+                };
+                if let Some(backend) = self.registry.get(&key) {
+                    delta += backend.set_spec(self.service_spec(state, &key));
+                }
+            }
+        }
+        tracing::debug!(
+            added = delta.added,
+            removed = delta.removed,
+            "backend endpoints updated"
+        );
+    }
+
+    /// What a Service port's backend has under the configuration in `state`: its
+    /// endpoints, under the mesh's policy for Services (P2C, failure accrual).
+    fn service_spec(&self, state: &UpdateState, key: &BackendKey) -> EndpointsSpec {
+        EndpointsSpec::flat(endpoints_of(state, key)).with_policy(Policy {
+            accrual: self.accrual.as_ref().map(Into::into),
+            ..Policy::default()
+        })
     }
 
     pub(crate) fn report_error(&self, error: String) {
         tracing::warn!(%error, "configuration source error; keeping the last good configuration");
-        self.state
+        *self
+            .core
+            .last_error
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_error = Some(error);
+            .unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
+}
 
-    /// The current table, waiting (bounded) for the first one.
-    pub(crate) async fn snapshot(&self) -> Result<Arc<Snapshot>, CallError> {
-        if let Some(s) = self.snapshot.load_full() {
-            return Ok(s);
-        }
-        let mut rx = self.ready.subscribe();
-        let waited = tokio::time::timeout(self.ready_timeout, rx.wait_for(|v| *v > 0)).await;
-        match (waited, self.snapshot.load_full()) {
-            (Ok(_), Some(s)) => Ok(s),
-            _ => Err(CallError::NotSynced {
-                waited: self.ready_timeout,
-                last_error: self
-                    .state
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .last_error
-                    .clone(),
-            }),
+/// The endpoints `key` has under the configuration in `state`.
+fn endpoints_of(state: &UpdateState, key: &BackendKey) -> Vec<std::net::SocketAddr> {
+    match key {
+        BackendKey::Service { service, port } => match state.services.get(service) {
+            Some(svc) => service_endpoints(
+                svc,
+                *port,
+                state.slices.get(service).map_or(&[][..], Vec::as_slice),
+            ),
+            None => Vec::new(),
+        },
+        BackendKey::Cluster(_) => Vec::new(),
+    }
+}
+
+fn summarize(
+    before: &HashMap<(&'static str, ObjectKey), ObjectDigest>,
+    after: &HashMap<(&'static str, ObjectKey), ObjectDigest>,
+) -> ChangeSummary {
+    let mut changes = ChangeSummary::default();
+    for (key, digest) in after {
+        match before.get(key) {
+            None => changes.added += 1,
+            Some(old) if old != digest => changes.changed += 1,
+            Some(_) => {}
         }
     }
+    changes.removed = before.keys().filter(|k| !after.contains_key(k)).count();
+    changes
 }
 
 fn digest(model: &Model) -> HashMap<(&'static str, ObjectKey), ObjectDigest> {
@@ -220,7 +396,7 @@ fn digest(model: &Model) -> HashMap<(&'static str, ObjectKey), ObjectDigest> {
     }
     for s in &model.endpoint_slices {
         out.insert(
-            ("EndpointSlice", s.key.clone()),
+            (SLICE, s.key.clone()),
             ObjectDigest::EndpointSlice(s.clone()),
         );
     }
@@ -240,4 +416,109 @@ fn digest(model: &Model) -> HashMap<(&'static str, ObjectKey), ObjectDigest> {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use crate::{
+        Mesh, Resources,
+        build::{Backend, Rule, endpoints, route, service},
+    };
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn config(pod: &str) -> Resources {
+        Resources::new()
+            .with(service("shop", "front").port("grpc", 50051))
+            .with(service("shop", "b").port("grpc", 50051))
+            .with(endpoints("shop", "b").port("grpc", 8080).ready(ip(pod)))
+            .with(
+                route("shop", "r")
+                    .parent_service("front", Some(50051))
+                    .rule(Rule::new().backend(Backend::service("b", 50051))),
+            )
+    }
+
+    fn endpoints_of_b(mesh: &Mesh) -> Vec<String> {
+        let snapshot = mesh.shared.core.snapshot.load_full().unwrap();
+        let b = snapshot
+            .backends
+            .iter()
+            .find(|b| &**b.label() == "shop/b:50051")
+            .unwrap();
+        b.endpoints()
+            .all()
+            .iter()
+            .map(|e| e.addr().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn an_endpoint_only_change_updates_the_backend_without_compiling_routes() {
+        let mesh = Mesh::builder().namespace("shop").build();
+        mesh.update(&config("10.0.0.1"));
+        let table = mesh.shared.core.snapshot.load_full().unwrap().table.clone();
+        let report = mesh.update(&config("10.0.0.2"));
+        assert_eq!(report.changes.changed, 1, "{report:?}");
+        assert_eq!((report.endpoints_added, report.endpoints_removed), (1, 1));
+        let after = mesh.shared.core.snapshot.load_full().unwrap();
+        assert!(
+            std::sync::Arc::ptr_eq(&table, &after.table),
+            "the same table: no route was compiled"
+        );
+        assert_eq!(endpoints_of_b(&mesh), ["10.0.0.2:8080"]);
+        assert_eq!(mesh.shared.source_health().version, 2);
+    }
+
+    #[test]
+    fn a_route_change_compiles_a_new_table_and_keeps_the_backends() {
+        let mesh = Mesh::builder().namespace("shop").build();
+        mesh.update(&config("10.0.0.1"));
+        let before = mesh.shared.core.snapshot.load_full().unwrap();
+        let changed = config("10.0.0.1").with(
+            route("shop", "r2")
+                .parent_service("front", Some(50051))
+                .rule(Rule::new().backend(Backend::service("b", 50051))),
+        );
+        let report = mesh.update(&changed);
+        assert_eq!(report.changes.added, 1);
+        let after = mesh.shared.core.snapshot.load_full().unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&before.table, &after.table));
+        let b = |s: &crate::snapshot::Snapshot| {
+            s.backends
+                .iter()
+                .find(|b| &**b.label() == "shop/b:50051")
+                .unwrap()
+                .clone()
+        };
+        assert!(
+            std::sync::Arc::ptr_eq(&b(&before), &b(&after)),
+            "the backend object survives the change"
+        );
+        assert_eq!(endpoints_of_b(&mesh), ["10.0.0.1:8080"]);
+    }
+
+    #[test]
+    fn a_backend_no_table_names_stops_taking_calls_at_once() {
+        let mesh = Mesh::builder().namespace("shop").build();
+        mesh.update(&config("10.0.0.1"));
+        let before = mesh.shared.core.snapshot.load_full().unwrap();
+        let endpoint = before
+            .backends
+            .iter()
+            .find(|b| &**b.label() == "shop/b:50051")
+            .unwrap()
+            .endpoints()
+            .all()[0]
+            .clone();
+        // Service b and its route go away; `before` is still held, as a call would.
+        let report =
+            mesh.update(&Resources::new().with(service("shop", "front").port("grpc", 50051)));
+        assert_eq!(report.endpoints_removed, 1);
+        assert!(endpoint.is_retired());
+    }
 }

@@ -6,8 +6,6 @@
 //! rule, backend) it can route to, so recording takes no lock; a scrape reads them.
 
 mod http;
-mod meter;
-mod series;
 
 use std::{
     fmt::Write as _,
@@ -24,11 +22,27 @@ use prometheus_client::{
 use tonic::Code;
 
 pub use self::http::serve_metrics;
-pub(crate) use self::{
-    meter::{CallMeter, Meter, status_in_headers, status_in_trailers},
-    series::{BUCKETS, CallStats, SeriesKey, SeriesRegistry, SeriesSlot},
+use crate::{
+    route::table::ConditionStatus,
+    series::{self, BUCKETS, CallStats, SeriesKey, SeriesRegistry},
+    snapshot::Snapshot,
+    source::SourceHealth,
 };
-use crate::{mesh::Shared, table::ConditionStatus};
+
+/// What the metrics read of a mesh, on each scrape.
+pub(crate) trait MetricsView: Send + Sync {
+    /// The call series.
+    fn series(&self) -> &SeriesRegistry;
+    /// The configuration in force.
+    fn snapshot(&self) -> Option<Arc<Snapshot>>;
+    /// The source's health and the configuration's version.
+    fn health(&self) -> SourceHealth;
+    /// How many endpoint addresses the backends list.
+    fn endpoint_count(&self) -> usize;
+    /// The xDS client's counters and resources, once it runs.
+    #[cfg(feature = "xds")]
+    fn xds(&self) -> Option<crate::source::xds::XdsClient>;
+}
 
 /// The metrics of a [`Mesh`](crate::Mesh), for Prometheus.
 ///
@@ -48,6 +62,20 @@ use crate::{mesh::Shared, table::ConditionStatus};
 /// | `grpcroute_route_condition` | gauge (1 True, 0 False) | `route`, `parent`, `condition` |
 /// | `grpcroute_endpoints` | gauge | |
 /// | `grpcroute_source_connected` | gauge (1 or 0) | |
+/// | `grpcroute_client_endpoint_ejections_total` | counter | `backend` |
+/// | `grpcroute_client_endpoints_ejected` | gauge | `backend` |
+/// | `grpcroute_client_mirrors_in_flight` | gauge | `backend` |
+/// | `grpcroute_client_mirrors_dropped_total` | counter | `backend` |
+/// | `grpcroute_client_mirrors_timed_out_total` | counter | `backend` |
+/// | `grpcroute_xds_client_connected` | gauge (1 or 0) | (with the `xds` feature, once an `xds:` channel exists) |
+/// | `grpcroute_xds_client_server_failures_total` | counter | |
+/// | `grpcroute_xds_client_resource_updates_valid_total` | counter | `resource_type` |
+/// | `grpcroute_xds_client_resource_updates_invalid_total` | counter | `resource_type` |
+/// | `grpcroute_xds_client_resources` | gauge | `resource_type`, `cache_state` |
+///
+/// For calls to an xDS listener, `frontend` is `xds:///<listener>`, `route` the route
+/// configuration and virtual host (`<route config>/<virtual host>`), `rule` the route's index
+/// in it and `backend` the cluster.
 ///
 /// A call is counted once it ends, under its final status: the one the server sent, the
 /// one the mesh answered with (`UNIMPLEMENTED` when no rule matched, `UNAVAILABLE` for an
@@ -70,14 +98,12 @@ use crate::{mesh::Shared, table::ConditionStatus};
 /// start, so a backend that never failed is at 0 rather than absent.)
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    shared: Weak<Shared>,
+    view: Weak<dyn MetricsView>,
 }
 
 impl Metrics {
-    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
-        Self {
-            shared: Arc::downgrade(shared),
-        }
+    pub(crate) fn new(view: Weak<dyn MetricsView>) -> Self {
+        Self { view }
     }
 
     /// Adds these metrics to `registry`, read on each of its scrapes.
@@ -100,19 +126,23 @@ impl Metrics {
 
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let Some(shared) = self.shared.upgrade() else {
+        let Some(view) = self.view.upgrade() else {
             return Ok(());
         };
-        encode_calls(&shared, &mut encoder)?;
-        encode_config(&shared, &mut encoder)
+        encode_calls(&*view, &mut encoder)?;
+        encode_config(&*view, &mut encoder)?;
+        encode_backends(&*view, &mut encoder)?;
+        #[cfg(feature = "xds")]
+        encode_xds(&*view, &mut encoder)?;
+        Ok(())
     }
 }
 
-fn encode_calls(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
-    let registered = shared.series.snapshot();
+fn encode_calls(view: &dyn MetricsView, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    let registered = view.series().snapshot();
     // The unrouted series first: every label empty.
     let series: Vec<(Labels, &CallStats)> =
-        std::iter::once((labels(None), shared.series.unrouted()))
+        std::iter::once((labels(None), view.series().unrouted()))
             .chain(
                 registered
                     .iter()
@@ -169,18 +199,42 @@ fn encode_calls(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fm
 type Labels = [(&'static str, String); 4];
 
 /// `frontend`, `route`, `rule` and `backend` of a series; empty where they do not apply
-/// (all of them for the unrouted series, `None`).
+/// (all of them for the unrouted series, `None`). For an xDS listener: `frontend` is
+/// `xds:///<listener>`, `route` the route configuration and virtual host
+/// (`<route config>/<virtual host>`), `rule` the route's index in it, `backend` the
+/// cluster.
 fn labels(key: Option<&SeriesKey>) -> Labels {
-    let frontend = key
-        .and_then(|k| k.frontend.as_ref())
-        .map(|(service, port)| format!("{service}:{port}"));
-    let (route, rule) = key
-        .and_then(|k| k.rule.as_ref())
-        .map(|(route, index)| (route.to_string(), index.to_string()))
-        .unzip();
-    let backend = key
-        .and_then(|k| k.backend.as_ref())
-        .map(ToString::to_string);
+    let (frontend, route, rule, backend) = match key {
+        None => (None, None, None, None),
+        Some(SeriesKey::Service(k)) => {
+            let (route, rule) = k
+                .rule
+                .as_ref()
+                .map(|(route, index)| (route.to_string(), index.to_string()))
+                .unzip();
+            (
+                k.frontend
+                    .as_ref()
+                    .map(|(service, port)| format!("{service}:{port}")),
+                route,
+                rule,
+                k.backend.as_ref().map(ToString::to_string),
+            )
+        }
+        Some(SeriesKey::Listener(k)) => {
+            let (route, rule) = k
+                .route
+                .as_ref()
+                .map(|(route, index)| (route.to_string(), index.to_string()))
+                .unzip();
+            (
+                Some(format!("xds:///{}", k.listener)),
+                route,
+                rule,
+                k.cluster.as_ref().map(ToString::to_string),
+            )
+        }
+    };
     let [frontend, route, rule, backend] =
         [frontend, route, rule, backend].map(Option::unwrap_or_default);
     [
@@ -191,9 +245,9 @@ fn labels(key: Option<&SeriesKey>) -> Labels {
     ]
 }
 
-fn encode_config(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
-    let health = shared.source_health();
-    let snapshot = shared.snapshot.load_full();
+fn encode_config(view: &dyn MetricsView, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    let health = view.health();
+    let snapshot = view.snapshot();
 
     let gauge = |encoder: &mut DescriptorEncoder<'_>, name, help, unit, value: f64| {
         ConstGauge::new(value).encode(encoder.encode_descriptor(
@@ -225,14 +279,14 @@ fn encode_config(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::f
         "grpcroute_config_rejected_objects",
         "Objects of the current configuration left out because they are invalid.",
         None,
-        snapshot.as_ref().map_or(0, |s| s.rejected.len()) as f64,
+        snapshot.as_ref().map_or(0, |s| s.table.rejected.len()) as f64,
     )?;
     gauge(
         encoder,
         "grpcroute_endpoints",
         "Endpoint addresses the routing table can send calls to.",
         None,
-        snapshot.as_ref().map_or(0, |s| s.endpoints.len()) as f64,
+        view.endpoint_count() as f64,
     )?;
     gauge(
         encoder,
@@ -249,7 +303,7 @@ fn encode_config(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::f
         MetricType::Gauge,
     )?;
     let mut parent = String::new();
-    for route in snapshot.iter().flat_map(|s| &s.statuses) {
+    for route in snapshot.iter().flat_map(|s| &s.table.statuses) {
         let name = route.route.to_string();
         for p in &route.parents {
             let r = &p.parent_ref;
@@ -269,6 +323,135 @@ fn encode_config(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> std::f
                 ConstGauge::new(value).encode(conditions.encode_family(&labels)?)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// The runtime state of the backends the configuration names: ejected endpoints and
+/// mirrored calls.
+fn encode_backends(
+    view: &dyn MetricsView,
+    encoder: &mut DescriptorEncoder<'_>,
+) -> std::fmt::Result {
+    let Some(snapshot) = view.snapshot() else {
+        return Ok(());
+    };
+    let all = snapshot.all_backends();
+    let mut ejections = encoder.encode_descriptor(
+        "grpcroute_client_endpoint_ejections",
+        "Endpoints ejected by failure accrual, by backend.",
+        None,
+        MetricType::Counter,
+    )?;
+    for b in &all {
+        let labels = [("backend", &**b.label())];
+        ConstCounter::new(b.ejections()).encode(ejections.encode_family(&labels)?)?;
+    }
+    let mut ejected = encoder.encode_descriptor(
+        "grpcroute_client_endpoints_ejected",
+        "Endpoints out of rotation now (ejected by failure accrual), by backend.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for b in &all {
+        let labels = [("backend", &**b.label())];
+        ConstGauge::new(b.ejected().len() as i64).encode(ejected.encode_family(&labels)?)?;
+    }
+    // Only backends that mirrored calls reached: most never are mirror targets.
+    let mirrored: Vec<_> = all
+        .iter()
+        .filter(|b| {
+            b.mirrors.in_flight() > 0 || b.mirrors.dropped() > 0 || b.mirrors.timeouts() > 0
+        })
+        .collect();
+    let mut in_flight = encoder.encode_descriptor(
+        "grpcroute_client_mirrors_in_flight",
+        "Mirrored calls (RequestMirror) running now, by mirror backend.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for b in &mirrored {
+        let labels = [("backend", &**b.label())];
+        ConstGauge::new(b.mirrors.in_flight() as i64).encode(in_flight.encode_family(&labels)?)?;
+    }
+    let mut dropped = encoder.encode_descriptor(
+        "grpcroute_client_mirrors_dropped",
+        "Mirrored calls not made because the mirror backend already had its limit in flight.",
+        None,
+        MetricType::Counter,
+    )?;
+    for b in &mirrored {
+        let labels = [("backend", &**b.label())];
+        ConstCounter::new(b.mirrors.dropped()).encode(dropped.encode_family(&labels)?)?;
+    }
+    let mut timed_out = encoder.encode_descriptor(
+        "grpcroute_client_mirrors_timed_out",
+        "Mirrored calls abandoned at the mirror timeout.",
+        None,
+        MetricType::Counter,
+    )?;
+    for b in &mirrored {
+        let labels = [("backend", &**b.label())];
+        ConstCounter::new(b.mirrors.timeouts()).encode(timed_out.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// The xDS client, as gRFC A78 names its metrics: whether the ADS stream is up, server
+/// failures, valid and invalid resource updates by type, and resources by cache state.
+#[cfg(feature = "xds")]
+fn encode_xds(view: &dyn MetricsView, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    use crate::source::xds::resource::ResourceType;
+
+    let Some(client) = view.xds() else {
+        return Ok(());
+    };
+    let m = client.metrics();
+    ConstGauge::new(i64::from(m.connected)).encode(encoder.encode_descriptor(
+        "grpcroute_xds_client_connected",
+        "1 while the ADS stream to the xDS control plane is up.",
+        None,
+        MetricType::Gauge,
+    )?)?;
+    ConstCounter::new(m.server_failures).encode(encoder.encode_descriptor(
+        "grpcroute_xds_client_server_failures",
+        "ADS streams that failed (connectivity errors, streams closed before any response).",
+        None,
+        MetricType::Counter,
+    )?)?;
+    for (name, help, counts) in [
+        (
+            "grpcroute_xds_client_resource_updates_valid",
+            "Resources received and accepted, by type.",
+            m.resource_updates_valid,
+        ),
+        (
+            "grpcroute_xds_client_resource_updates_invalid",
+            "Resources received and rejected (NACKed), by type.",
+            m.resource_updates_invalid,
+        ),
+    ] {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for ty in ResourceType::ALL {
+            let labels = [("resource_type", ty.name())];
+            ConstCounter::new(counts[ty.index()]).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut by_state: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
+    for r in client.dump() {
+        *by_state
+            .entry((r.resource_type.name(), r.state.name()))
+            .or_default() += 1;
+    }
+    let mut resources = encoder.encode_descriptor(
+        "grpcroute_xds_client_resources",
+        "Subscribed resources by type and cache state (REQUESTED, DOES_NOT_EXIST, ACKED, NACKED).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for ((ty, state), n) in by_state {
+        let labels = [("resource_type", ty), ("cache_state", state)];
+        ConstGauge::new(n).encode(resources.encode_family(&labels)?)?;
     }
     Ok(())
 }

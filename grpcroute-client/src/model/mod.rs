@@ -7,19 +7,23 @@
 mod endpoints;
 mod filter;
 mod grant;
+mod invalid;
 pub(crate) mod matches;
 mod route;
 mod service;
+#[cfg(feature = "xds")]
+pub(crate) mod xds;
 
 use std::{fmt, sync::Arc};
 
+pub use self::invalid::{InvalidObject, ObjectKind};
 pub(crate) use self::{
     endpoints::{Endpoint, EndpointPort, EndpointSlice},
     filter::{Filter, HeaderModifier, Mirror},
     grant::{GrantFrom, GrantTo, ReferenceGrant},
     matches::{HeaderMatch, MethodMatch, RouteMatch, StringMatch},
     route::{BackendRef, GrpcRoute, ParentRef, Rule},
-    service::{AppProtocol, Service, ServicePort, ServiceType},
+    service::{AppProtocol, IpFamily, Service, ServicePort, ServiceType},
 };
 
 /// A namespaced object name, cheap to clone.
@@ -74,5 +78,5 @@ pub(crate) struct Model {
     pub(crate) grants: Vec<Arc<ReferenceGrant>>,
     /// Objects that failed validation; they take no part in routing but their routes still
     /// get a status.
-    pub(crate) rejected: Vec<crate::convert::InvalidObject>,
+    pub(crate) rejected: Vec<InvalidObject>,
 }

@@ -9,7 +9,27 @@ pub(crate) struct Service {
     pub(crate) service_type: ServiceType,
     /// Empty for headless and ExternalName Services.
     pub(crate) cluster_ips: Vec<IpAddr>,
+    /// The family of the Service's primary IP (`spec.ipFamilies[0]`, else that of its first
+    /// ClusterIP). A dual-stack Service has an EndpointSlice per family listing the same
+    /// pods; only this family's slices are its endpoints. `None`: any family.
+    pub(crate) ip_family: Option<IpFamily>,
     pub(crate) ports: Vec<ServicePort>,
+}
+
+/// An IP family, as `spec.ipFamilies` and an EndpointSlice's `addressType` name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    pub(crate) fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Self::V4,
+            IpAddr::V6(_) => Self::V6,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! the stream ends, and turns transport errors into gRPC statuses.
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -10,9 +11,53 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use super::Endpoint;
-use crate::metrics::{Meter, status_in_trailers};
+use crate::deadline::Deadline;
+use crate::series::{Meter, status_in_trailers};
+
+/// How a call ended, for failure accrual.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It ended with this gRPC status.
+    Status(tonic::Code),
+    /// Its connection could not be made, or broke under it.
+    Broken,
+}
+
+/// Where a call's outcome is reported (its backend's failure accrual).
+pub(crate) trait OutcomeSink: Send + Sync + std::fmt::Debug {
+    fn call_ended(&self, endpoint: &Endpoint, outcome: Outcome);
+}
+
+/// Releases an endpoint's probe if the call that holds it ends without an outcome
+/// (cancelled by its caller).
+#[derive(Debug)]
+pub(crate) struct ProbeGuard(pub(crate) Arc<Endpoint>);
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        self.0.health.end_probe();
+    }
+}
+
+/// Holds one unit of a counter (e.g. a backend's calls in flight) until dropped.
+#[derive(Debug)]
+pub(crate) struct CountGuard(Arc<std::sync::atomic::AtomicU32>);
+
+impl CountGuard {
+    /// A guard for a unit the caller already added to `counter`.
+    pub(crate) fn counted(counter: Arc<std::sync::atomic::AtomicU32>) -> Self {
+        Self(counter)
+    }
+}
+
+impl Drop for CountGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 /// Counts one outstanding call on an endpoint until dropped.
 #[derive(Debug)]
@@ -31,26 +76,67 @@ impl Drop for LoadGuard {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body from an endpoint.
-    #[derive(Debug)]
-    pub(crate) struct ResponseBody {
-        #[pin]
-        inner: Incoming,
-        guard: Option<LoadGuard>,
-        // Records the call's status when the trailers bring it (or CANCELLED if the caller
-        // drops the body first).
-        meter: Option<Meter>,
-    }
+/// How long a response body may take to its end, and what to say when it takes longer.
+#[derive(Debug)]
+pub(crate) struct BodyDeadline {
+    pub(crate) deadline: Deadline,
+    pub(crate) during: String,
+}
+
+/// A response body from an endpoint.
+#[derive(Debug)]
+pub(crate) struct ResponseBody {
+    /// `None` once the body failed or its deadline passed: dropping the stream resets it
+    /// (`RST_STREAM(CANCEL)`), which tells the server to stop.
+    inner: Option<Incoming>,
+    guard: Option<LoadGuard>,
+    // Records the call's status when the trailers bring it (or CANCELLED if the caller
+    // drops the body first).
+    meter: Option<Meter>,
+    deadline: Option<(Pin<Box<Sleep>>, BodyDeadline)>,
+    /// A place the call holds until its response ends (the backend's circuit breaker).
+    held: Option<CountGuard>,
+    /// Where the call's outcome goes (failure accrual), when the trailers bring it.
+    sink: Option<(Arc<dyn OutcomeSink>, Option<ProbeGuard>)>,
 }
 
 impl ResponseBody {
-    pub(crate) fn new(inner: Incoming, guard: LoadGuard, meter: Option<Meter>) -> Self {
+    pub(crate) fn new(
+        inner: Incoming,
+        guard: LoadGuard,
+        meter: Option<Meter>,
+        deadline: Option<BodyDeadline>,
+    ) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             guard: Some(guard),
             meter,
+            deadline: deadline.map(|d| (Box::pin(tokio::time::sleep_until(d.deadline.at())), d)),
+            held: None,
+            sink: None,
         }
+    }
+
+    /// Reports the call's outcome to `sink` when it comes.
+    pub(crate) fn reporting(
+        mut self,
+        sink: Option<Arc<dyn OutcomeSink>>,
+        probe: Option<ProbeGuard>,
+    ) -> Self {
+        self.sink = sink.map(|s| (s, probe));
+        self
+    }
+
+    fn report(&mut self, outcome: Outcome) {
+        if let (Some((sink, _probe)), Some(guard)) = (self.sink.take(), &self.guard) {
+            sink.call_ended(&guard.0, outcome);
+        }
+    }
+
+    /// Holds `guard` until the response ends.
+    pub(crate) fn holding(mut self, guard: Option<CountGuard>) -> Self {
+        self.held = guard;
+        self
     }
 }
 
@@ -59,29 +145,59 @@ impl Body for ResponseBody {
     type Error = tonic::Status;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        if polled.is_pending()
+            && let Some((sleep, d)) = &mut this.deadline
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            let status = tonic::Status::deadline_exceeded(format!(
+                "deadline of {:?} exceeded while {}",
+                d.deadline.timeout(),
+                d.during
+            ));
+            this.report(Outcome::Status(status.code()));
+            this.inner = None;
+            this.guard = None;
+            this.held = None;
+            if let Some(meter) = this.meter.take() {
+                meter.finish(status.code());
+            }
+            return Poll::Ready(Some(Err(status)));
+        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref()
-                    && let Some(meter) = this.meter.take()
-                {
-                    meter.finish(status_in_trailers(trailers));
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = status_in_trailers(trailers);
+                    this.report(Outcome::Status(code));
+                    if let Some(meter) = this.meter.take() {
+                        meter.finish(code);
+                    }
                 }
             }
             // The stream is over: the call no longer loads the endpoint.
             Poll::Ready(None) => {
+                // Ended without trailers: no status came.
+                this.report(Outcome::Status(tonic::Code::Unknown));
                 this.guard.take();
+                this.held.take();
+                this.deadline = None;
                 // Ended without trailers: no status came.
                 if let Some(meter) = this.meter.take() {
                     meter.finish(tonic::Code::Unknown);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
+                this.report(Outcome::Broken);
                 this.guard.take();
+                this.held.take();
+                this.deadline = None;
             }
             Poll::Pending => {}
         }
@@ -99,11 +215,13 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
 
