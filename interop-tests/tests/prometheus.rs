@@ -9,9 +9,9 @@
 //! any other service of `front` match no rule. Service `shop/reports` has GRPCRoute
 //! `shop/reports-v2`, whose only backendRef names a Service that does not exist.
 //!
-//! Skipped (with a message) when no Prometheus is found, unless
-//! `GRPCROUTE_REQUIRE_PROMETHEUS` is set (the test script sets it), which makes that a
-//! failure. `PROMETHEUS=/path/to/prometheus` overrides the one on PATH; without either,
+//! Skipped (with a message) when no Prometheus is found, unless `CI` is set (to anything
+//! but `false`/`0`) or `GRPCROUTE_REQUIRE_PROMETHEUS` is (the test script sets it), which
+//! makes that a failure. `PROMETHEUS=/path/to/prometheus` overrides the one on PATH; without either,
 //! the one `scripts/test.sh` unpacks into `target/tools/prometheus` is used.
 
 use std::{
