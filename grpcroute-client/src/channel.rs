@@ -36,14 +36,26 @@ struct ChannelTarget {
     target: Target,
     authority: Authority,
     label: String,
+    _interest: Option<Arc<dyn Send + Sync>>,
 }
 
 impl Channel {
-    pub(crate) fn new(core: Arc<Core>, mesh: Arc<dyn Send + Sync>, target: Target) -> Self {
+    /// A channel to `target`. `mesh` (and `interest`, e.g. a watched xDS listener) are
+    /// kept alive as long as the channel.
+    pub(crate) fn new(
+        core: Arc<Core>,
+        mesh: Arc<dyn Send + Sync>,
+        target: Target,
+        interest: Option<Arc<dyn Send + Sync>>,
+    ) -> Self {
         let label = target.to_string();
-        // A parsed target always renders as a valid authority.
-        let authority = Authority::try_from(label.as_str())
-            .unwrap_or_else(|_| Authority::from_static("localhost"));
+        // A parsed Service target always renders as a valid authority; an xDS listener's
+        // name is the authority its calls carry (gRFC A27).
+        let authority = match &target.host {
+            crate::target::Host::Listener(name) => Authority::try_from(name.as_str()),
+            _ => Authority::try_from(label.as_str()),
+        }
+        .unwrap_or_else(|_| Authority::from_static("localhost"));
         Self {
             core,
             _mesh: mesh,
@@ -51,6 +63,7 @@ impl Channel {
                 target,
                 authority,
                 label,
+                _interest: interest,
             }),
         }
     }

@@ -34,6 +34,15 @@ impl Deadline {
         })
     }
 
+    /// A deadline `timeout` after `started`.
+    #[cfg_attr(not(feature = "xds"), allow(dead_code))]
+    pub(crate) fn after(started: Instant, timeout: Duration) -> Self {
+        Self {
+            at: started.checked_add(timeout).unwrap_or_else(far_future),
+            timeout,
+        }
+    }
+
     pub(crate) fn at(&self) -> Instant {
         self.at
     }

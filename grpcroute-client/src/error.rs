@@ -108,6 +108,55 @@ pub enum CallError {
         /// The last connect error.
         last_error: String,
     },
+    /// The xDS listener the target names cannot be used (it does not exist, was rejected,
+    /// or the control plane was unreachable before it arrived). `UNAVAILABLE`.
+    #[error("xDS listener {listener}: {message}")]
+    XdsUnavailable {
+        /// The listener.
+        listener: String,
+        /// Why.
+        message: String,
+    },
+    /// No route of the listener's virtual host matches the call (gRFC A28). `UNAVAILABLE`.
+    #[error("xDS listener {listener}: no route of virtual host {virtual_host:?} matches {path}")]
+    XdsNoRoute {
+        /// The listener.
+        listener: String,
+        /// The virtual host.
+        virtual_host: String,
+        /// The call's `:path`.
+        path: String,
+    },
+    /// The matching route does not forward (gRFC A28: "matched route does not have a
+    /// supported route action type"). `UNAVAILABLE`.
+    #[error("xDS listener {listener}: {route} matched, but it does not forward to a cluster")]
+    XdsNonForwarding {
+        /// The listener.
+        listener: String,
+        /// The route.
+        route: String,
+    },
+    /// The cluster picked cannot be used. `UNAVAILABLE`.
+    #[error("xDS cluster {cluster} ({route}): {message}")]
+    XdsClusterUnavailable {
+        /// The cluster.
+        cluster: String,
+        /// The route that picked it.
+        route: String,
+        /// Why.
+        message: String,
+    },
+    /// The backend already has its limit of calls in flight (xDS circuit breaking,
+    /// `max_requests`); the call is not sent, nor retried. `UNAVAILABLE`.
+    #[error(
+        "backend {backend}: {max_requests} calls in flight, the circuit breaker's limit (max_requests)"
+    )]
+    Overloaded {
+        /// The backend.
+        backend: String,
+        /// Its limit.
+        max_requests: u32,
+    },
     /// The call's deadline passed (its `grpc-timeout`, or the mesh's default timeout) while
     /// the mesh was still working on it. `DEADLINE_EXCEEDED`.
     #[error("deadline of {timeout:?} exceeded while {during}")]
@@ -143,7 +192,12 @@ impl CallError {
             | Self::InvalidBackend { .. }
             | Self::UnsupportedFilter { .. }
             | Self::NoEndpoints { .. }
-            | Self::Unreachable { .. } => Code::Unavailable,
+            | Self::Unreachable { .. }
+            | Self::Overloaded { .. }
+            | Self::XdsUnavailable { .. }
+            | Self::XdsNoRoute { .. }
+            | Self::XdsNonForwarding { .. }
+            | Self::XdsClusterUnavailable { .. } => Code::Unavailable,
             Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Self::Transport { code, .. } => *code,
         }

@@ -1,5 +1,6 @@
 //! What the router would do with a call, without making it: for operators (the CLI's
-//! `explain`) and for tests.
+//! `explain`) and for tests. It reads the same tables and runs the same matching as a
+//! call, so what it predicts is what a call gets (a property test checks it over loopback).
 
 use std::collections::BTreeMap;
 
@@ -7,11 +8,12 @@ use http::HeaderMap;
 use serde::Serialize;
 
 use crate::{
+    backend::Backend,
     error::CallError,
     model::matches::split_path,
     route::{
         decide as router,
-        table::{BackendSlot, CompiledRule, Frontend, RouteSetKind},
+        table::{BackendSlot, CompiledBackend, CompiledRule, Frontend, RouteSetKind},
     },
     snapshot::Snapshot,
     target::{Host, Target},
@@ -33,14 +35,16 @@ pub struct CallDescription {
 /// The decision for a call. Serializes to the JSON the CLI prints (every key present,
 /// `null` where it does not apply).
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Explanation {
-    /// The Service port called, as far as the target names it.
+    /// The Service port or xDS listener called, as far as the target names it.
     pub frontend: Option<FrontendRef>,
-    /// Which routes applied: `consumer`, `producer` or `none`.
+    /// Which routes applied: `consumer`, `producer` or `none` for a Service; `xds` for an
+    /// xDS listener.
     pub route_set: &'static str,
     /// The route of the matching rule.
     pub route: Option<RouteRef>,
-    /// The matching rule.
+    /// The matching GRPCRoute rule (`null` for xDS, whose routes have no rules).
     pub rule: Option<RuleRef>,
     /// `forward`, `passthrough`, `unimplemented` or `unavailable`.
     pub outcome: &'static str,
@@ -48,30 +52,67 @@ pub struct Explanation {
     pub status: &'static str,
     /// Why, in words.
     pub reason: String,
-    /// The rule's backends (or, for pass-through, the Service itself).
+    /// The rule's backends (or, for pass-through, the Service itself; for xDS, the route's
+    /// clusters).
     pub backends: Vec<BackendExplanation>,
     /// The call's metadata after the rule's request filters; names lower-case.
     pub request_headers: BTreeMap<String, Vec<String>>,
 }
 
-/// A Service port.
+/// What a call was addressed to. Serialized without a tag: a Service port as
+/// `{"namespace", "service", "port"}`, an xDS listener as `{"listener"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FrontendRef {
-    /// Namespace.
-    pub namespace: String,
-    /// Service name (or the ClusterIP when no Service has it).
-    pub service: String,
-    /// Port, if known.
-    pub port: Option<u16>,
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum FrontendRef {
+    /// A Service port.
+    Service {
+        /// Namespace.
+        namespace: String,
+        /// Service name (or the ClusterIP when no Service has it).
+        service: String,
+        /// Port, if known.
+        port: Option<u16>,
+    },
+    /// An xDS listener.
+    Listener {
+        /// The listener name.
+        listener: String,
+    },
 }
 
-/// A route.
+/// The route that took a call. Serialized without a tag: a GRPCRoute as
+/// `{"namespace", "name"}`, an xDS route as `{"virtual_host", "index", "name"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RouteRef {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum RouteRef {
+    /// A GRPCRoute.
+    GrpcRoute {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// A route of an xDS virtual host.
+    Xds {
+        /// The virtual host's name.
+        virtual_host: String,
+        /// The route's index in the virtual host, as configured.
+        index: usize,
+        /// The route's name, if it has one.
+        name: Option<String>,
+    },
+}
+
+/// An endpoint out of rotation: it kept failing.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct EjectedEndpoint {
+    /// `address:port`.
+    pub endpoint: String,
+    /// Seconds until it takes a probe call (0 while its probe runs).
+    pub for_seconds: f64,
 }
 
 /// A rule of a route.
@@ -85,13 +126,16 @@ pub struct RuleRef {
 
 /// One backend and its share of the rule's calls.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct BackendExplanation {
-    /// Namespace of the backend Service.
-    pub namespace: String,
-    /// Its name.
-    pub service: String,
+    /// Namespace of the backend Service (`null` for an xDS cluster).
+    pub namespace: Option<String>,
+    /// Its name (`null` for an xDS cluster).
+    pub service: Option<String>,
     /// The Service port.
     pub port: Option<u16>,
+    /// The xDS cluster (`null` for a Service).
+    pub cluster: Option<String>,
     /// The configured weight.
     pub weight: u32,
     /// weight / sum of the rule's weights (0 for weight 0).
@@ -102,6 +146,18 @@ pub struct BackendExplanation {
     pub reason: Option<String>,
     /// `address:port` of the endpoints calls would go to.
     pub endpoints: Vec<String>,
+    /// The endpoints failure accrual took out of rotation, and for how long still.
+    pub ejected: Vec<EjectedEndpoint>,
+    /// The call's metadata as this backend receives it: after the rule's request filters,
+    /// then this backendRef's own; names lower-case.
+    pub request_headers: BTreeMap<String, Vec<String>>,
+}
+
+impl BackendExplanation {
+    /// Whether calls picking this backend fail.
+    fn fails(&self) -> bool {
+        self.weight > 0 && (!self.valid || self.reason.is_some())
+    }
 }
 
 pub(crate) fn explain(
@@ -130,17 +186,30 @@ pub(crate) fn explain(
         }
     };
     out.frontend = Some(match &target.host {
-        Host::Service { name, namespace } => FrontendRef {
+        Host::Service { name, namespace } => FrontendRef::Service {
             namespace: namespace.clone().unwrap_or_else(|| client_ns.to_string()),
             service: name.clone(),
             port: target.port,
         },
-        Host::ClusterIp(ip) => FrontendRef {
+        Host::ClusterIp(ip) => FrontendRef::Service {
             namespace: String::new(),
             service: ip.to_string(),
             port: target.port,
         },
+        Host::Listener(name) => {
+            out.route_set = "xds";
+            out.frontend = Some(FrontendRef::Listener {
+                listener: name.clone(),
+            });
+            #[cfg(feature = "xds")]
+            xds::explain(snapshot, name, call, &mut out);
+            return out;
+        }
     });
+    if !snapshot.kube_synced {
+        out.reason = "the mesh has no configuration of Services yet".into();
+        return out;
+    }
     let frontend = match router::frontend(&snapshot.table, &target, client_ns) {
         Ok(f) => f,
         Err(e) => {
@@ -148,7 +217,7 @@ pub(crate) fn explain(
             return out;
         }
     };
-    out.frontend = Some(FrontendRef {
+    out.frontend = Some(FrontendRef::Service {
         namespace: frontend.service.namespace().into(),
         service: frontend.service.name().into(),
         port: Some(frontend.port),
@@ -165,7 +234,7 @@ fn explain_frontend(
     out: &mut Explanation,
 ) {
     let Some(set) = frontend.route_set(client_ns) else {
-        let passthrough = target_backend(snapshot, &frontend.passthrough);
+        let passthrough = target_backend(snapshot, &frontend.passthrough, &call.metadata);
         let no_endpoints = passthrough.endpoints.is_empty();
         out.backends = vec![passthrough];
         if no_endpoints {
@@ -198,7 +267,7 @@ fn explain_frontend(
         out.reason = reason.map_or_else(String::new, |e| e.to_string());
         return;
     };
-    out.route = Some(RouteRef {
+    out.route = Some(RouteRef::GrpcRoute {
         namespace: rule.route.namespace().into(),
         name: rule.route.name().into(),
     });
@@ -211,21 +280,8 @@ fn explain_frontend(
         m.apply(&mut metadata);
     }
     out.request_headers = headers_map(&metadata);
-    out.backends = rule_backends(snapshot, rule);
+    out.backends = rule_backends(snapshot, rule, &metadata);
 
-    let fail = |out: &mut Explanation, e: CallError| {
-        out.outcome = if e.code() == tonic::Code::Unimplemented {
-            "unimplemented"
-        } else {
-            "unavailable"
-        };
-        out.status = if e.code() == tonic::Code::Unimplemented {
-            "UNIMPLEMENTED"
-        } else {
-            "UNAVAILABLE"
-        };
-        out.reason = e.to_string();
-    };
     if let Some(detail) = &rule.filters.unsupported {
         return fail(
             out,
@@ -251,28 +307,32 @@ fn explain_frontend(
             },
         );
     }
+    shares(out, &rule.describe());
+}
+
+/// The outcome of a rule (or xDS route) whose backends are in `out`: forwarded if any
+/// backend with a share can take calls; the shares of those that cannot fail.
+fn shares(out: &mut Explanation, what: &str) {
     let usable = out
         .backends
         .iter()
-        .filter(|b| b.valid && b.weight > 0 && !b.endpoints.is_empty())
+        .filter(|b| b.weight > 0 && !b.fails())
         .count();
     let failing: Vec<String> = out
         .backends
         .iter()
-        .filter(|b| b.weight > 0 && (!b.valid || b.endpoints.is_empty()))
+        .filter(|b| b.fails())
         .map(|b| {
             format!(
-                "{}/{} ({})",
-                b.namespace,
-                b.service,
-                b.reason.as_deref().unwrap_or("no ready endpoints")
+                "{} ({})",
+                b.name(),
+                b.reason.as_deref().unwrap_or("invalid")
             )
         })
         .collect();
     if usable == 0 {
         out.reason = format!(
-            "{} matched, but none of its backends can take calls: {}",
-            rule.describe(),
+            "{what} matched, but none of its backends can take calls: {}",
             failing.join("; ")
         );
         return;
@@ -280,64 +340,116 @@ fn explain_frontend(
     out.outcome = "forward";
     out.status = "OK";
     out.reason = if failing.is_empty() {
-        format!("{} matched", rule.describe())
+        format!("{what} matched")
     } else {
         format!(
-            "{} matched; the shares of {} fail UNAVAILABLE",
-            rule.describe(),
+            "{what} matched; the shares of {} fail UNAVAILABLE",
             failing.join("; ")
         )
     };
 }
 
-fn rule_backends(snapshot: &Snapshot, rule: &CompiledRule) -> Vec<BackendExplanation> {
+fn fail(out: &mut Explanation, e: CallError) {
+    let unimplemented = e.code() == tonic::Code::Unimplemented;
+    out.outcome = if unimplemented {
+        "unimplemented"
+    } else {
+        "unavailable"
+    };
+    out.status = if unimplemented {
+        "UNIMPLEMENTED"
+    } else {
+        "UNAVAILABLE"
+    };
+    out.reason = e.to_string();
+}
+
+impl BackendExplanation {
+    /// `namespace/service` or the cluster, for messages.
+    fn name(&self) -> String {
+        match (&self.cluster, &self.namespace, &self.service) {
+            (Some(c), _, _) => format!("cluster {c}"),
+            (None, Some(ns), Some(svc)) => format!("{ns}/{svc}"),
+            _ => String::new(),
+        }
+    }
+}
+
+fn rule_backends(
+    snapshot: &Snapshot,
+    rule: &CompiledRule,
+    metadata: &HeaderMap,
+) -> Vec<BackendExplanation> {
     let total = rule.total_weight();
     rule.backends
         .iter()
-        .map(|b| {
-            let share = if total == 0 {
-                0.0
-            } else {
-                f64::from(b.weight) / total as f64
-            };
-            let (valid, reason, endpoints) = match &b.target {
-                Ok(t) => {
-                    let endpoints = endpoint_list(snapshot, t);
-                    (
-                        true,
-                        endpoints
-                            .is_empty()
-                            .then(|| "no ready endpoints".to_string()),
-                        endpoints,
-                    )
-                }
-                Err(e) => (
-                    false,
-                    Some(format!("{}: {}", e.reason, e.message)),
-                    Vec::new(),
-                ),
-            };
-            let reason = reason.or_else(|| b.filters.unsupported.clone());
-            BackendExplanation {
-                namespace: b.namespace.to_string(),
-                service: b.name.to_string(),
-                port: b.port,
-                weight: b.weight,
-                share,
-                valid,
-                reason,
-                endpoints,
-            }
-        })
+        .map(|b| backend_ref(snapshot, b, total, metadata))
         .collect()
 }
 
-fn target_backend(snapshot: &Snapshot, t: &BackendSlot) -> BackendExplanation {
-    let endpoints = endpoint_list(snapshot, t);
+fn backend_ref(
+    snapshot: &Snapshot,
+    b: &CompiledBackend,
+    total: u64,
+    metadata: &HeaderMap,
+) -> BackendExplanation {
+    let share = if total == 0 {
+        0.0
+    } else {
+        f64::from(b.weight) / total as f64
+    };
+    let ejected = b
+        .target
+        .as_ref()
+        .map_or_else(|_| Vec::new(), |t| ejected_list(snapshot.backend(t)));
+    let (valid, reason, endpoints) = match &b.target {
+        Ok(t) => {
+            let endpoints = endpoint_list(snapshot.backend(t));
+            let reason = b.filters.unsupported.clone().or_else(|| {
+                endpoints
+                    .is_empty()
+                    .then(|| "no ready endpoints".to_string())
+            });
+            (true, reason, endpoints)
+        }
+        Err(e) => (
+            false,
+            Some(format!("{}: {}", e.reason, e.message)),
+            Vec::new(),
+        ),
+    };
+    // What this backend receives: the rule's filters applied, then its own.
+    let mut headers = metadata.clone();
+    if let Some(m) = &b.filters.request_headers {
+        m.apply(&mut headers);
+    }
     BackendExplanation {
-        namespace: t.service.namespace().into(),
-        service: t.service.name().into(),
+        namespace: Some(b.namespace.to_string()),
+        service: Some(b.name.to_string()),
+        port: b.port,
+        cluster: None,
+        weight: b.weight,
+        share,
+        valid,
+        reason,
+        endpoints,
+        ejected,
+        request_headers: headers_map(&headers),
+    }
+}
+
+fn target_backend(
+    snapshot: &Snapshot,
+    t: &BackendSlot,
+    metadata: &HeaderMap,
+) -> BackendExplanation {
+    let endpoints = endpoint_list(snapshot.backend(t));
+    let ejected = ejected_list(snapshot.backend(t));
+    BackendExplanation {
+        namespace: Some(t.service.namespace().into()),
+        service: Some(t.service.name().into()),
         port: Some(t.port),
+        cluster: None,
         weight: 1,
         share: 1.0,
         valid: true,
@@ -345,13 +457,29 @@ fn target_backend(snapshot: &Snapshot, t: &BackendSlot) -> BackendExplanation {
             .is_empty()
             .then(|| "no ready endpoints".to_string()),
         endpoints,
+        ejected,
+        request_headers: headers_map(metadata),
     }
 }
 
-/// `address:port` of the endpoints the backend of `slot` has now.
-fn endpoint_list(snapshot: &Snapshot, slot: &BackendSlot) -> Vec<String> {
-    snapshot
-        .backend(slot)
+/// The endpoints of a backend that failure accrual ejected.
+fn ejected_list(backend: Option<&std::sync::Arc<Backend>>) -> Vec<EjectedEndpoint> {
+    backend
+        .map(|b| {
+            b.ejected()
+                .into_iter()
+                .map(|(addr, left)| EjectedEndpoint {
+                    endpoint: addr.to_string(),
+                    for_seconds: (left.as_secs_f64() * 1000.0).round() / 1000.0,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `address:port` of the endpoints a backend has now.
+fn endpoint_list(backend: Option<&std::sync::Arc<Backend>>) -> Vec<String> {
+    backend
         .map(|b| {
             b.endpoints()
                 .all()
@@ -370,4 +498,108 @@ fn headers_map(headers: &HeaderMap) -> BTreeMap<String, Vec<String>> {
             .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
     }
     out
+}
+
+#[cfg(feature = "xds")]
+mod xds {
+    //! `explain` for an xDS listener: the route that matches (first in configured order),
+    //! its clusters with their weights, shares and endpoints, and the outcome in gRPC's
+    //! terms (every failure `UNAVAILABLE`).
+
+    use super::{
+        BackendExplanation, CallDescription, Explanation, RouteRef, ejected_list, endpoint_list,
+    };
+    use crate::{
+        route::xds::{XdsListener, matching},
+        snapshot::Snapshot,
+    };
+
+    pub(super) fn explain(
+        snapshot: &Snapshot,
+        name: &str,
+        call: &CallDescription,
+        out: &mut Explanation,
+    ) {
+        let routes = match snapshot.xds.listener(name).map(|l| &**l) {
+            None => {
+                out.reason = format!(
+                    "xDS listener {name} is not watched yet (make a channel to xds:///{name} first)"
+                );
+                return;
+            }
+            Some(XdsListener::Waiting) => {
+                out.reason = format!("xDS listener {name} has no complete configuration yet");
+                return;
+            }
+            Some(XdsListener::Failed(message)) => {
+                out.reason = format!("xDS listener {name}: {message}");
+                return;
+            }
+            Some(XdsListener::Ready(routes)) => routes,
+        };
+        let vh = &routes.config.virtual_host;
+        // `runtime_fraction` routes are explained as matching when their fraction is
+        // above zero (a call matches them with that probability).
+        let matched = vh.routes.iter().position(|r| {
+            let mut random = || 0;
+            matching::route_matches(r, &call.path, &call.metadata, &mut random)
+        });
+        let Some(route) = matched.and_then(|i| routes.routes.get(i)) else {
+            out.reason = format!(
+                "no route of virtual host {:?} matches {} (gRPC fails it UNAVAILABLE)",
+                vh.name, call.path
+            );
+            return;
+        };
+        out.route = Some(RouteRef::Xds {
+            virtual_host: vh.name.clone(),
+            index: route.index,
+            name: route.name.clone(),
+        });
+        if route.clusters.is_empty() {
+            out.reason = format!(
+                "{} matched, but it does not forward to a cluster (gRPC fails it UNAVAILABLE)",
+                route.describe()
+            );
+            return;
+        }
+        let total: u64 = route.clusters.iter().map(|c| u64::from(c.weight)).sum();
+        out.backends = route
+            .clusters
+            .iter()
+            .map(|c| {
+                let backend = c
+                    .slot
+                    .as_ref()
+                    .ok()
+                    .and_then(|&s| snapshot.xds_backends.get(s));
+                let endpoints = endpoint_list(backend);
+                let ejected = ejected_list(backend);
+                let reason = match &c.slot {
+                    Err(message) => Some(message.to_string()),
+                    Ok(_) => endpoints
+                        .is_empty()
+                        .then(|| "no usable endpoints".to_string()),
+                };
+                BackendExplanation {
+                    namespace: None,
+                    service: None,
+                    port: None,
+                    cluster: Some(c.name.to_string()),
+                    weight: c.weight,
+                    share: if total == 0 {
+                        0.0
+                    } else {
+                        f64::from(c.weight) / total as f64
+                    },
+                    valid: c.slot.is_ok(),
+                    reason,
+                    endpoints,
+                    ejected,
+                    request_headers: out.request_headers.clone(),
+                }
+            })
+            .collect();
+        super::shares(out, &route.describe());
+    }
 }

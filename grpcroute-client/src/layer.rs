@@ -152,6 +152,8 @@ fn claim(req: &Request<Body>, cluster_domain: &str) -> Option<(Target, Authority
                     IpAddr::V6(v6) => v6.is_unicast_link_local(),
                 }
         }
+        // Not an authority form; listeners are reached through `Mesh::channel`.
+        Host::Listener(_) => true,
     };
     (!never).then(|| (target, authority.clone()))
 }

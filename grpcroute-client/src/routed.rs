@@ -42,6 +42,9 @@ pub struct RoutedTo {
     pub backend: Option<BackendService>,
     /// The endpoint the call was sent to; `None` when it never reached one.
     pub endpoint: Option<SocketAddr>,
+    /// For a call to an xDS listener: the cluster picked (`route` and `backend` are then
+    /// `None`, and `rule` is the index of the route in its virtual host).
+    pub cluster: Option<String>,
 }
 
 /// A Service port that calls are sent to.

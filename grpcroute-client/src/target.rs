@@ -30,6 +30,9 @@ pub(crate) enum Host {
         namespace: Option<String>,
     },
     ClusterIp(IpAddr),
+    /// An xDS listener (`xds:///NAME`): the whole name, which is also the authority its
+    /// virtual host is chosen for.
+    Listener(String),
 }
 
 /// Why a target names no Kubernetes Service.
@@ -37,16 +40,29 @@ pub(crate) enum Host {
 #[error("{target:?} is not a Kubernetes Service address: {reason}")]
 pub struct TargetError {
     target: String,
-    reason: &'static str,
+    reason: std::borrow::Cow<'static, str>,
+}
+
+impl TargetError {
+    /// A target the mesh cannot route, and why.
+    pub(crate) fn new(target: &str, reason: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        Self {
+            target: target.to_string(),
+            reason: reason.into(),
+        }
+    }
 }
 
 impl Target {
     /// Parses a target in any of the forms the module documentation lists.
     pub(crate) fn parse(target: &str, cluster_domain: &str) -> Result<Self, TargetError> {
-        let err = |reason| TargetError {
-            target: target.to_string(),
-            reason,
-        };
+        let err = |reason: &'static str| TargetError::new(target, reason);
+        if let Some(listener) = xds_listener(target).map_err(err)? {
+            return Ok(Self {
+                host: Host::Listener(listener.to_string()),
+                port: None,
+            });
+        }
         let authority = authority_of(target).map_err(err)?;
         let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
         Self::parse_authority(authority, cluster_domain).map_err(err)
@@ -98,6 +114,36 @@ impl Target {
     }
 }
 
+/// The listener an `xds:` target names (`xds:///NAME` or `xds:NAME`, gRFC A27); `None`
+/// for other schemes.
+fn xds_listener(target: &str) -> Result<Option<&str>, &'static str> {
+    let Some((scheme, rest)) = target.split_once(':') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("xds") {
+        return Ok(None);
+    }
+    if !cfg!(feature = "xds") {
+        return Err(
+            "xds: targets name an xDS listener, and this build has no xDS source (enable the `xds` feature)",
+        );
+    }
+    let name = match rest.strip_prefix("//") {
+        Some(after) => match after.split_once('/') {
+            Some(("", name)) => name,
+            Some(_) => {
+                return Err("xds://authority/ targets (federation, gRFC A47) are not supported");
+            }
+            None => return Err("expected xds:///NAME"),
+        },
+        None => rest,
+    };
+    if name.is_empty() {
+        return Err("an xds: target names a listener: xds:///NAME");
+    }
+    Ok(Some(name))
+}
+
 /// The `host[:port]` part of a target, or why it has none a mesh can route.
 fn authority_of(target: &str) -> Result<&str, &'static str> {
     let Some((scheme, rest)) = split_scheme(target) else {
@@ -134,9 +180,6 @@ fn authority_of(target: &str) -> Result<&str, &'static str> {
         }
         "https" => Err(
             "https:// targets are not supported: the mesh chooses TLS per backend, so name the Service (svc.ns:port)",
-        ),
-        "xds" => Err(
-            "xds: targets name an xDS listener, and this mesh has no xDS source (enable the `xds` feature and configure a bootstrap)",
         ),
         "unix" | "unix-abstract" | "vsock" => {
             Err("a local socket is not a Service; name the Service (svc.ns:port)")
@@ -197,6 +240,7 @@ impl fmt::Display for Target {
             } => write!(f, "{name}")?,
             Host::ClusterIp(IpAddr::V6(ip)) => write!(f, "[{ip}]")?,
             Host::ClusterIp(ip) => write!(f, "{ip}")?,
+            Host::Listener(name) => return write!(f, "xds:///{name}"),
         }
         match self.port {
             Some(p) => write!(f, ":{p}"),
@@ -295,6 +339,21 @@ mod tests {
         assert_eq!(t.host, Host::ClusterIp("fd00::a".parse().unwrap()));
     }
 
+    #[cfg(feature = "xds")]
+    #[test]
+    fn xds_targets_name_a_listener() {
+        for (form, name) in [
+            ("xds:///checkout", "checkout"),
+            ("xds:checkout.shop:50051", "checkout.shop:50051"),
+            ("xds:///example.com:123", "example.com:123"),
+        ] {
+            let t = Target::parse(form, "cluster.local").unwrap();
+            assert_eq!(t.host, Host::Listener(name.into()), "{form}");
+            assert_eq!(t.to_string(), format!("xds:///{name}"));
+        }
+        assert!(Target::parse("xds:///", "cluster.local").is_err());
+    }
+
     #[test]
     fn the_dns_server_of_a_target_is_not_its_host() {
         let t = Target::parse("dns://10.0.0.10/checkout:50051", "cluster.local").unwrap();
@@ -306,7 +365,10 @@ mod tests {
         for (bad, why) in [
             ("unix:///run/app.sock", "local socket"),
             ("https://checkout.shop:50051", "https://"),
+            #[cfg(not(feature = "xds"))]
             ("xds:///checkout", "xDS"),
+            #[cfg(feature = "xds")]
+            ("xds://authority/checkout", "federation"),
             ("ipv4:10.0.0.1:50051,10.0.0.2:50051", "list of addresses"),
             ("dns://10.0.0.10", "third slash"),
             ("dns:///a/b", "one host"),

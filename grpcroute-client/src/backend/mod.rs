@@ -9,23 +9,32 @@
 //! (an EndpointSlice, an EDS update) updates that one object in place without compiling
 //! any route. This is linkerd2-proxy's split between policy and its balancer stack.
 
+pub(crate) mod accrual;
 pub(crate) mod balance;
 mod endpoints;
 mod registry;
+mod set;
 
 use std::{
+    collections::HashSet,
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
 use arc_swap::ArcSwap;
 
-pub(crate) use self::{endpoints::service_endpoints, registry::Registry};
+#[cfg(feature = "xds")]
+pub(crate) use self::set::{Balancer, LocalitySpec, PrioritySpec};
+pub(crate) use self::{
+    endpoints::service_endpoints,
+    registry::Registry,
+    set::{EndpointSet, EndpointsSpec, Policy},
+};
 pub(crate) use crate::route::BackendKey;
-use crate::transport::{Endpoint, Pool};
+use crate::transport::{CountGuard, Endpoint, Outcome, OutcomeSink, Pool, Security};
 
 /// One backend's runtime state. Shared by every table and call that sends there.
 #[derive(Debug)]
@@ -34,6 +43,16 @@ pub(crate) struct Backend {
     label: Arc<str>,
     pool: Arc<Pool>,
     endpoints: ArcSwap<EndpointSet>,
+    /// Calls in flight, for the circuit breaker.
+    in_flight: Arc<AtomicU32>,
+    /// Endpoints ejected by failure accrual, ever.
+    ejections: AtomicU64,
+    /// A task that keeps the endpoints up to date (e.g. DNS resolution), ended with the
+    /// backend.
+    task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    /// How its endpoints are connected to. Only configuration updates read or change it
+    /// (calls reach the endpoints, which carry their own).
+    security: std::sync::Mutex<Security>,
     /// Mirrored calls to this backend (RequestMirror).
     pub(crate) mirrors: Arc<MirrorStats>,
 }
@@ -93,29 +112,16 @@ impl Drop for MirrorSlot {
     }
 }
 
-/// The endpoints of a backend at one moment: immutable, replaced whole.
-#[derive(Debug, Default)]
-pub(crate) struct EndpointSet {
-    endpoints: Box<[Arc<Endpoint>]>,
-}
-
-impl EndpointSet {
-    /// Every endpoint, sorted by address.
-    pub(crate) fn all(&self) -> &[Arc<Endpoint>] {
-        &self.endpoints
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
-    }
-}
-
 impl Backend {
     fn new(key: &BackendKey, pool: Arc<Pool>) -> Self {
         Self {
             label: key.to_string().into(),
             pool,
             endpoints: ArcSwap::default(),
+            in_flight: Arc::default(),
+            ejections: AtomicU64::new(0),
+            task: std::sync::Mutex::new(None),
+            security: std::sync::Mutex::new(Security::Plaintext),
             mirrors: Arc::default(),
         }
     }
@@ -130,54 +136,196 @@ impl Backend {
         self.endpoints.load()
     }
 
-    /// Replaces the endpoint set with `addrs` (in any order, duplicates ignored). Endpoints
-    /// the backend keeps keep their connections and load; those it drops are retired once
-    /// no other backend lists them. Returns how many addresses were added and removed.
-    pub(crate) fn set_endpoints(&self, addrs: &[SocketAddr]) -> EndpointsDelta {
-        let mut sorted = addrs.to_vec();
-        sorted.sort();
-        sorted.dedup();
-        let current = self.endpoints.load_full();
-        if current
-            .endpoints
-            .iter()
-            .map(|e| e.addr())
-            .eq(sorted.iter().copied())
-        {
+    /// How its endpoints are connected to now.
+    pub(crate) fn security(&self) -> Security {
+        self.lock_security().clone()
+    }
+
+    fn lock_security(&self) -> std::sync::MutexGuard<'_, Security> {
+        // Every write leaves a whole value.
+        self.security.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connects to the same addresses with `security` from now on: when it differs, the
+    /// endpoints are joined anew under it (new calls use the new connections at once) and
+    /// the old ones left (their calls in flight finish on the old connections). Returns how
+    /// many endpoints were replaced.
+    pub(crate) fn set_security(&self, security: Security) -> EndpointsDelta {
+        let mut current_security = self.lock_security();
+        if *current_security == security {
             return EndpointsDelta::default();
         }
+        let current = self.endpoints.load_full();
+        let spec = current.spec.clone();
+        let addrs = spec.addrs();
+        let joined = self.pool.join_all(&addrs, &security);
+        *current_security = security;
+        let previous = self
+            .endpoints
+            .swap(Arc::new(EndpointSet::new(spec, joined)));
+        leave_all(&self.pool, &previous);
+        EndpointsDelta {
+            added: addrs.len(),
+            removed: addrs.len(),
+        }
+    }
+
+    /// Replaces the endpoints with one flat group of `addrs` (a Kubernetes Service port).
+    pub(crate) fn set_endpoints(&self, addrs: &[SocketAddr]) -> EndpointsDelta {
+        self.set_spec(EndpointsSpec::flat(addrs.to_vec()))
+    }
+
+    /// Replaces the endpoint set and policy. Endpoints the backend keeps keep their
+    /// connections and load; those it drops are retired once no other backend lists them.
+    /// Returns how many addresses were added and removed.
+    pub(crate) fn set_spec(&self, spec: EndpointsSpec) -> EndpointsDelta {
+        let current = self.endpoints.load_full();
+        if current.spec == spec {
+            return EndpointsDelta::default();
+        }
+        let addrs = spec.addrs();
         // Join the new set before leaving the old one, so an address in both never has
         // zero members in between (which would retire it).
-        let joined = self.pool.join_all(&sorted);
-        let added = joined
-            .iter()
-            .filter(|e| {
-                current
-                    .endpoints
-                    .binary_search_by_key(&e.addr(), |c| c.addr())
-                    .is_err()
-            })
-            .count();
-        let removed = current
+        let joined = self.pool.join_all(&addrs, &self.lock_security());
+        let old: HashSet<SocketAddr> = current.spec.addrs().into_iter().collect();
+        let new: HashSet<SocketAddr> = addrs.iter().copied().collect();
+        let delta = EndpointsDelta {
+            added: new.difference(&old).count(),
+            removed: old.difference(&new).count(),
+        };
+        let previous = self
             .endpoints
-            .iter()
-            .filter(|c| sorted.binary_search(&c.addr()).is_err())
-            .count();
-        self.endpoints.store(Arc::new(EndpointSet {
-            endpoints: joined.into_boxed_slice(),
-        }));
-        for e in current.endpoints.iter() {
-            self.pool.leave(e);
+            .swap(Arc::new(EndpointSet::new(spec, joined)));
+        leave_all(&self.pool, &previous);
+        delta
+    }
+
+    /// Makes `task` the one that keeps this backend's endpoints up to date, ending the
+    /// previous one.
+    #[cfg_attr(not(feature = "xds"), allow(dead_code))]
+    pub(crate) fn replace_task(&self, task: tokio::task::AbortHandle) {
+        let previous = self
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(task);
+        if let Some(previous) = previous {
+            previous.abort();
         }
-        EndpointsDelta { added, removed }
+    }
+
+    /// A place for one more call, unless the circuit breaker's limit of calls in flight is
+    /// reached (then the limit). The guard holds the place until the call's response ends.
+    pub(crate) fn admit(&self, policy: Policy) -> Result<Option<CountGuard>, u32> {
+        let Some(max) = policy.max_requests else {
+            return Ok(None);
+        };
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| Some(CountGuard::counted(self.in_flight.clone())))
+            .map_err(|_| max)
+    }
+}
+
+impl Backend {
+    /// Records how a call to `endpoint` ended, for failure accrual: ejects an endpoint that
+    /// keeps failing (while the backend can spare it) and restores one whose probe succeeds.
+    pub(crate) fn record(&self, endpoint: &Endpoint, outcome: Outcome) {
+        let set = self.endpoints.load();
+        let Some(accrual) = set.policy().accrual else {
+            return;
+        };
+        let now = endpoint.now();
+        let may_eject = || {
+            let mut seen = HashSet::new();
+            let (mut total, mut ejected) = (0, 0);
+            for e in set.all() {
+                if seen.insert(e.addr()) {
+                    total += 1;
+                    // Out, or due for its probe: either way not back yet.
+                    ejected += usize::from(e.health.ejected_until() != 0);
+                }
+            }
+            accrual::may_eject(&accrual, ejected, total)
+        };
+        let jitter = rand::random::<f64>();
+        match accrual::record(&accrual, endpoint, outcome, now, jitter, may_eject) {
+            accrual::Transition::Ejected(d) => {
+                self.ejections.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    backend = %self.label,
+                    endpoint = %endpoint.addr(),
+                    ejected_for = ?d,
+                    ?outcome,
+                    "endpoint ejected: it keeps failing"
+                );
+            }
+            accrual::Transition::Restored => {
+                // Its failures made it look slow; it competes afresh.
+                endpoint.load.forget();
+                tracing::info!(
+                    backend = %self.label,
+                    endpoint = %endpoint.addr(),
+                    "endpoint back in service: its probe call succeeded"
+                );
+            }
+            accrual::Transition::None => {}
+        }
+    }
+
+    /// Endpoints this backend ejected so far.
+    pub(crate) fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// The endpoints ejected now, with how long they stay out.
+    pub(crate) fn ejected(&self) -> Vec<(SocketAddr, std::time::Duration)> {
+        let set = self.endpoints.load();
+        let mut seen = HashSet::new();
+        set.all()
+            .iter()
+            .filter(|e| seen.insert(e.addr()))
+            .filter_map(|e| {
+                let now = e.now();
+                let until = e.health.ejected_at(now)?;
+                Some((
+                    e.addr(),
+                    std::time::Duration::from_nanos(until.saturating_sub(now)),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl OutcomeSink for Backend {
+    fn call_ended(&self, endpoint: &Endpoint, outcome: Outcome) {
+        self.record(endpoint, outcome);
+    }
+}
+
+/// Leaves every distinct endpoint of `set` once (an address may repeat across localities).
+fn leave_all(pool: &Pool, set: &EndpointSet) {
+    let mut seen = HashSet::new();
+    for e in set.all() {
+        if seen.insert(e.addr()) {
+            pool.leave(e);
+        }
     }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        for e in self.endpoints.load().endpoints.iter() {
-            self.pool.leave(e);
+        if let Some(task) = self
+            .task
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
         }
+        leave_all(&self.pool, &self.endpoints.load());
     }
 }
 

@@ -3,6 +3,8 @@
 
 pub(crate) mod mirror;
 mod send;
+#[cfg(feature = "xds")]
+mod xds;
 
 use std::{sync::Arc, time::Duration};
 
@@ -66,20 +68,23 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
-    /// The current snapshot, waiting for the first one up to the ready timeout or the
-    /// call's deadline, whichever comes first.
+    /// The current snapshot, waiting for the first configuration of Services up to the
+    /// ready timeout or the call's deadline, whichever comes first.
     pub(crate) async fn snapshot(
         &self,
         deadline: Option<Deadline>,
     ) -> Result<Arc<Snapshot>, CallError> {
-        if let Some(s) = self.snapshot.load_full() {
+        let synced = |s: &Option<Arc<Snapshot>>| s.as_ref().is_some_and(|s| s.kube_synced);
+        if let Some(s) = self.snapshot.load_full().filter(|s| s.kube_synced) {
             return Ok(s);
         }
         let started = Instant::now();
         let ready_at = started + self.ready_timeout;
         let until = deadline.map_or(ready_at, |d| d.at().min(ready_at));
         let mut rx = self.ready.subscribe();
-        let waited = tokio::time::timeout_at(until, rx.wait_for(|v| *v > 0)).await;
+        let waited =
+            tokio::time::timeout_at(until, rx.wait_for(|_| synced(&self.snapshot.load_full())))
+                .await;
         match (waited, self.snapshot.load_full()) {
             (Ok(_), Some(s)) => Ok(s),
             _ => match deadline {
@@ -162,6 +167,10 @@ async fn dispatch(
     meter: &mut CallMeter<'_>,
 ) -> Result<Response<Body>, CallError> {
     let deadline = Deadline::of(req.headers(), core.default_timeout, meter.started());
+    #[cfg(feature = "xds")]
+    if let crate::target::Host::Listener(name) = &target.host {
+        return xds::dispatch(core, name, authority, req, routed, meter, deadline).await;
+    }
     let snapshot = core.snapshot(deadline).await?;
     let frontend = router::frontend(&snapshot.table, target, &core.namespace)?;
     let decided = router::decide(
@@ -266,7 +275,7 @@ fn record(rule: Option<&CompiledRule>, backend: &Backend) {
 
 /// Points the request at the original authority (a sidecar would forward `:authority`
 /// unchanged too); the endpoint address is the connection's, not the request's.
-fn set_uri(req: &mut Request<Body>, authority: &Authority) {
+pub(super) fn set_uri(req: &mut Request<Body>, authority: &Authority) {
     // gRPC clients identify themselves; tonic's own channel adds this below a layer, which
     // the mesh replaces.
     req.headers_mut()

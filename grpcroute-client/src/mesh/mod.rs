@@ -4,6 +4,8 @@
 
 mod health;
 mod shared;
+#[cfg(feature = "xds")]
+mod xds;
 
 use std::{
     sync::{Arc, Mutex},
@@ -17,7 +19,7 @@ pub(crate) use self::shared::Shared;
 use self::shared::UpdateState;
 use crate::{
     Channel, MeshLayer, Resources,
-    backend::Registry,
+    backend::{Registry, accrual::FailureAccrual},
     dispatch::Core,
     explain::{self, CallDescription, Explanation},
     metrics::{Metrics, MetricsView},
@@ -28,7 +30,7 @@ use crate::{
     snapshot::Snapshot,
     source::{ConfigSink, Source, SourceHealth, Update, UpdateReport, Updater},
     target::{Target, TargetError},
-    transport::TransportConfig,
+    transport::{SecurityPolicy, TransportConfig},
 };
 
 /// A proxyless service mesh for tonic clients.
@@ -58,9 +60,13 @@ pub struct MeshBuilder {
     default_timeout: Option<Duration>,
     mirror_max_in_flight: usize,
     mirror_timeout: Duration,
+    failure_accrual: Option<FailureAccrual>,
+    #[cfg(feature = "xds")]
+    xds_bootstrap: Option<crate::xds::Bootstrap>,
     seed: Option<u64>,
     report_routing: bool,
     transport: TransportConfig,
+    security: SecurityPolicy,
 }
 
 impl Default for MeshBuilder {
@@ -73,9 +79,13 @@ impl Default for MeshBuilder {
             default_timeout: None,
             mirror_max_in_flight: 64,
             mirror_timeout: Duration::from_secs(10),
+            failure_accrual: Some(FailureAccrual::default()),
+            #[cfg(feature = "xds")]
+            xds_bootstrap: None,
             seed: None,
             report_routing: false,
             transport: TransportConfig::default(),
+            security: SecurityPolicy::default(),
         }
     }
 }
@@ -140,6 +150,29 @@ impl MeshBuilder {
         self
     }
 
+    /// The xDS bootstrap for `xds:///NAME` channels (gRFC A27). Without one, the first
+    /// such channel reads it from `GRPC_XDS_BOOTSTRAP` (a file) or
+    /// `GRPC_XDS_BOOTSTRAP_CONFIG` (JSON), as gRPC does. The client starts with the first
+    /// `xds:` channel and serves every listener of the mesh over one ADS stream.
+    #[cfg(feature = "xds")]
+    #[must_use]
+    pub fn xds_bootstrap(mut self, bootstrap: crate::xds::Bootstrap) -> Self {
+        self.xds_bootstrap = Some(bootstrap);
+        self
+    }
+
+    /// Failure accrual (outlier ejection) for the endpoints of Services: an endpoint whose
+    /// calls fail in a row (broken connections, `UNAVAILABLE`) is taken out of rotation for
+    /// a back-off, then tried again with one probe call. On by default, as in Linkerd: 5
+    /// failures in a row, 1 s doubling to 60 s, at most 50 % of a backend's endpoints out;
+    /// `None` turns it off. xDS clusters apply it only when they configure outlier
+    /// detection (with their own ejection times and share), as gRPC does.
+    #[must_use]
+    pub fn failure_accrual(mut self, accrual: Option<FailureAccrual>) -> Self {
+        self.failure_accrual = accrual;
+        self
+    }
+
     /// Seeds the random choices (weighted picks, load balancing, mirroring), for
     /// reproducible tests. Unseeded meshes draw their seed from the OS.
     #[must_use]
@@ -153,6 +186,20 @@ impl MeshBuilder {
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.transport.connect_timeout = timeout;
+        self
+    }
+
+    /// HTTP/2 keep-alive of the endpoint connections (defaults 30 s and 10 s): while calls
+    /// are in flight on a connection, it is PINGed when nothing has arrived on it for
+    /// `interval`, and closed if the PING is not answered within `timeout`. This is what
+    /// detects an endpoint that stops answering without closing (a partition, a frozen
+    /// host): its calls in flight end `UNAVAILABLE` at most `interval + timeout` after the
+    /// last byte it sent, and the next calls connect anew. Idle connections are not
+    /// PINGed. A zero `interval` turns keep-alive off.
+    #[must_use]
+    pub fn keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.transport.keepalive_interval = (!interval.is_zero()).then_some(interval);
+        self.transport.keepalive_timeout = timeout;
         self
     }
 
@@ -174,9 +221,68 @@ impl MeshBuilder {
         self
     }
 
+    /// How connections to endpoints are secured (default [`TlsMode::Plaintext`]). See
+    /// [the `tls` module](crate::tls) for the modes and how servers are verified.
+    ///
+    /// [`TlsMode::Plaintext`]: crate::tls::TlsMode::Plaintext
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, mode: crate::tls::TlsMode) -> Self {
+        self.security.tls.mode = mode;
+        self
+    }
+
+    /// The client's workload identity: the certificate it presents in mutual TLS, and the
+    /// trust bundle servers are verified against (see [`crate::identity`]).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn identity(mut self, identity: crate::identity::Identity) -> Self {
+        self.security.tls.identity = Some(identity);
+        self
+    }
+
+    /// The identity a backend's servers must present when no policy names one, in
+    /// [`TlsMode::Mutual`]. Default: the template
+    /// `spiffe://{trust_domain}/ns/{namespace}/sa/*` (any service account of the backend
+    /// Service's namespace, in the client's own trust domain).
+    ///
+    /// [`TlsMode::Mutual`]: crate::tls::TlsMode::Mutual
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn expected_server_identity(mut self, rule: crate::tls::ExpectedServerIdentity) -> Self {
+        self.security.tls.expected = rule;
+        self
+    }
+
+    /// TLS settings for the backends `policy` names (it returns `None` for the others):
+    /// in [`TlsMode::Policy`] those backends use TLS and the others plaintext; in
+    /// [`TlsMode::Mutual`] they refine the mesh defaults (an exact SPIFFE ID, a DNS name,
+    /// other roots). Asked once per backend and configuration update, never per call.
+    ///
+    /// [`TlsMode::Policy`]: crate::tls::TlsMode::Policy
+    /// [`TlsMode::Mutual`]: crate::tls::TlsMode::Mutual
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn backend_tls(
+        mut self,
+        policy: impl Fn(&crate::BackendService) -> Option<crate::tls::BackendTls>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.security.tls.backend_tls = Some(Arc::new(policy));
+        self
+    }
+
     /// A mesh with no configuration yet: feed it with [`Mesh::update`]. Calls made before
     /// the first update wait for it (up to the ready timeout).
     pub fn build(self) -> Mesh {
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut security = self.security;
+        #[cfg(feature = "tls")]
+        {
+            security.tls.cluster_domain = self.cluster_domain.clone();
+        }
         let namespace = self.namespace.unwrap_or_else(crate::namespace::detect);
         let (ready, _) = watch::channel(0);
         let core = Arc::new(Core {
@@ -200,8 +306,12 @@ impl MeshBuilder {
                 core,
                 grant_policy: self.grant_policy,
                 registry: Registry::new(self.transport),
+                accrual: self.failure_accrual,
+                security,
                 state: Mutex::new(UpdateState::default()),
                 tasks: Mutex::new(Vec::new()),
+                #[cfg(feature = "xds")]
+                xds: Mutex::new(xds::XdsSlot::new(self.xds_bootstrap)),
             }),
         }
     }
@@ -241,10 +351,25 @@ impl Mesh {
     /// When `target` is not a Kubernetes Service address.
     pub fn channel(&self, target: &str) -> Result<Channel, TargetError> {
         let parsed = Target::parse(target, &self.shared.core.cluster_domain)?;
+        #[cfg(feature = "xds")]
+        if let crate::target::Host::Listener(name) = &parsed.host {
+            let xds = self
+                .shared
+                .xds_part()
+                .map_err(|e| TargetError::new(target, format!("the xDS client: {e}")))?;
+            let interest: Arc<dyn Send + Sync> = xds.interest(name);
+            return Ok(Channel::new(
+                self.shared.core.clone(),
+                self.shared.clone(),
+                parsed,
+                Some(interest),
+            ));
+        }
         Ok(Channel::new(
             self.shared.core.clone(),
             self.shared.clone(),
             parsed,
+            None,
         ))
     }
 
@@ -332,6 +457,17 @@ impl Mesh {
         self.shared.source_health()
     }
 
+    /// The xDS client's resources and their state (what gRPC's CSDS shows, gRFC A40);
+    /// `None` until an `xds:` channel started the client.
+    #[cfg(feature = "xds")]
+    pub fn xds_config(&self) -> Option<crate::xds::ConfigDump> {
+        let client = self.shared.xds_client()?;
+        Some(crate::xds::ConfigDump {
+            connected: client.connected(),
+            resources: client.dump().iter().map(Into::into).collect(),
+        })
+    }
+
     /// The mesh's Prometheus metrics: calls by frontend, route, rule, backend and gRPC
     /// status with their latency, and the state of the configuration. See [`Metrics`].
     ///
@@ -381,5 +517,10 @@ impl MetricsView for Shared {
 
     fn endpoint_count(&self) -> usize {
         self.registry.endpoint_count()
+    }
+
+    #[cfg(feature = "xds")]
+    fn xds(&self) -> Option<crate::source::xds::XdsClient> {
+        self.xds_client()
     }
 }

@@ -13,26 +13,40 @@ use std::{
 
 use super::health::HealthState;
 use crate::{
-    backend::{Backend, BackendKey, EndpointsDelta, Registry, service_endpoints},
+    backend::{
+        Backend, BackendKey, EndpointsDelta, EndpointsSpec, Policy, Registry, service_endpoints,
+    },
     dispatch::Core,
     model::InvalidObject,
     model::{EndpointSlice, Model, ObjectKey, Service},
     route::table::{self, GrantPolicy, Table},
     snapshot::Snapshot,
     source::{ChangeSummary, EndpointsChange, Update, UpdateReport},
+    transport::SecurityPolicy,
 };
 
 pub(crate) struct Shared {
     pub(crate) core: Arc<Core>,
     pub(super) grant_policy: GrantPolicy,
     pub(crate) registry: Registry,
+    /// Failure accrual: what the backends of Services apply, and the template of xDS
+    /// clusters' outlier detection. `None`: off.
+    pub(crate) accrual: Option<crate::backend::accrual::FailureAccrual>,
+    /// How each backend's endpoints are connected to (plaintext or TLS).
+    pub(super) security: SecurityPolicy,
     /// Only updates (and health reports) take this lock; calls never do.
     pub(super) state: Mutex<UpdateState>,
     pub(super) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The xDS client, started by the first `xds:` channel.
+    #[cfg(feature = "xds")]
+    pub(super) xds: Mutex<super::xds::XdsSlot>,
 }
 
 #[derive(Default)]
 pub(super) struct UpdateState {
+    /// What the xDS source last published.
+    #[cfg(feature = "xds")]
+    pub(super) xds: super::xds::XdsState,
     pub(super) health: HealthState,
     pub(super) version: u64,
     /// Object contents of the configuration in force, to describe what the next update
@@ -92,17 +106,7 @@ impl Shared {
             ),
         };
         let after = self.registry.endpoint_churn();
-        state.version += 1;
-        state.health.last_update = Some(SystemTime::now());
-        if state.health.disconnected_since.is_none() {
-            state.health.connected = true;
-        }
-        *self
-            .core
-            .last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = None;
-        self.core.ready.send_replace(state.version);
+        self.published(&mut state, kind);
 
         let (endpoints_added, endpoints_removed) =
             ((after.0 - before.0) as usize, (after.1 - before.1) as usize);
@@ -125,6 +129,22 @@ impl Shared {
             endpoints_removed,
             rejected,
         }
+    }
+
+    /// Records that an update took effect and wakes the calls waiting for one.
+    pub(super) fn published(&self, state: &mut UpdateState, kind: &'static str) {
+        state.version += 1;
+        state.health.last_update = Some(SystemTime::now());
+        if state.health.disconnected_since.is_none() {
+            state.health.connected = true;
+        }
+        *self
+            .core
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        self.core.ready.send_replace(state.version);
+        tracing::debug!(version = state.version, kind, "configuration published");
     }
 
     fn current(&self) -> Option<Arc<Snapshot>> {
@@ -212,17 +232,25 @@ impl Shared {
     /// the snapshot in. Backends the previous table named and this one does not stop
     /// taking calls at once (their endpoints are dropped; calls already on them finish).
     fn bind(&self, state: &UpdateState, table: Arc<Table>) {
-        let backends: Box<[Arc<Backend>]> = table
+        let backends: Arc<[Arc<Backend>]> = table
             .backends
             .iter()
             .map(|key| {
                 let (backend, _) = self.registry.get_or_create(key);
-                backend.set_endpoints(&endpoints_of(state, key));
+                backend.set_security(self.security.security_for(key, &backend.security()));
+                backend.set_spec(self.service_spec(state, key));
                 backend
             })
             .collect();
         let bound: HashSet<*const Backend> = backends.iter().map(Arc::as_ptr).collect();
-        let snapshot = Arc::new(Snapshot { table, backends });
+        // The xDS part (with the `xds` feature) stays as it is.
+        #[allow(clippy::needless_update)]
+        let snapshot = Arc::new(Snapshot {
+            table,
+            backends,
+            kube_synced: true,
+            ..self.current().as_deref().cloned().unwrap_or_default()
+        });
         let previous = self.core.snapshot.swap(Some(snapshot.clone()));
         if let Some(previous) = previous {
             for b in previous.backends.iter() {
@@ -235,7 +263,7 @@ impl Shared {
         // Series of routes, rules and backends that are gone leave with them.
         self.core
             .series
-            .retain_reachable(|key| snapshot.table.reaches(key));
+            .retain_reachable(|key| snapshot.reaches(key));
     }
 
     fn apply_endpoints(
@@ -300,7 +328,7 @@ impl Shared {
                     port: port.port,
                 };
                 if let Some(backend) = self.registry.get(&key) {
-                    delta += backend.set_endpoints(&endpoints_of(state, &key));
+                    delta += backend.set_spec(self.service_spec(state, &key));
                 }
             }
         }
@@ -309,6 +337,15 @@ impl Shared {
             removed = delta.removed,
             "backend endpoints updated"
         );
+    }
+
+    /// What a Service port's backend has under the configuration in `state`: its
+    /// endpoints, under the mesh's policy for Services (P2C, failure accrual).
+    fn service_spec(&self, state: &UpdateState, key: &BackendKey) -> EndpointsSpec {
+        EndpointsSpec::flat(endpoints_of(state, key)).with_policy(Policy {
+            accrual: self.accrual.as_ref().map(Into::into),
+            ..Policy::default()
+        })
     }
 
     pub(crate) fn report_error(&self, error: String) {
@@ -332,6 +369,7 @@ fn endpoints_of(state: &UpdateState, key: &BackendKey) -> Vec<std::net::SocketAd
             ),
             None => Vec::new(),
         },
+        BackendKey::Cluster(_) => Vec::new(),
     }
 }
 

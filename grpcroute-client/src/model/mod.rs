@@ -11,6 +11,8 @@ mod invalid;
 pub(crate) mod matches;
 mod route;
 mod service;
+#[cfg(feature = "xds")]
+pub(crate) mod xds;
 
 use std::{fmt, sync::Arc};
 

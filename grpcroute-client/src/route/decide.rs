@@ -59,6 +59,11 @@ pub(crate) fn frontend<'s>(
                     service: format!("with ClusterIP {ip}"),
                 })?
         }
+        Host::Listener(name) => {
+            return Err(CallError::UnknownService {
+                service: format!("(xds:///{name} is an xDS listener, not a Service)"),
+            });
+        }
     };
     match target.port {
         Some(port) => service

@@ -4,6 +4,8 @@
 
 pub(crate) mod decide;
 pub(crate) mod table;
+#[cfg(feature = "xds")]
+pub(crate) mod xds;
 
 use std::fmt;
 
@@ -20,6 +22,9 @@ pub(crate) enum BackendKey {
         /// Its port.
         port: u16,
     },
+    /// An xDS cluster.
+    #[cfg_attr(not(feature = "xds"), allow(dead_code))]
+    Cluster(std::sync::Arc<str>),
 }
 
 impl fmt::Display for BackendKey {
@@ -27,6 +32,7 @@ impl fmt::Display for BackendKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Service { service, port } => write!(f, "{service}:{port}"),
+            Self::Cluster(name) => write!(f, "cluster {name}"),
         }
     }
 }

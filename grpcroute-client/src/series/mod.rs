@@ -75,13 +75,35 @@ impl CallStats {
 
 /// Which calls one series counts. Labels are rendered from it at scrape time.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct SeriesKey {
+pub(crate) enum SeriesKey {
+    /// Calls to a Kubernetes Service port, routed by GRPCRoutes.
+    Service(ServiceSeries),
+    /// Calls to an xDS listener.
+    #[cfg_attr(not(feature = "xds"), allow(dead_code))]
+    Listener(ListenerSeries),
+}
+
+/// The series of calls to a Service port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ServiceSeries {
     /// The Service port called; `None` for calls to a Service the mesh does not know.
     pub(crate) frontend: Option<(ObjectKey, u16)>,
     /// The GRPCRoute rule (route, index) that took the call.
     pub(crate) rule: Option<(ObjectKey, usize)>,
     /// The backend picked (for a pass-through call, the frontend itself).
     pub(crate) backend: Option<BackendService>,
+}
+
+/// The series of calls to an xDS listener.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ListenerSeries {
+    /// The listener.
+    pub(crate) listener: Arc<str>,
+    /// The route (`<route configuration>/<virtual host>`, and the route's configured
+    /// index) that took the call.
+    pub(crate) route: Option<(Arc<str>, usize)>,
+    /// The cluster picked.
+    pub(crate) cluster: Option<Arc<str>>,
 }
 
 /// A series of a routing table, looked up (or created) in the registry by the first call
@@ -149,11 +171,11 @@ mod tests {
     use super::*;
 
     fn key(route: &str) -> SeriesKey {
-        SeriesKey {
+        SeriesKey::Service(ServiceSeries {
             frontend: Some((ObjectKey::new("shop", "checkout"), 50051)),
             rule: Some((ObjectKey::new("shop", route), 0)),
             backend: None,
-        }
+        })
     }
 
     #[test]
@@ -200,7 +222,9 @@ mod tests {
             slot.get(&registry, || unreachable!("set once"))
         ));
 
-        registry.retain_reachable(|k| k.rule.as_ref().is_some_and(|(r, _)| r.name() == "a"));
+        registry.retain_reachable(|k| {
+            matches!(k, SeriesKey::Service(s) if s.rule.as_ref().is_some_and(|(r, _)| r.name() == "a"))
+        });
         assert_eq!(registry.snapshot().len(), 1);
         assert_eq!(
             registry.get(key("a")).count(Code::Ok),

@@ -48,6 +48,7 @@ pub mod control_plane;
 pub mod oracle;
 mod resource;
 mod serve;
+pub mod sut;
 
 pub use self::{
     backend::{Backend, start_backends},
@@ -55,6 +56,7 @@ pub use self::{
     control_plane::{ControlPlane, LogMark, ResponseOverride},
     oracle::{CallReport, CallSpec, CsdsResource, HoldReport, HoldSpec, Oracle, OracleKind},
     resource::{Resource, ResourceType},
+    sut::Sut,
 };
 
 /// Locks, ignoring poisoning: a panicking test thread must not hide state from others.

@@ -24,7 +24,7 @@ use super::BackendKey;
 use crate::{
     model::InvalidObject,
     model::{HeaderModifier, ObjectKey, RouteMatch},
-    series::{CallStats, SeriesKey, SeriesRegistry, SeriesSlot},
+    series::{CallStats, SeriesKey, SeriesRegistry, SeriesSlot, ServiceSeries},
 };
 
 /// Everything the router needs, for one version of the configuration.
@@ -211,18 +211,18 @@ impl<'s> SeriesRef<'s> {
     }
 
     fn key(&self) -> SeriesKey {
-        SeriesKey {
+        SeriesKey::Service(ServiceSeries {
             frontend: Some((self.frontend.service.clone(), self.frontend.port)),
             rule: self.of.rule().map(|r| (r.route.clone(), r.index)),
             backend: self.backend_service(),
-        }
+        })
     }
 }
 
 impl Table {
     /// Whether this table can still route calls into the series `key`: its Service port
     /// exists, and so do its route rule and backendRef.
-    pub(crate) fn reaches(&self, key: &SeriesKey) -> bool {
+    pub(crate) fn reaches(&self, key: &ServiceSeries) -> bool {
         let Some((service, port)) = &key.frontend else {
             return true;
         };

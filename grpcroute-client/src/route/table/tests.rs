@@ -933,7 +933,7 @@ fn status_reports_accepted_and_resolved_refs() {
 
 #[test]
 fn a_table_reaches_the_call_series_of_its_frontends_rules_and_backends() {
-    use crate::{BackendService, series::SeriesKey};
+    use crate::{BackendService, series::ServiceSeries as SeriesKey};
     let r = base("shop").with(
         route("shop", "r")
             .parent_service("front", Some(50051))

@@ -28,9 +28,14 @@ pub(crate) const CLIENT_FEATURES: [&str; 2] = [
     "xds.config.resource-in-sotw",
 ];
 
-/// A parsed, validated bootstrap.
+/// An xDS bootstrap (gRFC A27): the control plane to reach, and who this client is.
+///
+/// Read from `GRPC_XDS_BOOTSTRAP` (a file) or `GRPC_XDS_BOOTSTRAP_CONFIG` (inline JSON)
+/// with [`Bootstrap::from_env`], from JSON with [`Bootstrap::from_json`], or built with
+/// [`Bootstrap::new`]. Unknown fields are ignored; a known field with a wrong value is an
+/// error naming it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Bootstrap {
+pub struct Bootstrap {
     /// The control planes in priority order; only the first is used (no A71 fallback yet).
     pub(crate) xds_servers: Vec<XdsServer>,
     /// Who this client is.
@@ -87,7 +92,8 @@ pub(crate) struct NodeLocality {
 
 /// Why a bootstrap could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum BootstrapError {
+#[non_exhaustive]
+pub enum BootstrapError {
     /// Neither environment variable is set.
     #[error("no xDS bootstrap: set {ENV_BOOTSTRAP_FILE} (a file) or {ENV_BOOTSTRAP_CONFIG} (JSON)")]
     NotConfigured,
@@ -121,7 +127,7 @@ fn field_err(field: impl Into<String>, message: impl Into<String>) -> BootstrapE
 
 impl Bootstrap {
     /// A bootstrap for one plaintext control plane at `server_uri`, with node id `node_id`.
-    pub(crate) fn new(server_uri: impl Into<String>, node_id: impl Into<String>) -> Self {
+    pub fn new(server_uri: impl Into<String>, node_id: impl Into<String>) -> Self {
         Self {
             xds_servers: vec![XdsServer {
                 server_uri: server_uri.into(),
@@ -140,7 +146,11 @@ impl Bootstrap {
 
     /// Reads the bootstrap named by the environment: `GRPC_XDS_BOOTSTRAP` (a file) first,
     /// else `GRPC_XDS_BOOTSTRAP_CONFIG` (JSON).
-    pub(crate) fn from_env() -> Result<Self, BootstrapError> {
+    ///
+    /// # Errors
+    ///
+    /// When neither variable is set, the file cannot be read, or the JSON is invalid.
+    pub fn from_env() -> Result<Self, BootstrapError> {
         Self::from_vars(|k| std::env::var(k).ok())
     }
 
@@ -160,7 +170,11 @@ impl Bootstrap {
     }
 
     /// Parses bootstrap JSON.
-    pub(crate) fn from_json(text: &str) -> Result<Self, BootstrapError> {
+    ///
+    /// # Errors
+    ///
+    /// When it is not JSON or a field is missing or wrong (the error names it).
+    pub fn from_json(text: &str) -> Result<Self, BootstrapError> {
         let root: Json =
             serde_json::from_str(text).map_err(|e| BootstrapError::Json(e.to_string()))?;
         let root = root

@@ -23,9 +23,9 @@
 //!   `Ready(Arc<ListenerConfig>)`, `Failed`) and cluster names to
 //!   [`depmgr::ClusterState`]; unchanged parts keep their `Arc` (compare with
 //!   `Arc::ptr_eq`);
-//! - per call, on the listener's `virtual_host`: [`routing::select_route`] (path, headers
-//!   as [`routing::RequestHeaders`], an injected random source for `runtime_fraction`),
-//!   then [`routing::pick_cluster`] with a random `u64`; no route or a non-forwarding
+//! - per call, on the listener's `virtual_host`: `route::xds::matching::select_route`
+//!   (path, headers, an injected random source for `runtime_fraction`), then
+//!   `route::xds::matching::pick_cluster` with a random `u64`; no route or a non-forwarding
 //!   action fails `UNAVAILABLE` (A28);
 //! - [`client::XdsClient::dump`] (CSDS, A40), [`client::XdsClient::metrics`] (A78),
 //!   [`client::XdsClient::connected`].
@@ -65,9 +65,8 @@ pub(crate) mod bootstrap;
 pub(crate) mod client;
 pub(crate) mod depmgr;
 pub(crate) mod resource;
-pub(crate) mod routing;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 // The types the data plane will consume (unused until the lead wires them in).
 #[allow(unused_imports)]

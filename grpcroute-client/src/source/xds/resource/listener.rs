@@ -18,6 +18,7 @@ use envoy_types::pb::{
 use prost::{Message, Name};
 
 use super::{RouteConfig, ValidationErrors, Validator, config_source_is_ads, duration, route};
+pub(crate) use crate::model::xds::HttpFilterSummary;
 
 /// `xds.type.v3.TypedStruct` and the legacy, wire-compatible `udpa.type.v1.TypedStruct`.
 const TYPED_STRUCT_URLS: [&str; 2] = [
@@ -71,15 +72,6 @@ pub(crate) enum RouteSource {
     Rds(String),
     /// `route_config`.
     Inline(Arc<RouteConfig>),
-}
-
-/// One HTTP filter as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct HttpFilterSummary {
-    /// The instance name.
-    pub(crate) name: String,
-    /// The config's type URL (a TypedStruct unwrapped to its inner type).
-    pub(crate) type_url: String,
 }
 
 /// The router filter: the only terminal filter, which must come last (A39).

@@ -14,9 +14,11 @@
 
 use std::{borrow::Cow, sync::Arc, time::Duration};
 
-use super::resource::route::{
-    ClusterChoice, DomainPattern, ForwardAction, HeaderMatch, HeaderMatcher, PathMatcher, Route,
-    StringMatch, VirtualHost, WeightedCluster,
+#[cfg(test)]
+use crate::model::xds::route::{ClusterChoice, WeightedCluster};
+use crate::model::xds::route::{
+    DomainPattern, ForwardAction, HeaderMatch, HeaderMatcher, PathMatcher, Route, StringMatch,
+    VirtualHost,
 };
 
 /// Request metadata as routing sees it.
@@ -94,6 +96,7 @@ fn domain_match(d: &DomainPattern, host: &str) -> Option<(u8, usize)> {
 ///
 /// `path` is `:path` (`/package.Service/Method`); `random` is called only for routes with
 /// a `runtime_fraction`, once per such route reached.
+#[cfg(test)]
 pub(crate) fn select_route<'a, H, R>(
     vh: &'a VirtualHost,
     path: &str,
@@ -245,6 +248,7 @@ pub(crate) fn call_timeout(
 
 /// The cluster a call goes to: the single cluster, or a weighted pick with `random`
 /// (cumulative weights over `random % total`; zero weights were dropped at validation).
+#[cfg(test)]
 pub(crate) fn pick_cluster(choice: &ClusterChoice, random: u64) -> &str {
     match choice {
         ClusterChoice::Single(name) => name,
@@ -252,6 +256,7 @@ pub(crate) fn pick_cluster(choice: &ClusterChoice, random: u64) -> &str {
     }
 }
 
+#[cfg(test)]
 fn pick_weighted(clusters: &[WeightedCluster], total: u64, random: u64) -> &str {
     let mut target = random % total.max(1);
     for c in clusters {

@@ -14,11 +14,11 @@ use envoy_types::pb::envoy::{
 };
 use http::{HeaderMap, HeaderValue};
 
-use super::super::{
+use super::*;
+use crate::source::xds::{
     resource::route::{self, ClusterChoice, RouteAction, VirtualHost},
     testutil::*,
 };
-use super::*;
 
 fn vhs(domains: &[&[&str]]) -> Vec<Arc<VirtualHost>> {
     let rc = route_config_with(
