@@ -33,13 +33,13 @@ pub(crate) struct Decoded<T> {
     pub(crate) unknown: Vec<String>,
 }
 
-/// A GRPCRoute from its metadata and the rest of its JSON (`spec`, `status`, ...).
+/// A GRPCRoute from its metadata and the rest of its JSON (`spec`, `status`, ...). The
+/// metadata is validated by the conversion that follows, unless the spec is rejected here.
 pub(crate) fn grpc_route(
     metadata: &ObjectMeta,
     data: &Value,
     default_namespace: &str,
 ) -> Result<Decoded<gateway_api::grpcroutes::GrpcRoute>, InvalidObject> {
-    let key = object_key(ObjectKind::GrpcRoute, metadata, default_namespace)?;
     let spec = spec_of(data);
     match spec_from::<GrpcRouteSpec>(spec) {
         Ok((spec, unknown)) => Ok(Decoded {
@@ -51,6 +51,7 @@ pub(crate) fn grpc_route(
             unknown,
         }),
         Err((field, message)) => {
+            let key = object_key(ObjectKind::GrpcRoute, metadata, default_namespace)?;
             let parents = route::readable_parent_refs(spec, &key);
             Err(
                 InvalidObject::new(ObjectKind::GrpcRoute, &key, field, message)
@@ -61,17 +62,24 @@ pub(crate) fn grpc_route(
 }
 
 /// A ReferenceGrant (`v1` or `v1beta1`: the same shape) from its metadata and the rest
-/// of its JSON.
+/// of its JSON. As for routes, the conversion that follows validates the metadata.
 pub(crate) fn reference_grant(
     metadata: &ObjectMeta,
     data: &Value,
     default_namespace: &str,
 ) -> Result<Decoded<gateway_api::referencegrants::ReferenceGrant>, InvalidObject> {
-    let key = object_key(ObjectKind::ReferenceGrant, metadata, default_namespace)?;
-    let (spec, unknown) =
-        spec_from::<ReferenceGrantSpec>(spec_of(data)).map_err(|(field, message)| {
-            InvalidObject::new(ObjectKind::ReferenceGrant, &key, field, message)
-        })?;
+    let (spec, unknown) = match spec_from::<ReferenceGrantSpec>(spec_of(data)) {
+        Ok(decoded) => decoded,
+        Err((field, message)) => {
+            let key = object_key(ObjectKind::ReferenceGrant, metadata, default_namespace)?;
+            return Err(InvalidObject::new(
+                ObjectKind::ReferenceGrant,
+                &key,
+                field,
+                message,
+            ));
+        }
+    };
     Ok(Decoded {
         object: gateway_api::referencegrants::ReferenceGrant {
             metadata: metadata.clone(),
