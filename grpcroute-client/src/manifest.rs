@@ -256,7 +256,10 @@ fn read_object(value: Value, out: &mut Resources, problems: &mut Vec<Problem>) {
             // parentRefs its status needs.
             metadata(&value, &kind, &name).and_then(|meta| {
                 decode::grpc_route(&meta, &value, DEFAULT_NAMESPACE)
-                    .map(|d| out.push(Object::GrpcRoute(d.object)))
+                    .map(|d| {
+                        ignored(&kind, &name, &d.unknown);
+                        out.push(Object::GrpcRoute(d.object));
+                    })
                     .map_err(Problem::from)
             })
         }
@@ -281,7 +284,10 @@ fn read_object(value: Value, out: &mut Resources, problems: &mut Vec<Problem>) {
             // The two versions have the same schema; read both as v1.
             metadata(&value, &kind, &name).and_then(|meta| {
                 decode::reference_grant(&meta, &value, DEFAULT_NAMESPACE)
-                    .map(|d| out.push(Object::ReferenceGrant(d.object)))
+                    .map(|d| {
+                        ignored(&kind, &name, &d.unknown);
+                        out.push(Object::ReferenceGrant(d.object));
+                    })
                     .map_err(Problem::from)
             })
         }
@@ -296,6 +302,14 @@ fn read_object(value: Value, out: &mut Resources, problems: &mut Vec<Problem>) {
     };
     if let Err(problem) = read {
         problems.push(problem);
+    }
+}
+
+/// Fields the API types ignored. Debug only: manifests are read again on every change
+/// and poll, and the types' ignoring them is what the Kubernetes source does too.
+fn ignored(kind: &str, name: &ObjectName, fields: &[String]) {
+    if !fields.is_empty() {
+        tracing::debug!(%kind, %name, fields = %fields.join(", "), "fields unknown to the API types are ignored");
     }
 }
 

@@ -22,7 +22,6 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use super::{InvalidObject, ObjectKind, object_key, route};
-use crate::model::ObjectKey;
 
 /// A decoded object, and the fields of its spec that the API types ignored.
 #[derive(Debug)]
@@ -91,7 +90,8 @@ pub(crate) fn reference_grant(
 
 /// Logs the ignored fields of an object (once per object version: callers decode each
 /// version once).
-pub(crate) fn warn_unknown(kind: ObjectKind, key: &ObjectKey, unknown: &[String]) {
+#[cfg(feature = "kube")]
+pub(crate) fn warn_unknown(kind: ObjectKind, key: &crate::model::ObjectKey, unknown: &[String]) {
     if !unknown.is_empty() {
         tracing::warn!(
             %kind,
@@ -162,6 +162,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::model::ObjectKey;
 
     fn meta(generation: i64) -> ObjectMeta {
         ObjectMeta {

@@ -6,7 +6,7 @@ use super::{Source, Update, Updater};
 use crate::{
     Resources,
     manifest::{self, ManifestError},
-    model::InvalidObject,
+    model::Model,
 };
 
 /// A folder of Kubernetes manifests (or single manifest files), watched for changes.
@@ -113,42 +113,50 @@ impl ManifestDir {
     }
 }
 
-/// The manifests to apply: what could be read, and the objects rejected alone; or, when
-/// some document could not be read at all, every error.
-fn applicable(
-    loaded: manifest::Loaded,
-) -> Result<(Resources, Vec<(ManifestError, InvalidObject)>), Vec<ManifestError>> {
-    if loaded.errors.iter().any(|e| e.object.is_none()) {
-        return Err(loaded.errors);
+/// What an update applies: the objects read, and the objects rejected alone (errors that
+/// carry their object).
+#[derive(PartialEq)]
+struct Applicable {
+    resources: Resources,
+    rejected: Vec<ManifestError>,
+}
+
+impl Applicable {
+    /// `Err` with every error when some document could not be read at all.
+    fn of(loaded: manifest::Loaded) -> Result<Self, Vec<ManifestError>> {
+        if loaded.errors.iter().any(|e| e.object.is_none()) {
+            return Err(loaded.errors);
+        }
+        Ok(Self {
+            resources: loaded.resources,
+            rejected: loaded.errors,
+        })
     }
-    let rejected = loaded
-        .errors
-        .into_iter()
-        .filter_map(|e| e.object.clone().map(|o| (e, o)))
-        .collect();
-    Ok((loaded.resources, rejected))
+
+    fn model(&self) -> Model {
+        let mut model = self.resources.to_model();
+        model
+            .rejected
+            .extend(self.rejected.iter().filter_map(|e| e.object.clone()));
+        model
+            .rejected
+            .sort_by(|a, b| (a.kind(), a.key()).cmp(&(b.kind(), b.key())));
+        model
+    }
 }
 
 impl Source for ManifestDir {
     async fn run(self, updater: Updater) {
         let (_watcher, mut events) = self.watch();
-        let mut applied: Option<(Resources, Vec<(ManifestError, InvalidObject)>)> = None;
+        let mut applied: Option<Applicable> = None;
         loop {
-            match applicable(manifest::load(&self.paths)) {
+            match Applicable::of(manifest::load(&self.paths)) {
                 Ok(next) => {
                     if applied.as_ref() != Some(&next) {
-                        let (resources, rejected) = &next;
-                        for (error, _) in rejected {
+                        for error in &next.rejected {
                             tracing::warn!(%error, "manifest object rejected; the others apply");
                         }
-                        let mut model = resources.to_model();
-                        model
-                            .rejected
-                            .extend(rejected.iter().map(|(_, o)| o.clone()));
-                        model
-                            .rejected
-                            .sort_by(|a, b| (a.kind(), a.key()).cmp(&(b.kind(), b.key())));
-                        let Some(report) = updater.apply(Update::Model(model)) else {
+                        let Some(report) = updater.apply(Update::Model(next.model())) else {
                             return;
                         };
                         tracing::info!(
