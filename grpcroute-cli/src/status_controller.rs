@@ -227,10 +227,12 @@ fn grpc_routes() -> ApiResource {
     )
 }
 
-/// The `status` of a route read as raw JSON (`None` when it has none).
+/// The `status` of a route read as raw JSON (`None` when it has no `status.parents`: the
+/// merge patch written then leaves any other status field alone).
 fn status_of(route: &DynamicObject) -> Result<Option<GrpcRouteStatus>, String> {
     match route.data.get("status") {
         None | Some(serde_json::Value::Null) => Ok(None),
+        Some(status) if status.get("parents").is_none_or(serde_json::Value::is_null) => Ok(None),
         Some(status) => serde_path_to_error::deserialize(status)
             .map(Some)
             .map_err(|e| format!("status.{}: {}", e.path(), e.inner())),
@@ -778,6 +780,29 @@ mod tests {
             Written::Gone
         );
         server.shutdown().await;
+    }
+
+    /// Only `status` is decoded: a spec the types cannot read does not matter here, and a
+    /// status they cannot read is an error naming its field.
+    #[test]
+    fn status_is_read_alone_and_an_unreadable_one_names_its_field() {
+        let object = |status: serde_json::Value| -> DynamicObject {
+            let mut route = route_json();
+            route["spec"]["rules"][0]["filters"] = json!([{"type": "FutureFilter"}]);
+            route["status"] = status;
+            serde_json::from_value(route).unwrap()
+        };
+        assert_eq!(status_of(&object(serde_json::Value::Null)), Ok(None));
+        assert_eq!(status_of(&object(json!({}))), Ok(None));
+        let read = status_of(&object(json!({"parents": [theirs()]})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.parents[0].controller_name, "example.net/other");
+        let error = status_of(&object(json!({"parents": [{"conditions": "none"}]}))).unwrap_err();
+        assert!(
+            error.starts_with("status.parents[0].conditions: invalid type"),
+            "{error}"
+        );
     }
 
     #[test]
