@@ -3,12 +3,11 @@
 //! unknown enum value, a field of the wrong shape, and fields of a later release. Each
 //! such object is rejected alone (metric, log, status) and every other object keeps
 //! routing real calls; fields the types do not know are ignored.
+//!
+//! Every test runs on a current-thread runtime (`#[tokio::test]`'s default): the log
+//! capture relies on it.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{cell::RefCell, io::Write, time::Duration};
 
 use grpcroute_client::{
     ConditionStatus, Mesh, RouteStatus,
@@ -132,14 +131,31 @@ fn accepted(statuses: &[RouteStatus], name: &str) -> (ConditionStatus, String, S
     (c.status, c.reason.clone(), c.message.clone())
 }
 
-/// What the mesh logs, captured (this thread's subscriber: the tests run the mesh on a
-/// current-thread runtime).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
+/// Warnings, captured per thread: one global subscriber (scoped ones race with the
+/// callsite interest cache when tests run in parallel) writing to the buffer of the
+/// thread that logs. Each test runs its mesh on its own current-thread runtime, so its
+/// thread's buffer holds what its mesh logged. Every test calls this first.
+fn capture_logs() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| ThreadLogs)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    });
+}
 
-impl Write for Logs {
+thread_local! {
+    static LOGS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+struct ThreadLogs;
+
+impl Write for ThreadLogs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        LOGS.with(|logs| logs.borrow_mut().extend_from_slice(buf));
         Ok(buf.len())
     }
 
@@ -148,20 +164,9 @@ impl Write for Logs {
     }
 }
 
-impl Logs {
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let logs = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || logs.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::WARN)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
+/// What this thread logged.
+fn logs() -> String {
+    LOGS.with(|logs| String::from_utf8_lossy(&logs.borrow()).into_owned())
 }
 
 /// One LIST holds valid routes and routes a newer CRD would serve: the valid ones route
@@ -170,8 +175,7 @@ impl Logs {
 /// are ignored with a warning.
 #[tokio::test]
 async fn undecodable_objects_in_the_initial_list_are_rejected_alone() {
-    let logs = Logs::default();
-    let _guard = logs.capture();
+    capture_logs();
     tokio::time::timeout(TEST_BOUND, async {
         let server = ApiServer::start().await;
         let (_v1, _v2) = backends(&server).await;
@@ -261,7 +265,7 @@ async fn undecodable_objects_in_the_initial_list_are_rejected_alone() {
         assert_eq!(accepted(&statuses, "good").0, ConditionStatus::True);
         assert_eq!(accepted(&statuses, "newer-fields").0, ConditionStatus::True);
 
-        let logs = logs.text();
+        let logs = logs();
         for expected in [
             "GRPCRoute mesh/future-filter: spec.rules[0].filters[0].type: unknown variant `FutureFilter`",
             "GRPCRoute mesh/future-match: spec.rules[0].matches[0].method.type: unknown variant `Prefix`",
@@ -282,6 +286,7 @@ async fn undecodable_objects_in_the_initial_list_are_rejected_alone() {
 /// again. Other routes are never disturbed, and the watch keeps following changes.
 #[tokio::test]
 async fn a_route_modified_to_undecodable_and_back() {
+    capture_logs();
     tokio::time::timeout(TEST_BOUND, async {
         let server = ApiServer::start().await;
         let (_v1, _v2) = backends(&server).await;
