@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the performance benchmarks of issue 10 and keeps their markdown output:
 #
-#   scripts/bench.sh              # loopback (all peers + tail), churn, kube_scale, callpath
+#   scripts/bench.sh              # loopback (all peers + tail), churn, kube_scale, callpath, accrual
 #   scripts/bench.sh loopback     # only these (any of: loopback churn kube_scale callpath
-#                                 #   scale decision)
+#                                 #   accrual scale decision)
 #
 # Output: target/bench-results/<UTC time>/<bench>.md (stdout: the tables) and
 # <bench>.log (stderr: progress, per repetition). The proxies (nginx, HAProxy) are
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 benches=("$@")
 if [ ${#benches[@]} -eq 0 ]; then
-    benches=(loopback churn kube_scale callpath)
+    benches=(loopback churn kube_scale callpath accrual)
 fi
 out="target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
