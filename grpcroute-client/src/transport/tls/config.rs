@@ -94,6 +94,9 @@ pub enum ServerIdentity {
     SpiffePattern(SpiffeIdPattern),
     /// A DNS name the certificate is valid for (SAN `DNS:`, wildcards as RFC 6125).
     DnsName(String),
+    /// A URI the certificate names among its URI SANs, compared exactly
+    /// (BackendTLSPolicy `subjectAltNames` of type `URI` that are not SPIFFE IDs).
+    Uri(String),
 }
 
 impl fmt::Display for ServerIdentity {
@@ -102,6 +105,7 @@ impl fmt::Display for ServerIdentity {
             Self::SpiffeId(id) => write!(f, "{id}"),
             Self::SpiffePattern(p) => write!(f, "{p}"),
             Self::DnsName(name) => write!(f, "DNS:{name}"),
+            Self::Uri(uri) => write!(f, "URI:{uri}"),
         }
     }
 }
@@ -117,6 +121,10 @@ pub enum TrustRoots {
     Mesh,
     /// These CA certificates (BackendTLSPolicy `caCertificateRefs`).
     Certificates(Arc<[CertificateDer<'static>]>),
+    /// The platform's trusted roots (BackendTLSPolicy `wellKnownCACertificates: System`),
+    /// as `rustls-native-certs` reads them (the OS store; `SSL_CERT_FILE` /
+    /// `SSL_CERT_DIR` override it), loaded once per process.
+    System,
 }
 
 impl TrustRoots {

@@ -129,6 +129,51 @@ impl TlsPolicy {
     }
 }
 
+/// The [`BackendTls`] a BackendTLSPolicy compiles to: `hostname` as SNI (and the name
+/// verified when there are no subjectAltNames), the subjectAltNames as accepted identities
+/// (a URI that is a SPIFFE ID as that ID), and its CA bundles or the system roots.
+///
+/// # Errors
+///
+/// When a CA bundle is not PEM or holds no certificate: the message names the ConfigMap.
+pub(crate) fn backend_tls_of(
+    policy: &crate::route::backend_tls::PolicyTls,
+) -> Result<BackendTls, String> {
+    use crate::{identity::SpiffeId, model::SubjectAltName, route::backend_tls::PolicyRoots};
+
+    let roots = match &policy.roots {
+        PolicyRoots::System => TrustRoots::System,
+        PolicyRoots::Pem(bundles) => {
+            let mut certs = Vec::new();
+            for (config_map, pem) in bundles {
+                match TrustRoots::from_pem(pem.as_bytes()) {
+                    Ok(TrustRoots::Certificates(c)) => certs.extend(c.iter().cloned()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(format!(
+                            "\"ca.crt\" of ConfigMap {config_map} cannot be used: {e}"
+                        ));
+                    }
+                }
+            }
+            TrustRoots::Certificates(certs.into())
+        }
+    };
+    let mut tls = BackendTls::new()
+        .server_name(policy.hostname.clone())
+        .trust(roots);
+    for san in &policy.subject_alt_names {
+        tls = tls.identity(match san {
+            SubjectAltName::Hostname(h) => ServerIdentity::DnsName(h.clone()),
+            SubjectAltName::Uri(u) => match SpiffeId::parse(u) {
+                Ok(id) => ServerIdentity::SpiffeId(id),
+                Err(_) => ServerIdentity::Uri(u.clone()),
+            },
+        });
+    }
+    Ok(tls)
+}
+
 /// Makes TLS connections with one backend's settings.
 pub(crate) struct TlsConnector {
     settings: TlsSettings,
