@@ -269,3 +269,158 @@ async fn eventually_fails_with(mesh: &Mesh, part: &str) -> String {
     .await
     .unwrap_or_else(|_| panic!("no call failed saying {part:?} within {BOUND:?}"))
 }
+
+/// Through the Kubernetes source (the test API server on loopback): a BackendTLSPolicy and
+/// its ConfigMap added while calls run switch the backend to TLS for the calls that follow;
+/// removing the policy switches it back to plaintext (which the TLS-only server refuses).
+#[tokio::test]
+async fn kube_a_policy_added_and_removed_while_calls_run() {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU8, Ordering},
+    };
+
+    use grpcroute_client::source::KubeSource;
+    use grpcroute_test_apiserver::{ApiServer, Resource};
+
+    let ca = Ca::new("backend CA").unwrap();
+    let s = server(&ca.issue(&Leaf::dns(HOSTNAME)).unwrap()).await;
+    let api = ApiServer::start().await;
+    let json = |yaml: &str| -> Vec<serde_json::Value> {
+        yaml.split("\n---\n")
+            .map(|doc| serde_saphyr::from_str(doc).unwrap())
+            .collect()
+    };
+    for object in json(&service_yaml(s.addr())) {
+        api.apply(object).unwrap();
+    }
+    let source =
+        KubeSource::with_client(api.client().unwrap()).watch_timeout(Duration::from_secs(2));
+    let mesh = Mesh::builder()
+        .namespace("web")
+        .tls(TlsMode::Policy)
+        .ready_timeout(BOUND)
+        .connect_backoff(Duration::from_millis(5), Duration::from_millis(20))
+        .build_with_source(source);
+    tokio::time::timeout(BOUND, mesh.ready())
+        .await
+        .expect("initial sync within the bound");
+
+    // No policy: plaintext to a TLS-only server fails, and nothing reaches it.
+    let status = call_front(&mesh)
+        .await
+        .expect_err("plaintext to a TLS server");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(s.calls(), 0);
+
+    // Callers run throughout; each call is recorded with the phase it started in.
+    let phase = Arc::new(AtomicU8::new(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let results: Arc<Mutex<Vec<(u8, Result<(), String>)>>> = Arc::default();
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            let (mesh, phase, stop, results) =
+                (mesh.clone(), phase.clone(), stop.clone(), results.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let p = phase.load(Ordering::SeqCst);
+                    let r = call_front(&mesh).await.map_err(|s| format!("{s:?}"));
+                    results.lock().unwrap().push((p, r));
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect();
+    let wait_until = |want_ok: bool, step: &'static str| {
+        let results = results.clone();
+        async move {
+            tokio::time::timeout(BOUND, async {
+                loop {
+                    if results
+                        .lock()
+                        .unwrap()
+                        .last()
+                        .is_some_and(|(_, r)| r.is_ok() == want_ok)
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{step}: no call {} within {BOUND:?}",
+                    if want_ok { "succeeded" } else { "failed" }
+                )
+            });
+        }
+    };
+    let calls_in = |p: u8| -> Vec<Result<(), String>> {
+        results
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, r)| r.clone())
+            .collect()
+    };
+    let settle = |p: u8, step: &'static str| {
+        let calls_in = &calls_in;
+        async move {
+            tokio::time::timeout(BOUND, async {
+                while calls_in(p).len() < 20 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{step}: 20 calls did not finish within {BOUND:?}"));
+        }
+    };
+
+    // Add the CA ConfigMap and the policy while the calls run.
+    for object in json(&config_map_yaml("cart-ca", &ca)) {
+        api.apply(object).unwrap();
+    }
+    for object in json(&policy_yaml("cart-ca", HOSTNAME, "")) {
+        api.apply(object).unwrap();
+    }
+    wait_until(true, "policy added").await;
+    phase.store(2, Ordering::SeqCst);
+    settle(2, "with the policy").await;
+    let with_policy = calls_in(2);
+    assert!(
+        with_policy.iter().all(Result::is_ok),
+        "every call after the switch succeeds over TLS: {with_policy:?}"
+    );
+    let handshakes = s.presented().len();
+    assert!(handshakes >= 1, "the server completed TLS handshakes");
+
+    // Remove the policy: new connections are plaintext again, which the server refuses.
+    api.delete(Resource::BackendTlsPolicies, "shop", "cart-tls")
+        .unwrap();
+    wait_until(false, "policy removed").await;
+    phase.store(3, Ordering::SeqCst);
+    let served = s.calls();
+    settle(3, "without the policy").await;
+    let without = calls_in(3);
+    assert!(
+        without.iter().all(Result::is_err),
+        "every call after the removal goes out in plaintext and fails: {without:?}"
+    );
+    assert!(
+        without
+            .iter()
+            .all(|r| r.as_ref().is_err_and(|e| !e.contains("BackendTLSPolicy"))),
+        "{without:?}"
+    );
+    assert_eq!(s.calls(), served, "nothing more reached the server");
+
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        tokio::time::timeout(BOUND, caller)
+            .await
+            .expect("callers stop within the bound")
+            .unwrap();
+    }
+}
