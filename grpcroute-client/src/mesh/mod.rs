@@ -435,6 +435,25 @@ impl Mesh {
             .unwrap_or_default()
     }
 
+    /// What became of every BackendTLSPolicy of the configuration: its `Accepted` and
+    /// `ResolvedRefs` conditions, and the Service ports it applies to.
+    pub fn backend_tls_policies(&self) -> Vec<crate::BackendTlsPolicyStatus> {
+        self.shared
+            .core
+            .snapshot
+            .load()
+            .as_ref()
+            .map(|s| {
+                s.table
+                    .backend_tls
+                    .policies
+                    .iter()
+                    .map(Into::into)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The objects of the current configuration that failed validation.
     pub fn rejected(&self) -> Vec<InvalidObject> {
         self.shared

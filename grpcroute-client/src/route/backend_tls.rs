@@ -14,7 +14,10 @@ use crate::{
     model::{
         BackendTlsPolicy, CaBundle, CaCertificates, Model, ObjectKey, Service, SubjectAltName,
     },
-    route::BackendKey,
+    route::{
+        BackendKey,
+        table::{Condition, ConditionStatus},
+    },
 };
 
 /// Every Service port a BackendTLSPolicy applies to, and every policy's outcome.
@@ -69,17 +72,50 @@ pub(crate) struct PolicyOutcome {
     pub(crate) resolved_refs: Result<(), (&'static str, String)>,
 }
 
-impl PolicyOutcome {
-    /// The problems worth an operator's attention, one line each.
-    pub(crate) fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Err((reason, message)) = &self.accepted {
-            out.push(format!("Accepted=False ({reason}): {message}"));
+/// What became of one BackendTLSPolicy: the conditions its status reports, the Services
+/// it targets and the Service ports it applies to.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct BackendTlsPolicyStatus {
+    /// The policy.
+    pub policy: ObjectKey,
+    /// `metadata.generation` of the policy this describes (`observedGeneration`).
+    pub generation: Option<i64>,
+    /// The Services it targets (its status ancestors).
+    pub targets: Vec<ObjectKey>,
+    /// The Service ports it applies to: those no policy took precedence on.
+    pub applied: Vec<(ObjectKey, u16)>,
+    /// `Accepted`, then `ResolvedRefs`.
+    pub conditions: Vec<Condition>,
+}
+
+impl From<&PolicyOutcome> for BackendTlsPolicyStatus {
+    fn from(o: &PolicyOutcome) -> Self {
+        let condition =
+            |type_: &'static str, r: &Result<(), (&'static str, String)>, ok: &str| match r {
+                Ok(()) => Condition {
+                    type_,
+                    status: ConditionStatus::True,
+                    reason: type_.into(),
+                    message: ok.into(),
+                },
+                Err((reason, message)) => Condition {
+                    type_,
+                    status: ConditionStatus::False,
+                    reason: (*reason).into(),
+                    message: message.clone(),
+                },
+            };
+        Self {
+            policy: o.policy.clone(),
+            generation: o.generation,
+            targets: o.targets.clone(),
+            applied: o.applied.clone(),
+            conditions: vec![
+                condition("Accepted", &o.accepted, "Policy accepted"),
+                condition("ResolvedRefs", &o.resolved_refs, "Resolved all references"),
+            ],
         }
-        if let Err((reason, message)) = &self.resolved_refs {
-            out.push(format!("ResolvedRefs=False ({reason}): {message}"));
-        }
-        out
     }
 }
 

@@ -74,6 +74,30 @@ pub(crate) struct TlsSettings {
     client_certificate: bool,
 }
 
+impl TlsSettings {
+    /// The SNI server name.
+    pub(crate) fn server_name(&self) -> &str {
+        &self.server_name
+    }
+
+    /// The identities a server may present, as messages name them (the server name as a
+    /// DNS name when nothing else is expected).
+    pub(crate) fn expected(&self) -> Vec<String> {
+        if self.identities.is_empty() {
+            return vec![format!("DNS:{}", self.server_name)];
+        }
+        self.identities.iter().map(ToString::to_string).collect()
+    }
+
+    pub(crate) fn roots(&self) -> &TrustRoots {
+        &self.roots
+    }
+
+    pub(crate) fn client_certificate(&self) -> bool {
+        self.client_certificate
+    }
+}
+
 impl TlsPolicy {
     /// The settings of `key`'s connections: `None` for plaintext. `policy` is the backend's
     /// own settings where a policy names them (BackendTLSPolicy, compiled with the routes);
