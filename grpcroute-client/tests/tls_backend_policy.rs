@@ -316,7 +316,9 @@ async fn kube_a_policy_added_and_removed_while_calls_run() {
     // Callers run throughout; each call is recorded with the phase it started in.
     let phase = Arc::new(AtomicU8::new(1));
     let stop = Arc::new(AtomicBool::new(false));
-    let results: Arc<Mutex<Vec<(u8, Result<(), String>)>>> = Arc::default();
+    /// Each call's phase at its start, and its outcome.
+    type Results = Arc<Mutex<Vec<(u8, Result<(), String>)>>>;
+    let results: Results = Arc::default();
     let callers: Vec<_> = (0..2)
         .map(|_| {
             let (mesh, phase, stop, results) =

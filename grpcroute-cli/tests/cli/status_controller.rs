@@ -948,8 +948,18 @@ fn the_shipped_rbac_and_deployment_fit_the_controller() {
     assert_eq!(
         rules(cluster_roles[0]),
         vec![
-            ("".to_string(), "services".to_string(), read()),
+            (
+                "".to_string(),
+                "configmaps".to_string(),
+                vec!["list".into(), "watch".into()]
+            ),
+            ("".into(), "services".into(), read()),
             ("discovery.k8s.io".into(), "endpointslices".into(), read()),
+            (
+                "gateway.networking.k8s.io".into(),
+                "backendtlspolicies".into(),
+                read()
+            ),
             (
                 "gateway.networking.k8s.io".into(),
                 "grpcroutes".into(),

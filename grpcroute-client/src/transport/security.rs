@@ -1,10 +1,9 @@
 //! The connector seam: how a backend's endpoints are connected to (plaintext h2c, or TLS
 //! with resolved settings), and the mesh-wide policy that decides it per backend.
 
-use std::{
-    hash::{Hash, Hasher},
-    sync::Arc,
-};
+use std::hash::{Hash, Hasher};
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 
 use crate::{backend::BackendKey, route::backend_tls::AppliedTls};
 

@@ -16,28 +16,6 @@
 //!   servers send about once a minute, is abandoned after
 //!   [`KubeSource::stall_timeout`] and started again from the last resource version
 //!   seen (see `stall`).
-//!
-//! # RBAC and the ConfigMap watch
-//!
-//! `list` and `watch` on `services`, `endpointslices` (`discovery.k8s.io`), and on
-//! `grpcroutes`, `referencegrants` and `backendtlspolicies` (`gateway.networking.k8s.io`),
-//! cluster-wide or in the [watched namespaces](KubeSource::namespaces); and `list`,
-//! `watch` on `configmaps` for BackendTLSPolicies' `caCertificateRefs`.
-//!
-//! The ConfigMaps a policy needs are only known once the policies are read, and change
-//! with them. Kubernetes can limit a watch to named objects only one name per watch
-//! (a `metadata.name` field selector, which RBAC `resourceNames` can then allow), so
-//! following exactly the named ConfigMaps would mean a watch per ConfigMap, started and
-//! stopped as policies change, and an RBAC rule to edit whenever a policy names a new one.
-//! This source instead watches every ConfigMap of the scope and keeps only their
-//! `ca.crt`. The cost: the client can read every ConfigMap there (ConfigMaps are not
-//! meant for secrets, but it is still more than it needs), and the initial list carries
-//! all their data once. Narrow it with [`KubeSource::namespaces`] (the Role is then
-//! namespaced), [`KubeSource::config_map_selector`] (label the CA ConfigMaps; others are
-//! never sent), or turn the watch off with
-//! [`KubeSource::backend_tls_policies(false)`](KubeSource::backend_tls_policies), which
-//! needs no ConfigMap permission at all. A cluster without the BackendTLSPolicy `v1` CRD
-//! is detected and neither kind is watched.
 
 mod stall;
 mod state;
@@ -52,6 +30,28 @@ use crate::source::{Source, Updater};
 const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Where the watches look.
+///
+/// # RBAC and the ConfigMap watch
+///
+/// `list` and `watch` on `services`, `endpointslices` (`discovery.k8s.io`), and on
+/// `grpcroutes`, `referencegrants` and `backendtlspolicies` (`gateway.networking.k8s.io`),
+/// cluster-wide or in the [watched namespaces](KubeSource::namespaces); and `list`,
+/// `watch` on `configmaps` for BackendTLSPolicies' `caCertificateRefs`.
+///
+/// The ConfigMaps a policy needs are only known once the policies are read, and change
+/// with them. Kubernetes can limit a watch to named objects only one name per watch
+/// (a `metadata.name` field selector, which RBAC `resourceNames` can then allow), so
+/// following exactly the named ConfigMaps would mean a watch per ConfigMap, started and
+/// stopped as policies change, and an RBAC rule to edit whenever a policy names a new one.
+/// This source instead watches every ConfigMap of the scope and keeps only their
+/// `ca.crt`. The cost: the client can read every ConfigMap there (ConfigMaps are not
+/// meant for secrets, but it is still more than it needs), and the initial list carries
+/// all their data once. Narrow it with [`KubeSource::namespaces`] (the Role is then
+/// namespaced), [`KubeSource::config_map_selector`] (label the CA ConfigMaps; others are
+/// never sent), or turn the watch off with
+/// [`KubeSource::backend_tls_policies(false)`](KubeSource::backend_tls_policies), which
+/// needs no ConfigMap permission at all. A cluster without the BackendTLSPolicy `v1` CRD
+/// is detected and neither kind is watched.
 #[derive(Clone)]
 pub struct KubeSource {
     client: Option<kube::Client>,
@@ -136,7 +136,7 @@ impl KubeSource {
     /// Watches only the ConfigMaps matching this label selector (e.g.
     /// `grpcroute.dev/ca-bundle=true`) for BackendTLSPolicies' `caCertificateRefs`. A
     /// policy naming a ConfigMap outside the selector finds it missing. See [the
-    /// module docs](self#rbac-and-the-configmap-watch) for the trade-off.
+    /// type docs](KubeSource#rbac-and-the-configmap-watch) for the trade-off.
     #[must_use]
     pub fn config_map_selector(mut self, selector: impl Into<String>) -> Self {
         self.config_map_selector = Some(selector.into());
