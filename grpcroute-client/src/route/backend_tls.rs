@@ -75,7 +75,6 @@ pub(crate) struct PolicyOutcome {
 /// What became of one BackendTLSPolicy: the conditions its status reports, the Services
 /// it targets and the Service ports it applies to.
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
 pub struct BackendTlsPolicyStatus {
     /// The policy.
     pub policy: ObjectKey,
