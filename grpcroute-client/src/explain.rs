@@ -483,9 +483,7 @@ fn backend_ref(
 /// Why a backend cannot take calls, when its configuration says so (a BackendTLSPolicy
 /// that cannot be honoured).
 fn unusable(backend: Option<&std::sync::Arc<Backend>>) -> Option<String> {
-    backend
-        .and_then(|b| b.unusable())
-        .map(|r| r.as_str().to_owned())
+    backend.and_then(|b| b.unusable().as_ref().map(|r| r.as_str().to_owned()))
 }
 
 /// The TLS of a Service port's backend: its connections' settings, and the policy.

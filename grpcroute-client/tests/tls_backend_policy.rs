@@ -426,3 +426,76 @@ async fn kube_a_policy_added_and_removed_while_calls_run() {
             .unwrap();
     }
 }
+
+/// `KubeSource::config_map_selector`: a ConfigMap outside the selector is not seen (the
+/// policy's backend fails naming it as missing) until it is labelled; and
+/// `backend_tls_policies(false)` leaves policies unread (plaintext).
+#[tokio::test]
+async fn kube_config_map_selector_and_turning_policies_off() {
+    use grpcroute_client::source::KubeSource;
+    use grpcroute_test_apiserver::ApiServer;
+
+    let ca = Ca::new("backend CA").unwrap();
+    let s = server(&ca.issue(&Leaf::dns(HOSTNAME)).unwrap()).await;
+    let api = ApiServer::start().await;
+    let json = |yaml: &str| -> Vec<serde_json::Value> {
+        yaml.split("\n---\n")
+            .map(|doc| serde_saphyr::from_str(doc).unwrap())
+            .collect()
+    };
+    for yaml in [
+        service_yaml(s.addr()),
+        config_map_yaml("cart-ca", &ca),
+        policy_yaml("cart-ca", HOSTNAME, ""),
+    ] {
+        for object in json(&yaml) {
+            api.apply(object).unwrap();
+        }
+    }
+    let mesh_with = |source: KubeSource| {
+        Mesh::builder()
+            .namespace("web")
+            .tls(TlsMode::Policy)
+            .ready_timeout(BOUND)
+            .build_with_source(source.watch_timeout(Duration::from_secs(2)))
+    };
+
+    let selected = mesh_with(
+        KubeSource::with_client(api.client().unwrap()).config_map_selector("grpcroute.dev/ca=true"),
+    );
+    tokio::time::timeout(BOUND, selected.ready())
+        .await
+        .expect("kube_config_map_selector: initial sync within the bound");
+    let status = call_front(&selected)
+        .await
+        .expect_err("the unlabelled ConfigMap is not watched");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("ConfigMap shop/cart-ca not found"),
+        "{status:?}"
+    );
+    let mut labelled = json(&config_map_yaml("cart-ca", &ca)).remove(0);
+    labelled["metadata"]["labels"] = serde_json::json!({"grpcroute.dev/ca": "true"});
+    api.apply(labelled).unwrap();
+    tokio::time::timeout(BOUND, async {
+        while call_front(&selected).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("kube_config_map_selector: the labelled ConfigMap is seen and the call succeeds");
+
+    let off = mesh_with(KubeSource::with_client(api.client().unwrap()).backend_tls_policies(false));
+    tokio::time::timeout(BOUND, off.ready())
+        .await
+        .expect("backend_tls_policies(false): initial sync within the bound");
+    let served = s.calls();
+    let status = call_front(&off)
+        .await
+        .expect_err("without policies the call is plaintext, which the TLS server refuses");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(!status.message().contains("BackendTLSPolicy"), "{status:?}");
+    assert_eq!(s.calls(), served);
+}

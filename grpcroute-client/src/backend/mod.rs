@@ -174,9 +174,10 @@ impl Backend {
         }
     }
 
-    /// Why the backend cannot take calls now, if it cannot.
-    pub(crate) fn unusable(&self) -> Option<Arc<String>> {
-        self.unusable.load_full()
+    /// Why the backend cannot take calls now, if it cannot. Read on every call: a guard,
+    /// not a reference count.
+    pub(crate) fn unusable(&self) -> arc_swap::Guard<Option<Arc<String>>> {
+        self.unusable.load()
     }
 
     /// Applies a resolved security: the connections' settings, or the reason every call to
