@@ -433,4 +433,43 @@ mod tests {
             "deleting the absent changes nothing"
         );
     }
+
+    #[test]
+    fn a_config_map_change_that_keeps_its_ca_crt_causes_no_rebuild() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+
+        let cm = |rv: &str, ca: &str, other: &str| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("ca".into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            data: Some(
+                [
+                    ("ca.crt".to_string(), ca.to_string()),
+                    ("other".to_string(), other.to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let convert = |c: &ConfigMap| crate::convert::ca_bundle(c, "default");
+        let mut cluster = ClusterState::default();
+        let mut state = StreamState::default();
+        state.apply(Event::Init, convert);
+        state.apply(Event::<ConfigMap>::InitDone, convert);
+        let added = state.apply(Event::Apply(cm("1", "A", "x")), convert);
+        assert!(cluster.note_if_converted_changed(&added));
+        assert!(matches!(cluster.rebuild(), Rebuild::Full(_)));
+        let other_key = state.apply(Event::Apply(cm("2", "A", "y")), convert);
+        assert!(
+            !cluster.note_if_converted_changed(&other_key),
+            "only another key changed"
+        );
+        assert!(matches!(cluster.rebuild(), Rebuild::Nothing));
+        let new_ca = state.apply(Event::Apply(cm("3", "B", "y")), convert);
+        assert!(cluster.note_if_converted_changed(&new_ca));
+        assert!(matches!(cluster.rebuild(), Rebuild::Full(_)));
+    }
 }
