@@ -133,7 +133,14 @@ impl BackendTlsTable {
         let bundles: HashMap<&ObjectKey, &CaBundle> =
             model.ca_bundles.iter().map(|b| (&b.key, &**b)).collect();
 
-        let mut order: Vec<&BackendTlsPolicy> = model.tls_policies.iter().map(|p| &**p).collect();
+        // A policy targeting no Service (a Gateway's backends, say) is another
+        // implementation's: it gets no outcome here, and no status from us.
+        let mut order: Vec<&BackendTlsPolicy> = model
+            .tls_policies
+            .iter()
+            .map(|p| &**p)
+            .filter(|p| !p.targets.is_empty())
+            .collect();
         order.sort_by(|a, b| {
             (a.created.is_none(), &a.created, &a.key).cmp(&(
                 b.created.is_none(),
@@ -317,14 +324,7 @@ impl Resolution {
         let accepted = if let Some(message) = self.invalid {
             Err(("Invalid", message))
         } else if !self.found {
-            Err((
-                "TargetNotFound",
-                if self.not_found.is_empty() {
-                    "no targetRef names a core Service".into()
-                } else {
-                    self.not_found.join("; ")
-                },
-            ))
+            Err(("TargetNotFound", self.not_found.join("; ")))
         } else if self.won.is_empty() {
             Err(("Conflicted", self.lost.join("; ")))
         } else if self.no_valid_ca && self.resolved_refs.is_err() {
@@ -335,12 +335,13 @@ impl Resolution {
         } else {
             Ok(())
         };
-        let mut targets: Vec<ObjectKey> = policy
-            .targets
-            .iter()
-            .map(|t| ObjectKey::new(policy.key.namespace(), t.service.as_str()))
-            .collect();
-        targets.dedup();
+        let mut targets: Vec<ObjectKey> = Vec::new();
+        for t in &policy.targets {
+            let key = ObjectKey::new(policy.key.namespace(), t.service.as_str());
+            if !targets.contains(&key) {
+                targets.push(key);
+            }
+        }
         PolicyOutcome {
             policy: policy.key.clone(),
             generation: policy.generation,
@@ -523,6 +524,20 @@ mod tests {
             err.contains("ConfigMap shop/empty has no key \"ca.crt\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_policy_for_no_service_is_not_ours() {
+        let mut gateway_only = (*policy("gw", None, None, "ca")).clone();
+        gateway_only.targets.clear();
+        let model = Model {
+            services: vec![service("cart", &[("grpc", 50051)])],
+            tls_policies: vec![Arc::new(gateway_only)],
+            ..Model::default()
+        };
+        let table = BackendTlsTable::compile(&model);
+        assert!(table.policies.is_empty());
+        assert!(table.get(&cart(50051)).is_none());
     }
 
     #[test]
