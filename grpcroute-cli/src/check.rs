@@ -1,7 +1,7 @@
 //! `grpcroute check`: the status a GAMMA implementation would write on every GRPCRoute,
 //! per Service parentRef, plus every document and object that could not be used.
 
-use grpcroute_client::{ConditionStatus, ParentReference, RouteStatus};
+use grpcroute_client::{BackendTlsPolicyStatus, ConditionStatus, ParentReference, RouteStatus};
 use serde::Serialize;
 
 use crate::{
@@ -16,6 +16,19 @@ use crate::{
 struct Report {
     routes: Vec<RouteJson>,
     errors: Vec<ErrorJson>,
+    /// Every BackendTLSPolicy and its conditions.
+    backend_tls_policies: Vec<PolicyJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct PolicyJson {
+    namespace: String,
+    name: String,
+    /// `namespace/name` of each targeted Service.
+    targets: Vec<String>,
+    /// `namespace/name:port` of each Service port it applies to.
+    applied: Vec<String>,
+    conditions: Vec<ConditionJson>,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,15 +97,18 @@ pub(crate) fn run(args: &CheckArgs) -> Result<Verdict, InputError> {
         document: None,
         message: output::one_line(&invalid.to_string()),
     }));
+    let policies = mesh.backend_tls_policies();
     let report = Report {
         routes: statuses.iter().map(route_json).collect(),
         errors,
+        backend_tls_policies: policies.iter().map(policy_json).collect(),
     };
     let ok = report.errors.is_empty()
         && statuses
             .iter()
             .flat_map(|r| &r.parents)
             .flat_map(|p| &p.conditions)
+            .chain(policies.iter().flat_map(|p| &p.conditions))
             .all(|c| c.status == ConditionStatus::True);
 
     if args.json {
@@ -124,6 +140,29 @@ fn route_json(status: &RouteStatus) -> RouteJson {
                     .collect(),
             })
             .collect(),
+    }
+}
+
+fn condition_json(c: &grpcroute_client::Condition) -> ConditionJson {
+    ConditionJson {
+        type_: c.type_.to_string(),
+        status: c.status.to_string(),
+        reason: c.reason.clone(),
+        message: output::one_line(&c.message),
+    }
+}
+
+fn policy_json(p: &BackendTlsPolicyStatus) -> PolicyJson {
+    PolicyJson {
+        namespace: p.policy.namespace().to_string(),
+        name: p.policy.name().to_string(),
+        targets: p.targets.iter().map(ToString::to_string).collect(),
+        applied: p
+            .applied
+            .iter()
+            .map(|(service, port)| format!("{service}:{port}"))
+            .collect(),
+        conditions: p.conditions.iter().map(condition_json).collect(),
     }
 }
 
@@ -177,6 +216,41 @@ fn human(report: &Report, style: Style) -> String {
                         plain(&c.message),
                     ]);
                 }
+            }
+        }
+        table.render(style, &mut out);
+    }
+    if !report.backend_tls_policies.is_empty() {
+        out.push('\n');
+        let mut table = Table::new(&[
+            "BACKENDTLSPOLICY",
+            "APPLIES TO",
+            "CONDITION",
+            "STATUS",
+            "REASON",
+            "MESSAGE",
+        ]);
+        for p in &report.backend_tls_policies {
+            let mut policy_cell = format!("{}/{}", p.namespace, p.name);
+            let mut applied_cell = if p.applied.is_empty() {
+                "-".to_string()
+            } else {
+                p.applied.join(", ")
+            };
+            for c in &p.conditions {
+                let paint = if c.status == "True" {
+                    Paint::Good
+                } else {
+                    Paint::Bad
+                };
+                table.row(vec![
+                    plain(std::mem::take(&mut policy_cell)),
+                    plain(std::mem::take(&mut applied_cell)),
+                    plain(&c.type_),
+                    (c.status.clone(), paint),
+                    (c.reason.clone(), paint),
+                    plain(&c.message),
+                ]);
             }
         }
         table.render(style, &mut out);

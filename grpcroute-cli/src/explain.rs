@@ -179,6 +179,44 @@ fn human(e: &Explanation, style: Style) -> String {
         }
         table.render(style, &mut out);
     }
+    if e.backends.iter().any(|b| b.tls.is_some()) {
+        out.push('\n');
+        let mut table = Table::new(&["BACKEND", "TLS", "POLICY", "SNI", "VERIFY", "ROOTS"]);
+        for b in &e.backends {
+            let Some(tls) = &b.tls else { continue };
+            let dash = |v: &[String]| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            table.row(vec![
+                plain(backend_name(b)),
+                if tls.enabled {
+                    (
+                        if tls.client_certificate {
+                            "mutual"
+                        } else {
+                            "yes"
+                        }
+                        .into(),
+                        Paint::Good,
+                    )
+                } else {
+                    (
+                        format!("no ({})", tls.note.as_deref().unwrap_or("plaintext")),
+                        Paint::Bad,
+                    )
+                },
+                plain(tls.policy.clone().unwrap_or_else(|| "-".into())),
+                plain(tls.server_name.clone().unwrap_or_else(|| "-".into())),
+                plain(dash(&tls.verify)),
+                plain(dash(&tls.roots)),
+            ]);
+        }
+        table.render(style, &mut out);
+    }
     if !e.request_headers.is_empty() {
         out.push('\n');
         out.push_str(&style.paint(Paint::Bold, "REQUEST METADATA"));

@@ -102,10 +102,13 @@ impl Inputs {
     /// A mesh holding these objects, as a client in `args.from_namespace` sees it, and the
     /// objects it rejected.
     pub(crate) fn mesh(&self, args: &MeshArgs) -> (Mesh, Vec<InvalidObject>) {
+        // BackendTLSPolicies in the manifests apply, as in a client whose mode lets them
+        // (`TlsMode::Policy`): `explain` shows them, `call` connects as they say.
         let mesh = Mesh::builder()
             .namespace(&args.from_namespace)
             .cluster_domain(&args.cluster_domain)
             .report_routing(true)
+            .tls(grpcroute_client::tls::TlsMode::Policy)
             .build();
         let report = mesh.update(&self.resources);
         (mesh, report.rejected)

@@ -22,6 +22,7 @@ mod explain;
 mod input;
 mod leader;
 mod output;
+mod policy_status;
 mod progress;
 mod route_status;
 mod status_controller;

@@ -22,6 +22,10 @@
 //!   `status` is decoded here; a route whose `status` cannot be read is not written
 //!   (writing would drop the entries of other controllers it holds) and counts as a
 //!   failed write.
+//! - BackendTLSPolicies (when the cluster serves them) get the same treatment: their
+//!   `status.ancestors` entries for the Services they target, with the `Accepted` and
+//!   `ResolvedRefs` conditions of [`Mesh::backend_tls_policies`] (see
+//!   [`crate::policy_status`]).
 
 use std::{
     collections::HashMap,
@@ -31,9 +35,9 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use gateway_api::grpcroutes::GrpcRouteStatus;
+use gateway_api::{backendtlspolicies::BackendTlsPolicy, grpcroutes::GrpcRouteStatus};
 use grpcroute_client::{
-    Mesh, ObjectKey, RouteStatus,
+    BackendTlsPolicyStatus, Mesh, ObjectKey, RouteStatus,
     prometheus_client::{
         metrics::{counter::Counter, gauge::Gauge},
         registry::Registry,
@@ -59,7 +63,7 @@ use crate::{
     InputError, Verdict,
     args::StatusControllerArgs,
     leader::{Clock, Election, ElectionConfig, KubeLease, Leadership},
-    output,
+    output, policy_status,
     route_status::{self, Plan},
 };
 
@@ -75,13 +79,18 @@ pub(crate) async fn run(args: &StatusControllerArgs) -> Result<Verdict, InputErr
     let mesh = Mesh::builder()
         .strict_reference_grants(args.strict_reference_grants)
         .build_with_source(source);
-    let routes = Routes::start(client.clone(), !args.once);
+    let routes = Routes::start(client.clone(), !args.once, "GRPCRoutes", grpc_routes());
     let writer = Writer {
         client: client.clone(),
         controller: args.controller_name.clone(),
     };
     if args.once {
-        return once(&mesh, &routes, &writer, args.sync_timeout).await;
+        let policies = Policies::start_if_served(&client, false).await;
+        let watched = Watched {
+            routes: &routes,
+            policies: policies.as_ref(),
+        };
+        return once(&mesh, &watched, &writer, args.sync_timeout).await;
     }
 
     let lease_namespace = args
@@ -93,6 +102,11 @@ pub(crate) async fn run(args: &StatusControllerArgs) -> Result<Verdict, InputErr
     if let Some(addr) = args.metrics_addr {
         serve(addr, &mesh, &metrics).await?;
     }
+    let policies = Policies::start_if_served(&client, true).await;
+    let watched = Watched {
+        routes: &routes,
+        policies: policies.as_ref(),
+    };
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     tracing::info!(
         controller = %writer.controller,
@@ -109,7 +123,7 @@ pub(crate) async fn run(args: &StatusControllerArgs) -> Result<Verdict, InputErr
         Clock::System,
     );
     tokio::select! {
-        () = control(&mesh, &routes, &writer, election.leadership(), &metrics) => {}
+        () = control(&mesh, &watched, &writer, election.leadership(), &metrics) => {}
         () = crate::shutdown_signal() => tracing::info!("shutting down"),
     }
     election.stop().await;
@@ -239,20 +253,38 @@ fn status_of(route: &DynamicObject) -> Result<Option<GrpcRouteStatus>, String> {
     }
 }
 
-/// The GRPCRoutes as the API server has them (with their status), from a reflector.
-struct Routes {
-    store: reflector::Store<DynamicObject>,
+/// Objects of one kind as the API server has them (with their status), from a reflector.
+struct Reflected<K>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store: reflector::Store<K>,
     /// Bumped on every watch event.
     events: watch::Receiver<u64>,
     last_error: Arc<Mutex<Option<String>>>,
     task: JoinHandle<()>,
 }
 
-impl Routes {
+/// The GRPCRoutes, read as raw JSON.
+type Routes = Reflected<DynamicObject>;
+/// The BackendTLSPolicies.
+type Policies = Reflected<BackendTlsPolicy>;
+
+impl<K> Reflected<K>
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
     /// `warn`: log watch errors as warnings (else at debug: `--once` reports the last one
     /// in its error).
-    fn start(client: Client, warn: bool) -> Self {
-        let resource = grpc_routes();
+    fn start(client: Client, warn: bool, what: &'static str, resource: K::DynamicType) -> Self {
         let writer = reflector::store::Writer::new(resource.clone());
         let store = writer.as_reader();
         let (tx, events) = watch::channel(0);
@@ -261,7 +293,7 @@ impl Routes {
         let stream = reflector::reflector(
             writer,
             watcher::watcher(
-                Api::<DynamicObject>::all_with(client, &resource),
+                Api::<K>::all_with(client, &resource),
                 watcher::Config::default(),
             )
             .default_backoff(),
@@ -273,9 +305,9 @@ impl Routes {
                 }
                 Err(error) => {
                     if warn {
-                        tracing::warn!(%error, "watching GRPCRoutes failed; retrying");
+                        tracing::warn!(%error, "watching {what} failed; retrying");
                     } else {
-                        tracing::debug!(%error, "watching GRPCRoutes failed; retrying");
+                        tracing::debug!(%error, "watching {what} failed; retrying");
                     }
                     *errors.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
                 }
@@ -289,7 +321,13 @@ impl Routes {
             task,
         }
     }
+}
 
+impl<K> Reflected<K>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
     fn last_error(&self) -> Option<String> {
         self.last_error
             .lock()
@@ -298,16 +336,73 @@ impl Routes {
     }
 }
 
-impl Drop for Routes {
+impl<K> Drop for Reflected<K>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-/// Waits until the mesh and the route reflector have both finished their initial lists.
-async fn synced(mesh: &Mesh, routes: &Routes) {
+impl Policies {
+    /// The policy reflector, when the cluster serves BackendTLSPolicy `v1` (a watch of an
+    /// unserved resource would never sync). `retry`: a long-running controller retries
+    /// discovery for a while; `--once` asks once (if the API server is unreachable, the
+    /// sync fails and says so). A cluster that never answers gets no policy status.
+    async fn start_if_served(client: &Client, retry: bool) -> Option<Self> {
+        let path = "gateway.networking.k8s.io/v1";
+        let attempts = if retry { 10 } else { 1 };
+        for attempt in 1..=attempts {
+            match client.list_api_group_resources(path).await {
+                Ok(list) => {
+                    return list
+                        .resources
+                        .iter()
+                        .any(|r| r.name == "backendtlspolicies")
+                        .then(|| Self::start(client.clone(), retry, "BackendTLSPolicies", ()));
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => return None,
+                Err(error) if attempt < attempts => {
+                    tracing::debug!(%error, attempt, "discovery of BackendTLSPolicy failed; retrying");
+                    sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => {
+                    if retry {
+                        tracing::warn!(%error, "discovery of BackendTLSPolicy kept failing: BackendTLSPolicy status is not written");
+                    } else {
+                        tracing::debug!(%error, "discovery of BackendTLSPolicy failed");
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// What the API server has, as the reflectors see it.
+struct Watched<'a> {
+    routes: &'a Routes,
+    policies: Option<&'a Policies>,
+}
+
+impl Watched<'_> {
+    fn last_error(&self) -> Option<String> {
+        self.routes
+            .last_error()
+            .or_else(|| self.policies.and_then(Policies::last_error))
+    }
+}
+
+/// Waits until the mesh and the reflectors have all finished their initial lists.
+async fn synced(mesh: &Mesh, watched: &Watched<'_>) {
     mesh.ready().await;
-    if routes.store.wait_until_ready().await.is_err() {
+    let policies_ready = match watched.policies {
+        Some(p) => p.store.wait_until_ready().await.is_ok(),
+        None => true,
+    };
+    if watched.routes.store.wait_until_ready().await.is_err() || !policies_ready {
         // The reflector task ended (only when the runtime shuts down).
         std::future::pending::<()>().await;
     }
@@ -316,16 +411,18 @@ async fn synced(mesh: &Mesh, routes: &Routes) {
 /// The long-running controller: a pass after every trigger, while leading.
 async fn control(
     mesh: &Mesh,
-    routes: &Routes,
+    watched: &Watched<'_>,
     writer: &Writer,
     mut leadership: Leadership,
     metrics: &ControllerMetrics,
 ) {
     let mut updates = mesh.updates();
-    let mut events = routes.events.clone();
-    synced(mesh, routes).await;
+    let mut events = watched.routes.events.clone();
+    let mut policy_events = watched.policies.map(|p| p.events.clone());
+    synced(mesh, watched).await;
     tracing::info!(
-        routes = routes.store.state().len(),
+        routes = watched.routes.store.state().len(),
+        policies = watched.policies.map(|p| p.store.state().len()),
         "synced with the Kubernetes API"
     );
     // A trigger schedules a pass; one that arrives while not leading waits for leadership.
@@ -344,7 +441,7 @@ async fn control(
                     continue;
                 }
                 dirty = false;
-                let pass = writer.pass(mesh, routes, &leadership).await;
+                let pass = writer.pass(mesh, watched, &leadership).await;
                 pass.log();
                 metrics.record(&pass);
                 if pass.failed > 0 || pass.interrupted {
@@ -365,6 +462,17 @@ async fn control(
             changed = events.changed(), if events_open => {
                 // Closed only when the reflector task ends, which it does not.
                 events_open = changed.is_ok();
+                schedule(&mut pending);
+            }
+            changed = async {
+                match policy_events.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if changed.is_err() {
+                    policy_events = None;
+                }
                 schedule(&mut pending);
             }
             () = leadership.changed() => {
@@ -391,13 +499,13 @@ fn schedule(pending: &mut Option<Instant>) {
 /// stdout.
 async fn once(
     mesh: &Mesh,
-    routes: &Routes,
+    watched: &Watched<'_>,
     writer: &Writer,
     sync_timeout: Duration,
 ) -> Result<Verdict, InputError> {
     let deadline = Instant::now() + sync_timeout;
-    if timeout(sync_timeout, synced(mesh, routes)).await.is_err() {
-        let why = routes
+    if timeout(sync_timeout, synced(mesh, watched)).await.is_err() {
+        let why = watched
             .last_error()
             .or_else(|| mesh.source_error())
             .unwrap_or_else(|| "no answer".into());
@@ -409,11 +517,12 @@ async fn once(
     let leadership = Leadership::always();
     let mut total = Pass::default();
     loop {
-        let pass = writer.pass(mesh, routes, &leadership).await;
+        let pass = writer.pass(mesh, watched, &leadership).await;
         total.written += pass.written;
         let settled = pass.failed == 0 && pass.waiting == 0;
         if settled || Instant::now() >= deadline {
             total.routes = pass.routes;
+            total.policies = pass.policies;
             total.unchanged = pass.unchanged;
             total.waiting = pass.waiting;
             total.failed = pass.failed;
@@ -428,6 +537,13 @@ async fn once(
         total.written,
         total.unchanged
     );
+    if total.policies > 0 {
+        summary.push_str(&format!(
+            " ({} BackendTLSPolic{} included)",
+            total.policies,
+            if total.policies == 1 { "y" } else { "ies" }
+        ));
+    }
     if total.waiting > 0 {
         summary.push_str(&format!(
             ", {} not yet seen alike by both watches",
@@ -450,6 +566,8 @@ async fn once(
 struct Pass {
     /// Routes in the mesh's view.
     routes: usize,
+    /// BackendTLSPolicies in the mesh's view (their writes count with the routes').
+    policies: usize,
     written: usize,
     unchanged: usize,
     /// Routes the mesh and the reflector have not yet seen at the same generation.
@@ -501,7 +619,8 @@ struct Writer {
 }
 
 impl Writer {
-    async fn pass(&self, mesh: &Mesh, routes: &Routes, leadership: &Leadership) -> Pass {
+    async fn pass(&self, mesh: &Mesh, watched: &Watched<'_>, leadership: &Leadership) -> Pass {
+        let routes = watched.routes;
         let statuses = mesh.statuses();
         let desired: HashMap<&ObjectKey, &RouteStatus> =
             statuses.iter().map(|s| (&s.route, s)).collect();
@@ -554,7 +673,122 @@ impl Writer {
         }
         // Routes the mesh knows but the reflector does not yet.
         pass.waiting += statuses.len().saturating_sub(seen);
+        if let Some(policies) = watched.policies {
+            self.policies_pass(mesh, policies, leadership, &now, &mut pass)
+                .await;
+        }
         pass
+    }
+
+    /// The BackendTLSPolicies' part of a pass: the same rules as for routes.
+    async fn policies_pass(
+        &self,
+        mesh: &Mesh,
+        policies: &Policies,
+        leadership: &Leadership,
+        now: &Time,
+        pass: &mut Pass,
+    ) {
+        if pass.interrupted {
+            return;
+        }
+        let statuses = mesh.backend_tls_policies();
+        pass.policies = statuses.len();
+        let desired: HashMap<&ObjectKey, &BackendTlsPolicyStatus> =
+            statuses.iter().map(|s| (&s.policy, s)).collect();
+        let mut current = policies.store.state();
+        current.sort_by_key(|p| (p.namespace(), p.name_any()));
+        let mut seen = 0;
+        for policy in current {
+            let key = ObjectKey::new(policy.namespace().unwrap_or_default(), policy.name_any());
+            let Some(want) = desired.get(&key) else {
+                continue;
+            };
+            seen += 1;
+            if want.generation != policy.metadata.generation {
+                pass.waiting += 1;
+                continue;
+            }
+            let Some(ancestors) =
+                policy_status::plan(policy.status.as_ref(), want, &self.controller, now)
+            else {
+                pass.unchanged += 1;
+                continue;
+            };
+            match self
+                .write_policy(&policy, want, ancestors, now, leadership)
+                .await
+            {
+                Ok(Written::Yes) => pass.written += 1,
+                Ok(Written::AlreadyUpToDate | Written::Gone) => pass.unchanged += 1,
+                Ok(Written::Stale) => pass.waiting += 1,
+                Ok(Written::NotLeader) => {
+                    pass.interrupted = true;
+                    tracing::info!("no longer the leader: stopped writing");
+                    return;
+                }
+                Err(error) => {
+                    pass.failed += 1;
+                    tracing::warn!(policy = %key, %error, "could not write the status; will retry");
+                }
+            }
+        }
+        pass.waiting += statuses.len().saturating_sub(seen);
+    }
+
+    /// Writes a policy's `status.ancestors` (a merge patch replaces the list whole, so it
+    /// carries the other controllers' entries too), re-reading and re-planning on 409.
+    async fn write_policy(
+        &self,
+        policy: &BackendTlsPolicy,
+        want: &BackendTlsPolicyStatus,
+        mut ancestors: Vec<gateway_api::backendtlspolicies::BackendTlsPolicyStatusAncestors>,
+        now: &Time,
+        leadership: &Leadership,
+    ) -> Result<Written, kube::Error> {
+        let name = policy.name_any();
+        let api: Api<BackendTlsPolicy> =
+            Api::namespaced(self.client.clone(), want.policy.namespace());
+        let mut version = policy.resource_version();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if !leadership.is_leader() {
+                return Ok(Written::NotLeader);
+            }
+            let patch = json!({
+                "metadata": {"resourceVersion": version},
+                "status": {"ancestors": ancestors},
+            });
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(policy = %want.policy, generation = want.generation, "status written");
+                    return Ok(Written::Yes);
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Written::Gone),
+                Err(kube::Error::Api(status)) if status.code == 409 && attempt < MAX_ATTEMPTS => {
+                    let fresh = match api.get_status(&name).await {
+                        Ok(fresh) => fresh,
+                        Err(kube::Error::Api(status)) if status.code == 404 => {
+                            return Ok(Written::Gone);
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if fresh.metadata.generation != want.generation {
+                        return Ok(Written::Stale);
+                    }
+                    version = fresh.resource_version();
+                    match policy_status::plan(fresh.status.as_ref(), want, &self.controller, now) {
+                        Some(again) => ancestors = again,
+                        None => return Ok(Written::AlreadyUpToDate),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn write(

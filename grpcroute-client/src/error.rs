@@ -87,6 +87,17 @@ pub enum CallError {
         /// Which filter, and why.
         detail: String,
     },
+    /// The chosen backend cannot take calls under the configuration in force: a
+    /// BackendTLSPolicy applies to it that cannot be honoured (an invalid policy, a CA
+    /// ConfigMap missing or without `ca.crt`). The call is not sent, in plaintext or
+    /// otherwise. `UNAVAILABLE`.
+    #[error("backend {backend} is invalid: {message}")]
+    BackendUnusable {
+        /// `namespace/name:port`.
+        backend: String,
+        /// Why, naming the policy and the object at fault.
+        message: String,
+    },
     /// The chosen backend has no ready endpoints. `UNAVAILABLE`.
     #[error("backend {backend}{via} has no ready endpoints")]
     NoEndpoints {
@@ -190,6 +201,7 @@ impl CallError {
             | Self::AmbiguousPort { .. }
             | Self::AllWeightsZero { .. }
             | Self::InvalidBackend { .. }
+            | Self::BackendUnusable { .. }
             | Self::UnsupportedFilter { .. }
             | Self::NoEndpoints { .. }
             | Self::Unreachable { .. }

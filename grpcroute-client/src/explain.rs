@@ -151,6 +151,32 @@ pub struct BackendExplanation {
     /// The call's metadata as this backend receives it: after the rule's request filters,
     /// then this backendRef's own; names lower-case.
     pub request_headers: BTreeMap<String, Vec<String>>,
+    /// How its connections are secured: `null` for plaintext with no BackendTLSPolicy
+    /// applying to it.
+    pub tls: Option<TlsExplanation>,
+}
+
+/// The TLS a backend's connections use, and the BackendTLSPolicy it comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TlsExplanation {
+    /// `namespace/name` of the BackendTLSPolicy that applies, if one does.
+    pub policy: Option<String>,
+    /// Whether connections use TLS. `false` when the policy is not applied (the mesh's
+    /// mode is plaintext) or cannot be (see `note`).
+    pub enabled: bool,
+    /// The SNI server name.
+    pub server_name: Option<String>,
+    /// The identities the server's certificate may name (any one): `DNS:name`, a SPIFFE
+    /// ID or pattern, `URI:uri`.
+    pub verify: Vec<String>,
+    /// What the server's chain must lead to: `ConfigMap ns/name` (each), `system`, `mesh
+    /// trust bundle`, or `N CA certificates`.
+    pub roots: Vec<String>,
+    /// Whether the client presents its certificate.
+    pub client_certificate: bool,
+    /// Why TLS is not used as the policy says, when it is not.
+    pub note: Option<String>,
 }
 
 impl BackendExplanation {
@@ -236,8 +262,14 @@ fn explain_frontend(
     let Some(set) = frontend.route_set(client_ns) else {
         let passthrough = target_backend(snapshot, &frontend.passthrough, &call.metadata);
         let no_endpoints = passthrough.endpoints.is_empty();
+        let unusable = unusable(snapshot.backend(&frontend.passthrough));
         out.backends = vec![passthrough];
-        if no_endpoints {
+        if let Some(reason) = unusable {
+            out.reason = format!(
+                "no GRPCRoute is attached; backend {} is invalid: {reason}",
+                frontend.passthrough.describe()
+            );
+        } else if no_endpoints {
             out.reason = format!(
                 "no GRPCRoute is attached; Service {} has no ready endpoints",
                 frontend.passthrough.describe()
@@ -405,11 +437,16 @@ fn backend_ref(
     let (valid, reason, endpoints) = match &b.target {
         Ok(t) => {
             let endpoints = endpoint_list(snapshot.backend(t));
-            let reason = b.filters.unsupported.clone().or_else(|| {
-                endpoints
-                    .is_empty()
-                    .then(|| "no ready endpoints".to_string())
-            });
+            let reason = b
+                .filters
+                .unsupported
+                .clone()
+                .or_else(|| unusable(snapshot.backend(t)))
+                .or_else(|| {
+                    endpoints
+                        .is_empty()
+                        .then(|| "no ready endpoints".to_string())
+                });
             (true, reason, endpoints)
         }
         Err(e) => (
@@ -435,7 +472,71 @@ fn backend_ref(
         endpoints,
         ejected,
         request_headers: headers_map(&headers),
+        tls: b
+            .target
+            .as_ref()
+            .ok()
+            .and_then(|t| tls_explanation(snapshot, t)),
     }
+}
+
+/// Why a backend cannot take calls, when its configuration says so (a BackendTLSPolicy
+/// that cannot be honoured).
+fn unusable(backend: Option<&std::sync::Arc<Backend>>) -> Option<String> {
+    backend.and_then(|b| b.unusable().as_ref().map(|r| r.as_str().to_owned()))
+}
+
+/// The TLS of a Service port's backend: its connections' settings, and the policy.
+fn tls_explanation(snapshot: &Snapshot, t: &BackendSlot) -> Option<TlsExplanation> {
+    let key = crate::route::BackendKey::Service {
+        service: t.service.clone(),
+        port: t.port,
+    };
+    let applied = snapshot.table.backend_tls.get(&key);
+    let backend = snapshot.backend(t);
+    let mut out = TlsExplanation {
+        policy: applied.map(|a| a.policy.to_string()),
+        enabled: false,
+        server_name: None,
+        verify: Vec::new(),
+        roots: Vec::new(),
+        client_certificate: false,
+        note: None,
+    };
+    if let Some(reason) = unusable(backend) {
+        out.note = Some(reason);
+        return Some(out);
+    }
+    #[cfg(feature = "tls")]
+    if let Some(backend) = backend
+        && let crate::transport::Security::Tls(connector) = backend.security()
+    {
+        let settings = connector.settings();
+        out.enabled = true;
+        out.server_name = Some(settings.server_name().to_owned());
+        out.verify = settings.expected();
+        out.client_certificate = settings.client_certificate();
+        out.roots = match (settings.roots(), applied.map(|a| &a.settings)) {
+            (_, Some(Ok(policy))) => match &policy.roots {
+                crate::route::backend_tls::PolicyRoots::Pem(bundles) => bundles
+                    .iter()
+                    .map(|(config_map, _)| format!("ConfigMap {config_map}"))
+                    .collect(),
+                crate::route::backend_tls::PolicyRoots::System => vec!["system".into()],
+            },
+            (crate::tls::TrustRoots::Certificates(c), _) => {
+                vec![format!("{} CA certificates", c.len())]
+            }
+            (crate::tls::TrustRoots::System, _) => vec!["system".into()],
+            _ => vec!["mesh trust bundle".into()],
+        };
+        return Some(out);
+    }
+    // Plaintext. Only worth saying when a policy asked for TLS: the mesh's mode
+    // (plaintext) leaves policies unapplied.
+    applied?;
+    out.note = Some("not applied: the mesh's TLS mode is plaintext (MeshBuilder::tls)".into());
+    Some(out)
 }
 
 fn target_backend(
@@ -453,12 +554,15 @@ fn target_backend(
         weight: 1,
         share: 1.0,
         valid: true,
-        reason: endpoints
-            .is_empty()
-            .then(|| "no ready endpoints".to_string()),
+        reason: unusable(snapshot.backend(t)).or_else(|| {
+            endpoints
+                .is_empty()
+                .then(|| "no ready endpoints".to_string())
+        }),
         endpoints,
         ejected,
         request_headers: headers_map(metadata),
+        tls: tls_explanation(snapshot, t),
     }
 }
 
@@ -597,6 +701,7 @@ mod xds {
                     endpoints,
                     ejected,
                     request_headers: out.request_headers.clone(),
+                    tls: None,
                 }
             })
             .collect();

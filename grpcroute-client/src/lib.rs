@@ -111,13 +111,14 @@ pub use self::{
     error::CallError,
     explain::{
         BackendExplanation, CallDescription, EjectedEndpoint, Explanation, FrontendRef, RouteRef,
-        RuleRef,
+        RuleRef, TlsExplanation,
     },
     layer::{MeshLayer, Routed},
     mesh::{Mesh, MeshBuilder},
     metrics::{Metrics, code_name, serve_metrics},
     model::{InvalidObject, ObjectKey, ObjectKind},
     resources::{Object, Resources},
+    route::backend_tls::BackendTlsPolicyStatus,
     route::table::{
         Condition, ConditionStatus, ParentReference, ParentStatus, RouteSetKind, RouteStatus,
     },

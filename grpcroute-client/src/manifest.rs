@@ -1,8 +1,8 @@
 //! Reading Kubernetes manifests: every `*.yaml`, `*.yml` and `*.json` file of a folder (or
 //! single files), multi-document, as `kubectl apply -f` reads them.
 //!
-//! GRPCRoute, Service, EndpointSlice and ReferenceGrant objects are kept (also inside a
-//! `kind: List`); other kinds are skipped with a debug log. A document that is not valid
+//! GRPCRoute, Service, EndpointSlice, ReferenceGrant, BackendTLSPolicy and ConfigMap
+//! objects are kept (also inside a `kind: List`); other kinds are skipped with a debug log. A document that is not valid
 //! YAML, or whose object does not fit its kind's schema, is a [`ManifestError`] naming the
 //! file, the document and the field. An object whose kind and name can be read but whose
 //! content does not fit (e.g. a filter `type` of a later Gateway API release) is also
@@ -291,6 +291,20 @@ fn read_object(value: Value, out: &mut Resources, problems: &mut Vec<Problem>) {
                     .map_err(Problem::from)
             })
         }
+        ("gateway.networking.k8s.io/v1", "BackendTLSPolicy") => {
+            typed::<gateway_api::backendtlspolicies::BackendTlsPolicy>(
+                value,
+                ObjectKind::BackendTlsPolicy,
+                &name,
+            )
+                .map(|o| out.push(Object::BackendTlsPolicy(o)))
+        }
+        ("v1", "ConfigMap") => typed::<k8s_openapi::api::core::v1::ConfigMap>(value, ObjectKind::ConfigMap, &name)
+            .map(|o| out.push(Object::ConfigMap(o))),
+        (version, "BackendTLSPolicy") => Err(format!(
+            "BackendTLSPolicy {name}: apiVersion {version} is not supported (use gateway.networking.k8s.io/v1)"
+        )
+        .into()),
         (version, "GRPCRoute") => Err(format!(
             "GRPCRoute {name}: apiVersion {version} is not supported (use gateway.networking.k8s.io/v1)"
         )

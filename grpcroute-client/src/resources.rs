@@ -1,7 +1,12 @@
 //! [`Resources`]: a set of Kubernetes objects, the common input of every source.
 
-use gateway_api::{grpcroutes::GrpcRoute, referencegrants::ReferenceGrant};
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use gateway_api::{
+    backendtlspolicies::BackendTlsPolicy, grpcroutes::GrpcRoute, referencegrants::ReferenceGrant,
+};
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Service},
+    discovery::v1::EndpointSlice,
+};
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -10,8 +15,9 @@ use crate::{
     model::{self, Model, ObjectKey},
 };
 
-/// The routing configuration as Kubernetes objects: GRPCRoutes, Services, EndpointSlices
-/// and ReferenceGrants, exactly as `kubectl apply` takes them.
+/// The routing configuration as Kubernetes objects: GRPCRoutes, Services, EndpointSlices,
+/// ReferenceGrants, BackendTLSPolicies and the ConfigMaps holding their CA certificates,
+/// exactly as `kubectl apply` takes them.
 ///
 /// Build it from manifests ([`crate::manifest::load`]), from code (the [`crate::build`]
 /// helpers, or the API types directly), or from anything else, then hand it to
@@ -27,6 +33,11 @@ pub struct Resources {
     pub endpoint_slices: Vec<EndpointSlice>,
     /// ReferenceGrants (`v1beta1` objects are read as `v1`; the shapes are identical).
     pub reference_grants: Vec<ReferenceGrant>,
+    /// `gateway.networking.k8s.io/v1` BackendTLSPolicies.
+    pub backend_tls_policies: Vec<BackendTlsPolicy>,
+    /// Core `v1` ConfigMaps: only their `ca.crt` is read, for BackendTLSPolicies'
+    /// `caCertificateRefs`.
+    pub config_maps: Vec<ConfigMap>,
 }
 
 /// One object of any kind [`Resources`] holds.
@@ -41,6 +52,10 @@ pub enum Object {
     EndpointSlice(EndpointSlice),
     /// A ReferenceGrant.
     ReferenceGrant(ReferenceGrant),
+    /// A BackendTLSPolicy.
+    BackendTlsPolicy(BackendTlsPolicy),
+    /// A ConfigMap.
+    ConfigMap(ConfigMap),
 }
 
 macro_rules! object_from {
@@ -56,7 +71,9 @@ object_from!(
     GrpcRoute(GrpcRoute),
     Service(Service),
     EndpointSlice(EndpointSlice),
-    ReferenceGrant(ReferenceGrant)
+    ReferenceGrant(ReferenceGrant),
+    BackendTlsPolicy(BackendTlsPolicy),
+    ConfigMap(ConfigMap)
 );
 
 impl Resources {
@@ -79,6 +96,8 @@ impl Resources {
             Object::Service(o) => self.services.push(o),
             Object::EndpointSlice(o) => self.endpoint_slices.push(o),
             Object::ReferenceGrant(o) => self.reference_grants.push(o),
+            Object::BackendTlsPolicy(o) => self.backend_tls_policies.push(o),
+            Object::ConfigMap(o) => self.config_maps.push(o),
         }
     }
 
@@ -88,6 +107,8 @@ impl Resources {
         self.services.extend(other.services);
         self.endpoint_slices.extend(other.endpoint_slices);
         self.reference_grants.extend(other.reference_grants);
+        self.backend_tls_policies.extend(other.backend_tls_policies);
+        self.config_maps.extend(other.config_maps);
     }
 
     /// Validates every object; invalid ones are set aside with their reason.
@@ -116,6 +137,18 @@ impl Resources {
             &self.reference_grants,
             |o| convert::reference_grant(o, NS),
             &mut model.grants,
+            &mut model.rejected,
+        );
+        convert_all(
+            &self.backend_tls_policies,
+            |o| convert::backend_tls_policy(o, NS),
+            &mut model.tls_policies,
+            &mut model.rejected,
+        );
+        convert_all(
+            &self.config_maps,
+            |o| convert::ca_bundle(o, NS),
+            &mut model.ca_bundles,
             &mut model.rejected,
         );
         model
@@ -164,5 +197,7 @@ keyed!(
     model::Service => Service,
     model::EndpointSlice => EndpointSlice,
     model::GrpcRoute => GrpcRoute,
-    model::ReferenceGrant => ReferenceGrant
+    model::ReferenceGrant => ReferenceGrant,
+    model::BackendTlsPolicy => BackendTlsPolicy,
+    model::CaBundle => ConfigMap
 );

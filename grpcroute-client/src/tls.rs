@@ -5,12 +5,35 @@
 //!
 //! | mode | backends a policy names ([`BackendTls`]) | other backends |
 //! |---|---|---|
-//! | [`TlsMode::Plaintext`] (default) | plaintext | plaintext |
-//! | [`TlsMode::Policy`] | TLS as the policy says | plaintext |
+//! | [`TlsMode::Plaintext`] | plaintext | plaintext |
+//! | [`TlsMode::Policy`] (default) | TLS as the policy says | plaintext |
 //! | [`TlsMode::Mutual`] | mutual TLS, refined by the policy | mutual TLS with the mesh defaults |
 //!
-//! Policies come from [`MeshBuilder::backend_tls`](crate::MeshBuilder::backend_tls) (and,
-//! later, from Gateway API `BackendTLSPolicy` objects).
+//! Policies come from Gateway API `BackendTLSPolicy` objects (manifests, the Kubernetes
+//! source, [`Resources`](crate::Resources)) and from
+//! [`MeshBuilder::backend_tls`](crate::MeshBuilder::backend_tls) for the backends no
+//! BackendTLSPolicy targets.
+//!
+//! # BackendTLSPolicy
+//!
+//! A policy applies to the Service ports it targets (`targetRefs` of kind Service, with
+//! `sectionName` naming one port; without it every port), for every call that reaches
+//! them: through a GRPCRoute backendRef or straight to the Service. It compiles to a
+//! [`BackendTls`]: `hostname` is the SNI name, and the name the server's certificate must
+//! be valid for unless `subjectAltNames` are given (then any one of those must match:
+//! `Hostname` as a DNS SAN, `URI` as a URI SAN; a SPIFFE ID as the certificate's one URI
+//! SAN); the server's chain must lead to the `ca.crt` of the `caCertificateRefs`
+//! ConfigMaps (in the policy's namespace), or with `wellKnownCACertificates: System` to the
+//! platform's roots ([`TrustRoots::System`]).
+//!
+//! When several policies target one port, one naming the port by `sectionName` wins over
+//! one naming the whole Service, then the oldest (`creationTimestamp`, then
+//! `namespace/name`; manifests without a timestamp count as newest). A policy that cannot
+//! be honoured — an invalid `validation`, a ConfigMap that is missing or has no `ca.crt`,
+//! a reference to another kind — makes its ports' calls fail `UNAVAILABLE` naming the
+//! policy and what is wrong; they are never sent in plaintext instead. Policies apply in
+//! [`TlsMode::Policy`] (the default) and [`TlsMode::Mutual`]; [`TlsMode::Plaintext`]
+//! turns them off (`grpcroute explain` shows so).
 //!
 //! # How a server is verified
 //!

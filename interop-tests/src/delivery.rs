@@ -402,7 +402,15 @@ fn objects(resources: &Resources) -> anyhow::Result<BTreeMap<Key, Value>> {
         .map(Object::from)
         .chain(resources.endpoint_slices.iter().cloned().map(Object::from))
         .chain(resources.reference_grants.iter().cloned().map(Object::from))
-        .chain(resources.routes.iter().cloned().map(Object::from));
+        .chain(resources.routes.iter().cloned().map(Object::from))
+        .chain(
+            resources
+                .backend_tls_policies
+                .iter()
+                .cloned()
+                .map(Object::from),
+        )
+        .chain(resources.config_maps.iter().cloned().map(Object::from));
     let mut out = BTreeMap::new();
     for object in all {
         let value = object_value(&object)?;
@@ -423,6 +431,8 @@ pub fn object_value(object: &Object) -> anyhow::Result<Value> {
         Object::Service(o) => serde_json::to_value(o),
         Object::EndpointSlice(o) => serde_json::to_value(o),
         Object::ReferenceGrant(o) => serde_json::to_value(o),
+        Object::BackendTlsPolicy(o) => serde_json::to_value(o),
+        Object::ConfigMap(o) => serde_json::to_value(o),
     }?;
     let metadata = value
         .get_mut("metadata")
@@ -440,6 +450,8 @@ fn key_of(object: &Object, value: &Value) -> anyhow::Result<Key> {
         Object::Service(_) => Resource::Services,
         Object::EndpointSlice(_) => Resource::EndpointSlices,
         Object::ReferenceGrant(_) => Resource::ReferenceGrants,
+        Object::BackendTlsPolicy(_) => Resource::BackendTlsPolicies,
+        Object::ConfigMap(_) => Resource::ConfigMaps,
     };
     let meta = |field: &str| {
         value["metadata"][field]

@@ -55,7 +55,8 @@ fn json_has_the_documented_keys() {
     let out = run(&["check", "-f", "shop", "--json"]);
     out.exits(0);
     let report = out.json();
-    assert_eq!(keys(&report), ["errors", "routes"]);
+    assert_eq!(keys(&report), ["backend_tls_policies", "errors", "routes"]);
+    assert_eq!(report["backend_tls_policies"], Value::Array(vec![]));
     assert_eq!(report["errors"], Value::Array(vec![]));
     let split = route(&report, "checkout-split");
     assert_eq!(keys(split), ["name", "namespace", "parents"]);
@@ -230,4 +231,74 @@ fn the_readme_demo_manifests_are_valid() {
         e["backends"][1]["endpoints"],
         serde_json::json!(["127.0.0.1:9102"])
     );
+}
+
+#[test]
+fn backend_tls_policies_report_conflicts_and_missing_config_maps() {
+    let out = run(&["check", "-f", "shop", "-f", "backend-tls.yaml", "--json"]);
+    out.exits(1);
+    let report = out.json();
+    let policies = report["backend_tls_policies"].as_array().unwrap();
+    let policy = |name: &str| {
+        policies
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("policy {name} in {report:#}"))
+    };
+    let cond = |p: &Value, type_: &str| {
+        p["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .unwrap()
+            .clone()
+    };
+    let good = policy("checkout-v2-tls");
+    assert_eq!(
+        keys(good),
+        ["applied", "conditions", "name", "namespace", "targets"]
+    );
+    assert_eq!(
+        good["applied"],
+        serde_json::json!(["shop/checkout-v2:50051"])
+    );
+    assert_eq!(cond(good, "Accepted")["status"], "True");
+    assert_eq!(cond(good, "ResolvedRefs")["status"], "True");
+
+    let later = cond(policy("checkout-v2-zz-later"), "Accepted");
+    assert_eq!(
+        (&later["status"], &later["reason"]),
+        (&"False".into(), &"Conflicted".into())
+    );
+    assert!(
+        later["message"]
+            .as_str()
+            .unwrap()
+            .contains("shop/checkout-v2-tls"),
+        "{later}"
+    );
+
+    let missing = policy("checkout-v1-tls");
+    let refs = cond(missing, "ResolvedRefs");
+    assert_eq!(refs["reason"], "InvalidCACertificateRef");
+    assert!(
+        refs["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConfigMap shop/gone-ca not found"),
+        "{refs}"
+    );
+    assert_eq!(cond(missing, "Accepted")["reason"], "NoValidCACertificate");
+
+    let human = run(&["check", "-f", "shop", "-f", "backend-tls.yaml"]);
+    human.exits(1);
+    for part in [
+        "BACKENDTLSPOLICY",
+        "shop/checkout-v2-tls",
+        "Conflicted",
+        "InvalidCACertificateRef",
+    ] {
+        assert!(human.stdout.contains(part), "{part}: {}", human.stdout);
+    }
 }

@@ -60,14 +60,15 @@ fn json_has_every_key_and_the_filtered_metadata() {
             .unwrap()
             .contains("checkout-split rule 0")
     );
-    // `cluster` (null for Services), `request_headers` and `ejected` were added for
-    // xDS, backend-level filters and failure accrual; every earlier key keeps its value.
+    // `cluster` (null for Services), `request_headers`, `ejected` and `tls` were added for
+    // xDS, backend-level filters, failure accrual and BackendTLSPolicy; every earlier key
+    // keeps its value.
     assert_eq!(
         e["backends"],
         json!([{"namespace": "shop", "service": "checkout-v2", "port": 50051, "weight": 1, "share": 1.0,
                 "valid": true, "reason": null, "endpoints": ["10.0.2.1:9102"], "cluster": null, "ejected": [],
                 "request_headers": {"x-canary": ["true"], "x-experiment-group": ["treatment-a"],
-                                    "x-trace": ["a", "b"]}}])
+                                    "x-trace": ["a", "b"]}, "tls": null}])
     );
     assert_eq!(
         e["request_headers"],
@@ -351,4 +352,64 @@ fn a_target_that_is_not_a_service_is_a_usage_error() {
         "api.example.com:443",
         "not a Kubernetes Service address",
     ]);
+}
+
+#[test]
+fn backend_tls_settings_and_invalid_policies_are_shown() {
+    let run_explain = |json: bool| {
+        let mut args = vec![
+            "explain",
+            "-f",
+            "shop",
+            "-f",
+            "backend-tls.yaml",
+            "--to",
+            "checkout.shop:50051",
+            "--method",
+            "/shop.Checkout/Pay",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let out = run(&args);
+        out.exits(0);
+        out
+    };
+    let e = run_explain(true).json();
+    let backends = e["backends"].as_array().unwrap();
+    let v1 = &backends[0];
+    let v2 = &backends[1];
+    assert_eq!(v2["service"], "checkout-v2");
+    assert_eq!(
+        v2["tls"],
+        json!({"policy": "shop/checkout-v2-tls", "enabled": true,
+               "server_name": "checkout-v2.shop.example",
+               "verify": ["DNS:checkout-v2.shop.example"],
+               "roots": ["ConfigMap shop/checkout-ca"],
+               "client_certificate": false, "note": null})
+    );
+    assert_eq!(v2["reason"], json!(null));
+    // checkout-v1's policy names a missing ConfigMap: its share fails, saying why.
+    assert_eq!(v1["service"], "checkout-v1");
+    let reason = v1["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("BackendTLSPolicy shop/checkout-v1-tls")
+            && reason.contains("ConfigMap shop/gone-ca not found"),
+        "{reason}"
+    );
+    assert_eq!(v1["tls"]["enabled"], false);
+    assert!(
+        e["reason"].as_str().unwrap().contains("fail UNAVAILABLE"),
+        "{e:#}"
+    );
+
+    let human = run_explain(false).stdout;
+    for part in [
+        "SNI",
+        "checkout-v2.shop.example",
+        "ConfigMap shop/checkout-ca",
+        "shop/checkout-v1-tls",
+    ] {
+        assert!(human.contains(part), "{part}: {human}");
+    }
 }

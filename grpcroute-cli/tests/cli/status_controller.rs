@@ -1059,8 +1059,23 @@ fn the_shipped_rbac_and_deployment_fit_the_controller() {
     assert_eq!(
         rules(cluster_roles[0]),
         vec![
-            ("".to_string(), "services".to_string(), read()),
+            (
+                "".to_string(),
+                "configmaps".to_string(),
+                vec!["list".into(), "watch".into()]
+            ),
+            ("".into(), "services".into(), read()),
             ("discovery.k8s.io".into(), "endpointslices".into(), read()),
+            (
+                "gateway.networking.k8s.io".into(),
+                "backendtlspolicies".into(),
+                read()
+            ),
+            (
+                "gateway.networking.k8s.io".into(),
+                "backendtlspolicies/status".into(),
+                vec!["get".into(), "patch".into(), "update".into()]
+            ),
             (
                 "gateway.networking.k8s.io".into(),
                 "grpcroutes".into(),
@@ -1139,4 +1154,116 @@ fn the_shipped_rbac_and_deployment_fit_the_controller() {
     args.extend(["--once", "--server", &url, "--sync-timeout", "0.2"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run(&args).input_error(&["did not sync"]);
+}
+
+/// BackendTLSPolicies get `status.ancestors`: one entry per targeted Service with this
+/// controller's name, `Accepted`/`ResolvedRefs` as `grpcroute check` computes them
+/// (oldest wins a conflict; a missing ConfigMap is `InvalidCACertificateRef`); other
+/// controllers' entries are kept.
+#[tokio::test]
+async fn once_writes_backend_tls_policy_ancestors() {
+    let cluster = Cluster::start().await;
+    for name in ["checkout", "checkout-v1"] {
+        cluster.apply(service("shop", name));
+    }
+    cluster.apply(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "ca", "namespace": "shop"},
+        "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
+    }));
+    let policy = |name: &str, service: &str, config_map: &str| {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {
+                "targetRefs": [{"group": "", "kind": "Service", "name": service}],
+                "validation": {
+                    "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": config_map}],
+                    "hostname": "checkout.example.com",
+                },
+            },
+        })
+    };
+    cluster.apply(policy("a-first", "checkout", "ca"));
+    // Same target, created in the same second or later: loses by age, then by name.
+    cluster.apply(policy("b-second", "checkout", "ca"));
+    cluster.apply(policy("c-missing", "checkout-v1", "gone"));
+    // Another controller's entry on c-missing stays.
+    let theirs = json!({"controllerName": "example.net/gateway",
+        "ancestorRef": {"name": "gw"},
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                        "message": "theirs", "lastTransitionTime": "2024-01-01T00:00:00Z"}]});
+    let mut with_theirs = policy("c-missing", "checkout-v1", "gone");
+    with_theirs["status"] = json!({"ancestors": [theirs.clone()]});
+    cluster.apply(with_theirs);
+
+    let first = cluster.once(&[]).await;
+    first.exits(0);
+    assert!(
+        first.stdout.contains("3 status written") && first.stdout.contains("3 BackendTLSPolicies"),
+        "{first:#?}"
+    );
+    let ancestors = |name: &str| -> Vec<Value> {
+        cluster
+            .server
+            .get(Resource::BackendTlsPolicies, "shop", name)
+            .unwrap()["status"]["ancestors"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let ours = |name: &str| -> Value {
+        let mine: Vec<Value> = ancestors(name)
+            .into_iter()
+            .filter(|a| a["controllerName"] == ME)
+            .collect();
+        assert_eq!(mine.len(), 1, "{name}: {mine:#?}");
+        mine.into_iter().next().unwrap()
+    };
+    let a = ours("a-first");
+    assert_eq!(
+        a["ancestorRef"],
+        json!({"group": "", "kind": "Service", "name": "checkout", "namespace": "shop"})
+    );
+    assert_eq!(
+        conditions(&a),
+        triples(&[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "True", "ResolvedRefs")
+        ])
+    );
+    assert_eq!(a["conditions"][0]["observedGeneration"], 1);
+    let b = ours("b-second");
+    assert_eq!(
+        conditions(&b)[0],
+        ("Accepted".into(), "False".into(), "Conflicted".into())
+    );
+    assert!(
+        b["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shop/a-first"),
+        "{b:#}"
+    );
+    let c = ours("c-missing");
+    assert_eq!(
+        conditions(&c),
+        triples(&[
+            ("Accepted", "False", "NoValidCACertificate"),
+            ("ResolvedRefs", "False", "InvalidCACertificateRef")
+        ])
+    );
+    assert!(
+        c["conditions"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConfigMap shop/gone not found")
+    );
+    assert_eq!(ancestors("c-missing")[0], theirs, "kept, in place");
+
+    // Nothing changed: nothing is written.
+    let again = cluster.once(&[]).await;
+    again.exits(0);
+    assert!(again.stdout.contains("0 status written"), "{again:#?}");
+    cluster.shutdown().await;
 }

@@ -109,6 +109,7 @@ fn explain_names_listener_route_and_cluster_in_the_documented_json() {
             "request_headers",
             "service",
             "share",
+            "tls",
             "valid",
             "weight"
         ]

@@ -53,6 +53,9 @@ pub(crate) struct Backend {
     /// How its endpoints are connected to. Only configuration updates read or change it
     /// (calls reach the endpoints, which carry their own).
     security: std::sync::Mutex<Security>,
+    /// Why the backend cannot take calls, when its configuration says so (a
+    /// BackendTLSPolicy that cannot be honoured). Read by every call, so lock-free.
+    unusable: arc_swap::ArcSwapOption<String>,
     /// Mirrored calls to this backend (RequestMirror).
     pub(crate) mirrors: Arc<MirrorStats>,
 }
@@ -122,6 +125,7 @@ impl Backend {
             ejections: AtomicU64::new(0),
             task: std::sync::Mutex::new(None),
             security: std::sync::Mutex::new(Security::Plaintext),
+            unusable: arc_swap::ArcSwapOption::empty(),
             mirrors: Arc::default(),
         }
     }
@@ -167,6 +171,27 @@ impl Backend {
         EndpointsDelta {
             added: addrs.len(),
             removed: addrs.len(),
+        }
+    }
+
+    /// Why the backend cannot take calls now, if it cannot. Read on every call: a guard,
+    /// not a reference count.
+    pub(crate) fn unusable(&self) -> arc_swap::Guard<Option<Arc<String>>> {
+        self.unusable.load()
+    }
+
+    /// Applies a resolved security: the connections' settings, or the reason every call to
+    /// the backend fails (its endpoints are then left alone, with their old settings, and
+    /// take no calls).
+    pub(crate) fn set_resolved_security(&self, resolved: crate::transport::ResolvedSecurity) {
+        match resolved {
+            crate::transport::ResolvedSecurity::Usable(security) => {
+                self.set_security(security);
+                self.unusable.store(None);
+            }
+            crate::transport::ResolvedSecurity::Unusable(reason) => {
+                self.unusable.store(Some(Arc::new(reason)));
+            }
         }
     }
 

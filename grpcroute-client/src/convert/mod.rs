@@ -1,4 +1,5 @@
-//! The edge: Kubernetes objects (GRPCRoute, Service, EndpointSlice, ReferenceGrant) in, the
+//! The edge: Kubernetes objects (GRPCRoute, Service, EndpointSlice, ReferenceGrant,
+//! BackendTLSPolicy, ConfigMap) in, the
 //! validated [`crate::model`] out.
 //!
 //! Objects read from files or built in code never passed an API server, so everything the
@@ -10,6 +11,7 @@ mod filter;
 mod grant;
 mod route;
 mod service;
+mod tls_policy;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -17,6 +19,7 @@ pub(crate) use self::{
     grant::reference_grant,
     route::grpc_route,
     service::{SERVICE_NAME_LABEL, endpoint_slice, service},
+    tls_policy::{CA_CRT, backend_tls_policy, ca_bundle},
 };
 use crate::model::ObjectKey;
 pub(crate) use crate::model::{InvalidObject, ObjectKind};

@@ -39,6 +39,12 @@ pub(crate) async fn send(
     mut meter: Option<&mut CallMeter<'_>>,
     deadline: Option<Deadline>,
 ) -> Result<Response<Body>, CallError> {
+    if let Some(reason) = &*backend.unusable() {
+        return Err(CallError::BackendUnusable {
+            backend: backend.label().to_string(),
+            message: reason.to_string(),
+        });
+    }
     let expired = |during: String| {
         move |d: Deadline| CallError::DeadlineExceeded {
             timeout: d.timeout(),

@@ -221,10 +221,11 @@ impl MeshBuilder {
         self
     }
 
-    /// How connections to endpoints are secured (default [`TlsMode::Plaintext`]). See
-    /// [the `tls` module](crate::tls) for the modes and how servers are verified.
+    /// How connections to endpoints are secured (default [`TlsMode::Policy`]: TLS where a
+    /// BackendTLSPolicy or [`backend_tls`](Self::backend_tls) asks for it, else plaintext).
+    /// See [the `tls` module](crate::tls) for the modes and how servers are verified.
     ///
-    /// [`TlsMode::Plaintext`]: crate::tls::TlsMode::Plaintext
+    /// [`TlsMode::Policy`]: crate::tls::TlsMode::Policy
     #[cfg(feature = "tls")]
     #[must_use]
     pub fn tls(mut self, mode: crate::tls::TlsMode) -> Self {
@@ -432,6 +433,25 @@ impl Mesh {
             .load()
             .as_ref()
             .map(|s| s.table.statuses.clone())
+            .unwrap_or_default()
+    }
+
+    /// What became of every BackendTLSPolicy of the configuration: its `Accepted` and
+    /// `ResolvedRefs` conditions, and the Service ports it applies to.
+    pub fn backend_tls_policies(&self) -> Vec<crate::BackendTlsPolicyStatus> {
+        self.shared
+            .core
+            .snapshot
+            .load()
+            .as_ref()
+            .map(|s| {
+                s.table
+                    .backend_tls
+                    .policies
+                    .iter()
+                    .map(Into::into)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -64,6 +64,8 @@ enum ObjectDigest {
     EndpointSlice(Arc<EndpointSlice>),
     Route(Arc<crate::model::GrpcRoute>),
     Grant(Arc<crate::model::ReferenceGrant>),
+    TlsPolicy(Arc<crate::model::BackendTlsPolicy>),
+    CaBundle(Arc<crate::model::CaBundle>),
     Rejected(InvalidObject),
 }
 
@@ -237,7 +239,11 @@ impl Shared {
             .iter()
             .map(|key| {
                 let (backend, _) = self.registry.get_or_create(key);
-                backend.set_security(self.security.security_for(key, &backend.security()));
+                backend.set_resolved_security(self.security.security_for(
+                    key,
+                    table.backend_tls.get(key).map(|a| &**a),
+                    &backend.security(),
+                ));
                 backend.set_spec(self.service_spec(state, key));
                 backend
             })
@@ -407,6 +413,20 @@ fn digest(model: &Model) -> HashMap<(&'static str, ObjectKey), ObjectDigest> {
         out.insert(
             ("ReferenceGrant", g.key.clone()),
             ObjectDigest::Grant(g.clone()),
+        );
+    }
+    // BackendTLSPolicies and their ConfigMaps change how backends connect: a change to
+    // either compiles a new table, whose binding gives each backend its new security.
+    for p in &model.tls_policies {
+        out.insert(
+            ("BackendTLSPolicy", p.key.clone()),
+            ObjectDigest::TlsPolicy(p.clone()),
+        );
+    }
+    for b in &model.ca_bundles {
+        out.insert(
+            ("ConfigMap", b.key.clone()),
+            ObjectDigest::CaBundle(b.clone()),
         );
     }
     for r in &model.rejected {

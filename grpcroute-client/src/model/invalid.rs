@@ -15,6 +15,10 @@ pub enum ObjectKind {
     EndpointSlice,
     /// `gateway.networking.k8s.io` ReferenceGrant (`v1` or `v1beta1`).
     ReferenceGrant,
+    /// `gateway.networking.k8s.io/v1` BackendTLSPolicy.
+    BackendTlsPolicy,
+    /// Core `v1` ConfigMap (read for the CA certificates of BackendTLSPolicies).
+    ConfigMap,
 }
 
 impl fmt::Display for ObjectKind {
@@ -24,6 +28,8 @@ impl fmt::Display for ObjectKind {
             Self::Service => "Service",
             Self::EndpointSlice => "EndpointSlice",
             Self::ReferenceGrant => "ReferenceGrant",
+            Self::BackendTlsPolicy => "BackendTLSPolicy",
+            Self::ConfigMap => "ConfigMap",
         })
     }
 }

@@ -11,6 +11,7 @@ mod invalid;
 pub(crate) mod matches;
 mod route;
 mod service;
+mod tls_policy;
 #[cfg(feature = "xds")]
 pub(crate) mod xds;
 
@@ -24,6 +25,10 @@ pub(crate) use self::{
     matches::{HeaderMatch, MethodMatch, RouteMatch, StringMatch},
     route::{BackendRef, GrpcRoute, ParentRef, Rule},
     service::{AppProtocol, IpFamily, Service, ServicePort, ServiceType},
+    tls_policy::{
+        BackendTlsPolicy, CaBundle, CaCertificates, CaRef, PolicyProblem, PolicyTarget,
+        SubjectAltName, TlsValidation,
+    },
 };
 
 /// A namespaced object name, cheap to clone.
@@ -76,6 +81,9 @@ pub(crate) struct Model {
     pub(crate) endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub(crate) routes: Vec<Arc<GrpcRoute>>,
     pub(crate) grants: Vec<Arc<ReferenceGrant>>,
+    pub(crate) tls_policies: Vec<Arc<BackendTlsPolicy>>,
+    /// ConfigMaps, for the CA certificates BackendTLSPolicies refer to.
+    pub(crate) ca_bundles: Vec<Arc<CaBundle>>,
     /// Objects that failed validation; they take no part in routing but their routes still
     /// get a status.
     pub(crate) rejected: Vec<InvalidObject>,

@@ -2,6 +2,7 @@
 //! here does I/O or holds the runtime state of a backend; the decision names a backend and
 //! the dispatcher binds it.
 
+pub(crate) mod backend_tls;
 pub(crate) mod decide;
 pub(crate) mod table;
 #[cfg(feature = "xds")]

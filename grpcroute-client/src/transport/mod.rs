@@ -32,7 +32,7 @@ pub(crate) use self::{
     connect::{ConnectError, Connection},
     load::Load,
     replay::{Replay, refused},
-    security::{Security, SecurityPolicy},
+    security::{Resolved as ResolvedSecurity, Security, SecurityPolicy},
 };
 
 /// How connections are made and how long a failing endpoint is avoided.

@@ -250,6 +250,14 @@ mod tests {
             .flatten()
             .filter_map(|r| r["name"].as_str())
             .collect();
-        assert_eq!(names, ["grpcroutes", "grpcroutes/status"]);
+        assert_eq!(
+            names,
+            [
+                "grpcroutes",
+                "grpcroutes/status",
+                "backendtlspolicies",
+                "backendtlspolicies/status"
+            ]
+        );
     }
 }

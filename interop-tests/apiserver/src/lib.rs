@@ -13,6 +13,8 @@
 //! | `grpcroutes` | `gateway.networking.k8s.io/v1` | namespaced, `status` subresource |
 //! | `referencegrants` | `gateway.networking.k8s.io/v1` and/or `v1beta1` | namespaced |
 //! | `leases` | `coordination.k8s.io/v1` | namespaced |
+//! | `configmaps` | `v1` | namespaced |
+//! | `backendtlspolicies` | `gateway.networking.k8s.io/v1` | namespaced, `status` subresource |
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

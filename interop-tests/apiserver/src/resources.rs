@@ -21,6 +21,10 @@ pub enum Resource {
     ReferenceGrants,
     /// `coordination.k8s.io/v1` `leases`.
     Leases,
+    /// core/v1 `configmaps`.
+    ConfigMaps,
+    /// `gateway.networking.k8s.io/v1` `backendtlspolicies` (has a `status` subresource).
+    BackendTlsPolicies,
 }
 
 /// Which versions of `gateway.networking.k8s.io` ReferenceGrant are served.
@@ -50,21 +54,25 @@ impl ReferenceGrantVersions {
 
 impl Resource {
     /// Every resource, in discovery order.
-    pub const ALL: [Resource; 6] = [
+    pub const ALL: [Resource; 8] = [
         Resource::Namespaces,
         Resource::Services,
         Resource::EndpointSlices,
         Resource::GrpcRoutes,
         Resource::ReferenceGrants,
         Resource::Leases,
+        Resource::ConfigMaps,
+        Resource::BackendTlsPolicies,
     ];
 
     /// API group (`""` for core).
     pub fn group(self) -> &'static str {
         match self {
-            Self::Namespaces | Self::Services => "",
+            Self::Namespaces | Self::Services | Self::ConfigMaps => "",
             Self::EndpointSlices => "discovery.k8s.io",
-            Self::GrpcRoutes | Self::ReferenceGrants => "gateway.networking.k8s.io",
+            Self::GrpcRoutes | Self::ReferenceGrants | Self::BackendTlsPolicies => {
+                "gateway.networking.k8s.io"
+            }
             Self::Leases => "coordination.k8s.io",
         }
     }
@@ -78,6 +86,8 @@ impl Resource {
             Self::GrpcRoutes => "grpcroutes",
             Self::ReferenceGrants => "referencegrants",
             Self::Leases => "leases",
+            Self::ConfigMaps => "configmaps",
+            Self::BackendTlsPolicies => "backendtlspolicies",
         }
     }
 
@@ -90,6 +100,8 @@ impl Resource {
             Self::GrpcRoutes => "grpcroute",
             Self::ReferenceGrants => "referencegrant",
             Self::Leases => "lease",
+            Self::ConfigMaps => "configmap",
+            Self::BackendTlsPolicies => "backendtlspolicy",
         }
     }
 
@@ -102,6 +114,8 @@ impl Resource {
             Self::GrpcRoutes => "GRPCRoute",
             Self::ReferenceGrants => "ReferenceGrant",
             Self::Leases => "Lease",
+            Self::ConfigMaps => "ConfigMap",
+            Self::BackendTlsPolicies => "BackendTLSPolicy",
         }
     }
 
@@ -111,6 +125,8 @@ impl Resource {
             Self::Namespaces => &["ns"],
             Self::Services => &["svc"],
             Self::ReferenceGrants => &["refgrant"],
+            Self::ConfigMaps => &["cm"],
+            Self::BackendTlsPolicies => &["btlspolicy"],
             Self::EndpointSlices | Self::GrpcRoutes | Self::Leases => &[],
         }
     }
@@ -123,7 +139,10 @@ impl Resource {
     /// Whether the resource has a `status` subresource, which makes writes to the main
     /// resource ignore `.status` (and writes to `/status` change nothing else).
     pub fn has_status(self) -> bool {
-        matches!(self, Self::Namespaces | Self::Services | Self::GrpcRoutes)
+        matches!(
+            self,
+            Self::Namespaces | Self::Services | Self::GrpcRoutes | Self::BackendTlsPolicies
+        )
     }
 
     /// The versions served under the configuration; the first is the preferred one.

@@ -337,7 +337,13 @@ async fn discovery_documents_serve_kube_discovery() -> TestResult {
         .collect();
     assert_eq!(
         names,
-        ["grpcroutes", "grpcroutes/status", "referencegrants"]
+        [
+            "grpcroutes",
+            "grpcroutes/status",
+            "referencegrants",
+            "backendtlspolicies",
+            "backendtlspolicies/status"
+        ]
     );
     let missing = client
         .request_text(http::Request::get("/openapi/v2").body(Vec::new())?)

@@ -137,6 +137,7 @@ pub(crate) fn compile(model: &Model, policy: GrantPolicy) -> Table {
         statuses,
         rejected: model.rejected.clone(),
         backends: cx.backends,
+        backend_tls: crate::route::backend_tls::BackendTlsTable::compile(model),
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Table {
     pub(crate) rejected: Vec<InvalidObject>,
     /// The backend of every [`BackendSlot`] of the table, by slot id.
     pub(crate) backends: Vec<BackendKey>,
+    /// The BackendTLSPolicy each Service port connects under, and each policy's outcome.
+    pub(crate) backend_tls: super::backend_tls::BackendTlsTable,
 }
 
 #[derive(Debug)]

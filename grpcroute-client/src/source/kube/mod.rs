@@ -1,6 +1,6 @@
-//! The Kubernetes source: watches GRPCRoutes, Services, EndpointSlices and ReferenceGrants
-//! with kube-rs and publishes the routing configuration they describe. No control plane,
-//! no sidecar: the client follows the API server directly.
+//! The Kubernetes source: watches GRPCRoutes, Services, EndpointSlices, ReferenceGrants,
+//! BackendTLSPolicies and ConfigMaps with kube-rs and publishes the routing configuration
+//! they describe. No control plane, no sidecar: the client follows the API server directly.
 //!
 //! - Start-up: the first configuration is published only when every watch has finished
 //!   its initial list; calls made before then wait (see
@@ -30,11 +30,35 @@ use crate::source::{Source, Updater};
 const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Where the watches look.
+///
+/// # RBAC and the ConfigMap watch
+///
+/// `list` and `watch` on `services`, `endpointslices` (`discovery.k8s.io`), and on
+/// `grpcroutes`, `referencegrants` and `backendtlspolicies` (`gateway.networking.k8s.io`),
+/// cluster-wide or in the [watched namespaces](KubeSource::namespaces); and `list`,
+/// `watch` on `configmaps` for BackendTLSPolicies' `caCertificateRefs`.
+///
+/// The ConfigMaps a policy needs are only known once the policies are read, and change
+/// with them. Kubernetes can limit a watch to named objects only one name per watch
+/// (a `metadata.name` field selector, which RBAC `resourceNames` can then allow), so
+/// following exactly the named ConfigMaps would mean a watch per ConfigMap, started and
+/// stopped as policies change, and an RBAC rule to edit whenever a policy names a new one.
+/// This source instead watches every ConfigMap of the scope and keeps only their
+/// `ca.crt`. The cost: the client can read every ConfigMap there (ConfigMaps are not
+/// meant for secrets, but it is still more than it needs), and the initial list carries
+/// all their data once. Narrow it with [`KubeSource::namespaces`] (the Role is then
+/// namespaced), [`KubeSource::config_map_selector`] (label the CA ConfigMaps; others are
+/// never sent), or turn the watch off with
+/// [`KubeSource::backend_tls_policies(false)`](KubeSource::backend_tls_policies), which
+/// needs no ConfigMap permission at all. A cluster without the BackendTLSPolicy `v1` CRD
+/// is detected and neither kind is watched.
 #[derive(Clone)]
 pub struct KubeSource {
     client: Option<kube::Client>,
     namespaces: Vec<String>,
     service_selector: Option<String>,
+    backend_tls_policies: bool,
+    config_map_selector: Option<String>,
     quiet: Duration,
     max_delay: Duration,
     watch_timeout: Option<u32>,
@@ -58,6 +82,8 @@ impl Default for KubeSource {
             client: None,
             namespaces: Vec::new(),
             service_selector: None,
+            backend_tls_policies: true,
+            config_map_selector: None,
             quiet: Duration::from_millis(5),
             max_delay: Duration::from_millis(50),
             watch_timeout: None,
@@ -95,6 +121,25 @@ impl KubeSource {
     #[must_use]
     pub fn service_selector(mut self, selector: impl Into<String>) -> Self {
         self.service_selector = Some(selector.into());
+        self
+    }
+
+    /// Whether BackendTLSPolicies (and the ConfigMaps with their CA certificates) are
+    /// watched (default: yes, when the cluster serves BackendTLSPolicy `v1`). Turning it
+    /// off drops the ConfigMap watch and its RBAC; policies then have no effect.
+    #[must_use]
+    pub fn backend_tls_policies(mut self, watch: bool) -> Self {
+        self.backend_tls_policies = watch;
+        self
+    }
+
+    /// Watches only the ConfigMaps matching this label selector (e.g.
+    /// `grpcroute.dev/ca-bundle=true`) for BackendTLSPolicies' `caCertificateRefs`. A
+    /// policy naming a ConfigMap outside the selector finds it missing. See [the
+    /// type docs](KubeSource#rbac-and-the-configmap-watch) for the trade-off.
+    #[must_use]
+    pub fn config_map_selector(mut self, selector: impl Into<String>) -> Self {
+        self.config_map_selector = Some(selector.into());
         self
     }
 

@@ -179,6 +179,8 @@ pub(super) struct ClusterState {
     pub(super) slices: Vec<StreamState<EndpointSlice>>,
     pub(super) routes: Vec<StreamState<crate::model::GrpcRoute>>,
     pub(super) grants: Vec<StreamState<crate::model::ReferenceGrant>>,
+    pub(super) tls_policies: Vec<StreamState<crate::model::BackendTlsPolicy>>,
+    pub(super) ca_bundles: Vec<StreamState<crate::model::CaBundle>>,
     /// Something other than a valid EndpointSlice changed: the next rebuild is whole.
     full: bool,
     /// Services some of whose valid EndpointSlices changed.
@@ -204,6 +206,21 @@ impl ClusterState {
     pub(super) fn note<M>(&mut self, applied: &Applied<M>) -> bool {
         self.full |= applied.changed();
         applied.changed()
+    }
+
+    /// Notes a change of a kind whose conversion keeps little of the object (ConfigMaps:
+    /// only `ca.crt`): an event that leaves the conversion equal changes nothing, so the
+    /// ConfigMaps other controllers rewrite all the time cost no rebuild.
+    pub(super) fn note_if_converted_changed<M: PartialEq>(&mut self, applied: &Applied<M>) -> bool {
+        let changed = match applied {
+            Applied::Object {
+                old: Some(Ok(old)),
+                new: Some(Ok(new)),
+            } => old != new,
+            other => other.changed(),
+        };
+        self.full |= changed;
+        changed
     }
 
     /// Notes what an EndpointSlice event changed.
@@ -279,6 +296,8 @@ impl ClusterState {
             && self.slices.iter().all(StreamState::is_synced)
             && self.routes.iter().all(StreamState::is_synced)
             && self.grants.iter().all(StreamState::is_synced)
+            && self.tls_policies.iter().all(StreamState::is_synced)
+            && self.ca_bundles.iter().all(StreamState::is_synced)
     }
 
     pub(super) fn model(&self) -> Model {
@@ -295,11 +314,19 @@ impl ClusterState {
         for s in &self.grants {
             s.collect(&mut m.grants, &mut m.rejected);
         }
+        for s in &self.tls_policies {
+            s.collect(&mut m.tls_policies, &mut m.rejected);
+        }
+        for s in &self.ca_bundles {
+            s.collect(&mut m.ca_bundles, &mut m.rejected);
+        }
         // Deterministic order, whatever the hash maps did.
         m.services.sort_by(|a, b| a.key.cmp(&b.key));
         m.endpoint_slices.sort_by(|a, b| a.key.cmp(&b.key));
         m.routes.sort_by(|a, b| a.key.cmp(&b.key));
         m.grants.sort_by(|a, b| a.key.cmp(&b.key));
+        m.tls_policies.sort_by(|a, b| a.key.cmp(&b.key));
+        m.ca_bundles.sort_by(|a, b| a.key.cmp(&b.key));
         m.rejected
             .sort_by(|a, b| (a.kind(), a.key()).cmp(&(b.kind(), b.key())));
         m
@@ -310,6 +337,12 @@ impl ClusterState {
             + self.slices.iter().map(StreamState::len).sum::<usize>()
             + self.routes.iter().map(StreamState::len).sum::<usize>()
             + self.grants.iter().map(StreamState::len).sum::<usize>()
+            + self
+                .tls_policies
+                .iter()
+                .map(StreamState::len)
+                .sum::<usize>()
+            + self.ca_bundles.iter().map(StreamState::len).sum::<usize>()
     }
 }
 
@@ -399,5 +432,44 @@ mod tests {
             !state.apply(Event::Delete(svc("a", "3")), convert).changed(),
             "deleting the absent changes nothing"
         );
+    }
+
+    #[test]
+    fn a_config_map_change_that_keeps_its_ca_crt_causes_no_rebuild() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+
+        let cm = |rv: &str, ca: &str, other: &str| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("ca".into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            data: Some(
+                [
+                    ("ca.crt".to_string(), ca.to_string()),
+                    ("other".to_string(), other.to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let convert = |c: &ConfigMap| crate::convert::ca_bundle(c, "default");
+        let mut cluster = ClusterState::default();
+        let mut state = StreamState::default();
+        state.apply(Event::Init, convert);
+        state.apply(Event::<ConfigMap>::InitDone, convert);
+        let added = state.apply(Event::Apply(cm("1", "A", "x")), convert);
+        assert!(cluster.note_if_converted_changed(&added));
+        assert!(matches!(cluster.rebuild(), Rebuild::Full(_)));
+        let other_key = state.apply(Event::Apply(cm("2", "A", "y")), convert);
+        assert!(
+            !cluster.note_if_converted_changed(&other_key),
+            "only another key changed"
+        );
+        assert!(matches!(cluster.rebuild(), Rebuild::Nothing));
+        let new_ca = state.apply(Event::Apply(cm("3", "B", "y")), convert);
+        assert!(cluster.note_if_converted_changed(&new_ca));
+        assert!(matches!(cluster.rebuild(), Rebuild::Full(_)));
     }
 }

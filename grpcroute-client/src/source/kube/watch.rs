@@ -4,7 +4,11 @@
 use std::{pin::Pin, time::Duration};
 
 use futures_util::{Stream, StreamExt, stream::select_all};
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Service},
+    discovery::v1::EndpointSlice,
+};
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind},
@@ -38,6 +42,8 @@ enum Update {
     Route(usize, Box<Event<DynamicObject>>),
     /// ReferenceGrants, `v1` or `v1beta1` (clusters older than Gateway API v1.5).
     Grant(usize, Box<Event<DynamicObject>>),
+    TlsPolicy(usize, Box<Event<BackendTlsPolicy>>),
+    ConfigMap(usize, Box<Event<ConfigMap>>),
 }
 
 type Item = Result<Update, watcher::Error>;
@@ -70,8 +76,8 @@ pub(super) async fn run(cfg: KubeSource, updater: Updater) {
     };
     // Every request the source makes, its watches above all, gets the stall bound.
     let client = super::stall::guard(client, cfg.stall_timeout);
-    let grants = loop {
-        match grant_version(&client).await {
+    let (grants, backend_tls) = loop {
+        match discover(&client).await {
             Ok(v) => break v,
             Err(e) => {
                 if !updater.report_error(format!("Kubernetes API discovery failed: {e}")) {
@@ -83,10 +89,11 @@ pub(super) async fn run(cfg: KubeSource, updater: Updater) {
         }
     };
     backoff.reset();
-    tracing::info!(?grants, namespaces = ?cfg.namespaces, "watching the Kubernetes API");
+    let backend_tls = backend_tls && cfg.backend_tls_policies;
+    tracing::info!(?grants, backend_tls, namespaces = ?cfg.namespaces, "watching the Kubernetes API");
 
     let mut state = ClusterState::default();
-    let streams = streams(&cfg, &client, grants, &mut state);
+    let streams = streams(&cfg, &client, (grants, backend_tls), &mut state);
     let mut events = select_all(streams);
     let mut batch_started: Option<Instant> = None;
     let mut deadline: Option<Instant> = None;
@@ -186,13 +193,21 @@ fn apply(state: &mut ClusterState, update: Update) -> bool {
             });
             state.note(&applied)
         }
+        Update::TlsPolicy(i, e) => {
+            let applied = state.tls_policies[i].apply(*e, |o| convert::backend_tls_policy(o, NS));
+            state.note(&applied)
+        }
+        Update::ConfigMap(i, e) => {
+            let applied = state.ca_bundles[i].apply(*e, |o| convert::ca_bundle(o, NS));
+            state.note_if_converted_changed(&applied)
+        }
     }
 }
 
 fn streams(
     cfg: &KubeSource,
     client: &Client,
-    grants: GrantVersion,
+    (grants, backend_tls): (GrantVersion, bool),
     state: &mut ClusterState,
 ) -> Vec<Events> {
     let scopes: Vec<Option<&str>> = if cfg.namespaces.is_empty() {
@@ -228,29 +243,52 @@ fn streams(
             move |e| Update::Slice(i, Box::new(e)),
         ));
         let grant_version = match grants {
-            GrantVersion::V1 => "v1",
-            GrantVersion::V1beta1 => "v1beta1",
+            GrantVersion::V1 => Some("v1"),
+            GrantVersion::V1beta1 => Some("v1beta1"),
             // No Gateway API CRDs: neither routes nor grants.
-            GrantVersion::None => continue,
+            GrantVersion::None => None,
         };
-        let i = push(&mut state.routes);
-        out.push(stream(
-            dynamic_api(client, ns, "v1", "GRPCRoute", "grpcroutes"),
-            (config(), backoff()),
-            move |e| Update::Route(i, Box::new(e)),
-        ));
-        let i = push(&mut state.grants);
-        out.push(stream(
-            dynamic_api(
-                client,
-                ns,
-                grant_version,
-                "ReferenceGrant",
-                "referencegrants",
-            ),
-            (config(), backoff()),
-            move |e| Update::Grant(i, Box::new(e)),
-        ));
+        if let Some(grant_version) = grant_version {
+            let i = push(&mut state.routes);
+            out.push(stream(
+                dynamic_api(client, ns, "v1", "GRPCRoute", "grpcroutes"),
+                (config(), backoff()),
+                move |e| Update::Route(i, Box::new(e)),
+            ));
+            let i = push(&mut state.grants);
+            out.push(stream(
+                dynamic_api(
+                    client,
+                    ns,
+                    grant_version,
+                    "ReferenceGrant",
+                    "referencegrants",
+                ),
+                (config(), backoff()),
+                move |e| Update::Grant(i, Box::new(e)),
+            ));
+        }
+        if backend_tls {
+            let i = push(&mut state.tls_policies);
+            out.push(stream(
+                typed_api::<BackendTlsPolicy>(client, ns),
+                (config(), backoff()),
+                move |e| Update::TlsPolicy(i, Box::new(e)),
+            ));
+            // Which ConfigMaps policies will name is only known once they are read, and
+            // a watch cannot follow a changing set of names: every ConfigMap of the scope
+            // is watched (narrowed by `config_map_selector`), and only `ca.crt` is kept.
+            let mut config_maps = config();
+            if let Some(selector) = &cfg.config_map_selector {
+                config_maps = config_maps.labels(selector);
+            }
+            let i = push(&mut state.ca_bundles);
+            out.push(stream(
+                typed_api::<ConfigMap>(client, ns),
+                (config_maps, backoff()),
+                move |e| Update::ConfigMap(i, Box::new(e)),
+            ));
+        }
     }
     out
 }
@@ -303,8 +341,34 @@ where
         .boxed()
 }
 
-/// Asks discovery which ReferenceGrant version is served: `v1` from Gateway API v1.5,
-/// only `v1beta1` before.
+/// Asks discovery which ReferenceGrant version is served, and whether BackendTLSPolicy
+/// (`v1`, Gateway API v1.4 and later) is: a watch of a resource the cluster does not serve
+/// would never sync, and the mesh would never become ready.
+async fn discover(client: &Client) -> Result<(GrantVersion, bool), kube::Error> {
+    let grants = grant_version(client).await?;
+    if grants == GrantVersion::None {
+        return Ok((grants, false));
+    }
+    let v1 = client
+        .list_api_group_resources(&format!("{}/v1", crate::GATEWAY_GROUP))
+        .await;
+    let backend_tls = match v1 {
+        Ok(list) => list
+            .resources
+            .iter()
+            .any(|r| r.name == "backendtlspolicies"),
+        // The group has no v1 (a very old Gateway API): no BackendTLSPolicy v1 either.
+        Err(kube::Error::Api(e)) if e.code == 404 => false,
+        Err(e) => return Err(e),
+    };
+    if !backend_tls {
+        tracing::info!("the cluster serves no BackendTLSPolicy v1: no backend TLS from policies");
+    }
+    Ok((grants, backend_tls))
+}
+
+/// Which ReferenceGrant version is served: `v1` from Gateway API v1.5, only `v1beta1`
+/// before.
 async fn grant_version(client: &Client) -> Result<GrantVersion, kube::Error> {
     let groups = client.list_api_groups().await?;
     let Some(group) = groups

@@ -15,10 +15,13 @@ use crate::{
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TlsMode {
-    /// Every connection is plaintext HTTP/2 (h2c). The default.
-    #[default]
+    /// Every connection is plaintext HTTP/2 (h2c), whatever the policies say.
     Plaintext,
-    /// TLS to the backends a policy names ([`BackendTls`]), plaintext to the others.
+    /// TLS to the backends a policy names (a Gateway API `BackendTLSPolicy`, or
+    /// [`BackendTls`] from the builder), plaintext to the others. The default: without any
+    /// policy every connection is plaintext, and a backend a policy asks TLS for never
+    /// gets its calls in plaintext.
+    #[default]
     Policy,
     /// Mutual TLS to every backend: the client presents its [`Identity`](crate::identity::Identity)
     /// and verifies each server against the trust bundle and an expected identity.
@@ -94,6 +97,9 @@ pub enum ServerIdentity {
     SpiffePattern(SpiffeIdPattern),
     /// A DNS name the certificate is valid for (SAN `DNS:`, wildcards as RFC 6125).
     DnsName(String),
+    /// A URI the certificate names among its URI SANs, compared exactly
+    /// (BackendTLSPolicy `subjectAltNames` of type `URI` that are not SPIFFE IDs).
+    Uri(String),
 }
 
 impl fmt::Display for ServerIdentity {
@@ -102,6 +108,7 @@ impl fmt::Display for ServerIdentity {
             Self::SpiffeId(id) => write!(f, "{id}"),
             Self::SpiffePattern(p) => write!(f, "{p}"),
             Self::DnsName(name) => write!(f, "DNS:{name}"),
+            Self::Uri(uri) => write!(f, "URI:{uri}"),
         }
     }
 }
@@ -117,6 +124,10 @@ pub enum TrustRoots {
     Mesh,
     /// These CA certificates (BackendTLSPolicy `caCertificateRefs`).
     Certificates(Arc<[CertificateDer<'static>]>),
+    /// The platform's trusted roots (BackendTLSPolicy `wellKnownCACertificates: System`),
+    /// as `rustls-native-certs` reads them (the OS store; `SSL_CERT_FILE` /
+    /// `SSL_CERT_DIR` override it), loaded once per process.
+    System,
 }
 
 impl TrustRoots {

@@ -74,6 +74,30 @@ pub(crate) struct TlsSettings {
     client_certificate: bool,
 }
 
+impl TlsSettings {
+    /// The SNI server name.
+    pub(crate) fn server_name(&self) -> &str {
+        &self.server_name
+    }
+
+    /// The identities a server may present, as messages name them (the server name as a
+    /// DNS name when nothing else is expected).
+    pub(crate) fn expected(&self) -> Vec<String> {
+        if self.identities.is_empty() {
+            return vec![format!("DNS:{}", self.server_name)];
+        }
+        self.identities.iter().map(ToString::to_string).collect()
+    }
+
+    pub(crate) fn roots(&self) -> &TrustRoots {
+        &self.roots
+    }
+
+    pub(crate) fn client_certificate(&self) -> bool {
+        self.client_certificate
+    }
+}
+
 impl TlsPolicy {
     /// The settings of `key`'s connections: `None` for plaintext. `policy` is the backend's
     /// own settings where a policy names them (BackendTLSPolicy, compiled with the routes);
@@ -127,6 +151,51 @@ impl TlsPolicy {
                 .unwrap_or(self.mode == TlsMode::Mutual || self.identity.is_some()),
         })
     }
+}
+
+/// The [`BackendTls`] a BackendTLSPolicy compiles to: `hostname` as SNI (and the name
+/// verified when there are no subjectAltNames), the subjectAltNames as accepted identities
+/// (a URI that is a SPIFFE ID as that ID), and its CA bundles or the system roots.
+///
+/// # Errors
+///
+/// When a CA bundle is not PEM or holds no certificate: the message names the ConfigMap.
+pub(crate) fn backend_tls_of(
+    policy: &crate::route::backend_tls::PolicyTls,
+) -> Result<BackendTls, String> {
+    use crate::{identity::SpiffeId, model::SubjectAltName, route::backend_tls::PolicyRoots};
+
+    let roots = match &policy.roots {
+        PolicyRoots::System => TrustRoots::System,
+        PolicyRoots::Pem(bundles) => {
+            let mut certs = Vec::new();
+            for (config_map, pem) in bundles {
+                match TrustRoots::from_pem(pem.as_bytes()) {
+                    Ok(TrustRoots::Certificates(c)) => certs.extend(c.iter().cloned()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(format!(
+                            "\"ca.crt\" of ConfigMap {config_map} cannot be used: {e}"
+                        ));
+                    }
+                }
+            }
+            TrustRoots::Certificates(certs.into())
+        }
+    };
+    let mut tls = BackendTls::new()
+        .server_name(policy.hostname.clone())
+        .trust(roots);
+    for san in &policy.subject_alt_names {
+        tls = tls.identity(match san {
+            SubjectAltName::Hostname(h) => ServerIdentity::DnsName(h.clone()),
+            SubjectAltName::Uri(u) => match SpiffeId::parse(u) {
+                Ok(id) => ServerIdentity::SpiffeId(id),
+                Err(_) => ServerIdentity::Uri(u.clone()),
+            },
+        });
+    }
+    Ok(tls)
 }
 
 /// Makes TLS connections with one backend's settings.

@@ -51,8 +51,29 @@ impl Roots {
                 store.add_parsable_certificates(certs.iter().cloned());
                 Self::Fixed(Arc::new(store))
             }
+            TrustRoots::System => Self::Fixed(system_roots()),
         }
     }
+}
+
+/// The platform's roots, read once: the OS store does not change under a running process
+/// often enough to pay for reading it per connector. Certificates that cannot be read are
+/// logged and skipped; with none, every server is an untrusted issuer, which the call's
+/// error then says.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<RootCertStore>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let loaded = rustls_native_certs::load_native_certs();
+            for error in &loaded.errors {
+                tracing::warn!(%error, "reading the system's CA certificates");
+            }
+            let mut store = RootCertStore::empty();
+            let (added, ignored) = store.add_parsable_certificates(loaded.certs);
+            tracing::debug!(added, ignored, "system CA certificates loaded");
+            Arc::new(store)
+        })
+        .clone()
 }
 
 fn ours(failure: TlsFailure) -> RustlsError {
@@ -109,6 +130,7 @@ impl Verifier {
                 }
                 ServerIdentity::DnsName(name) => ServerName::try_from(name.as_str())
                     .is_ok_and(|n| verify_server_name(parsed, &n).is_ok()),
+                ServerIdentity::Uri(uri) => names.uris.iter().any(|u| u == uri),
             };
             if accepted {
                 break;
