@@ -375,28 +375,32 @@ async fn api_server_outage_under_load_loses_nothing() -> anyhow::Result<()> {
 }
 
 /// Waits until the source has re-listed every kind since `lists` (per-kind LIST counts)
-/// and has its four watches open again.
+/// and has its watches open again.
 async fn relisted(api: &ApiServer, lists: &BTreeMap<Resource, u64>) -> bool {
     api.wait_for_stats(Duration::from_secs(20), |s| {
-        lists.iter().all(|(r, n)| s.lists(*r) > *n) && s.open_watches() == 4
+        lists.iter().all(|(r, n)| s.lists(*r) > *n) && s.open_watches() == WATCHED.len()
     })
     .await
 }
 
 /// Waits until the source has opened new watches for every kind since `watches` and has
-/// its four watches open.
+/// its watches open.
 async fn rewatched(api: &ApiServer, watches: &BTreeMap<Resource, u64>) -> bool {
     api.wait_for_stats(Duration::from_secs(20), |s| {
-        watches.iter().all(|(r, n)| s.watches(*r) > *n) && s.open_watches() == 4
+        watches.iter().all(|(r, n)| s.watches(*r) > *n) && s.open_watches() == WATCHED.len()
     })
     .await
 }
 
-const WATCHED: [Resource; 4] = [
+/// Every kind the source watches (BackendTLSPolicies and their ConfigMaps too, since the
+/// test API server serves BackendTLSPolicy `v1`).
+const WATCHED: [Resource; 6] = [
     Resource::Services,
     Resource::EndpointSlices,
     Resource::GrpcRoutes,
     Resource::ReferenceGrants,
+    Resource::BackendTlsPolicies,
+    Resource::ConfigMaps,
 ];
 
 /// Under load, three times over: history compaction (every watch ends, the next one gets
@@ -422,9 +426,10 @@ async fn compaction_and_dropped_watches_change_nothing_visible() -> anyhow::Resu
             .collect::<BTreeMap<_, _>>()
     };
     anyhow::ensure!(
-        api.wait_for_stats(Duration::from_secs(10), |s| s.open_watches() == 4)
+        api.wait_for_stats(Duration::from_secs(10), |s| s.open_watches()
+            == WATCHED.len())
             .await,
-        "the source never opened its four watches: {:?}",
+        "the source never opened its watches: {:?}",
         api.stats()
     );
 
