@@ -450,11 +450,15 @@ impl<T: AdsTransport> Worker<T> {
         if ty.all_resources_required_in_sotw() {
             self.on_absent(ty, &seen);
         }
-        // ACK or NACK.
+        // ACK or NACK. The version moves on when the response had valid resources, even
+        // if others were rejected (C-core's rule): the NACK of a partly valid response
+        // carries the new version, since the client now uses resources of it.
         let state = &mut self.types[ty.index()];
         state.nonce = resp.nonce.clone();
-        let error_detail = if errors.is_empty() {
+        if valid > 0 || errors.is_empty() {
             state.version = resp.version_info.clone();
+        }
+        let error_detail = if errors.is_empty() {
             None
         } else {
             tracing::warn!(type_url = %resp.type_url, version = %resp.version_info, errors = ?errors, "NACKing xDS response");
