@@ -11,8 +11,8 @@ use super::super::resource::{Resource, ResourceType};
 pub(crate) enum ResourceStatus {
     /// Subscribed, nothing received yet.
     Requested,
-    /// The server does not have it (does-not-exist timer, or deletion with
-    /// `fail_on_data_errors`).
+    /// The server does not have it: the does-not-exist timer fired, or the server
+    /// deleted it (LDS/CDS), in which case a cached copy may still be in use (A88).
     DoesNotExist,
     /// The last update was valid.
     Acked,
