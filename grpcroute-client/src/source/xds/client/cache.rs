@@ -240,7 +240,13 @@ impl ResourceCache {
                 out.push(ResourceDump {
                     resource_type: ty,
                     name: name.clone(),
-                    version: e.version.clone(),
+                    // The version of the copy in use: none once a data error dropped it
+                    // (`fail_on_data_errors`), as C-core's CSDS shows it.
+                    version: if e.resource.is_some() {
+                        e.version.clone()
+                    } else {
+                        String::new()
+                    },
                     state: e.status,
                     has_cached_copy: e.resource.is_some(),
                     last_error: e

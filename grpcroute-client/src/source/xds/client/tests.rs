@@ -550,6 +550,10 @@ async fn deletion_with_fail_on_data_errors_makes_it_not_exist() {
     let d = dump_of(&h.client, LDS, "svc");
     assert_eq!(d.state, ResourceStatus::DoesNotExist);
     assert!(!d.has_cached_copy);
+    assert_eq!(
+        d.version, "",
+        "no copy in use, no version (as C-core's CSDS)"
+    );
     assert_eq!(d.rejected_version.as_deref(), Some("l2"));
     let mut rx = h.client.snapshots();
     wait_for(&mut rx, "listener gone", |s| {
