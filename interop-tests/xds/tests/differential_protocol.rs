@@ -1,0 +1,799 @@
+//! The differential harness (issue 11), xDS protocol scenarios: what each client asks the
+//! control plane for (its logged DiscoveryRequests) and what its CSDS dump says, compared
+//! between gRPC C-core (`grpcio`) and the library: NACKs (A46 partial ones too), the 15 s
+//! does-not-exist timer (A57), a lost control plane, deleted resources (A88), reconnects.
+//! grpc-js-xds runs the NACK and the missing-listener scenarios as a second oracle.
+//!
+//! Also the convergence measurement: from the control plane's response to the first call
+//! the new configuration answers (`cargo test … convergence -- --nocapture`).
+//!
+//! The 15 s timer scenario runs while the others do (the harness runs tests in parallel).
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::{Context as _, bail, ensure};
+use common::{Client, Clients, UNARY, addrs, bounded, eventually, ping_pong, warm_up};
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use grpcroute_xds_control_plane::{
+    CallSpec, ControlPlane, CsdsResource, OracleKind, ResourceType,
+    builders::{
+        ApiListener, ClusterBuilder, RouteBuilder, load_assignment, route_configuration,
+        virtual_host,
+    },
+    control_plane::{LogMark, LoggedRequest},
+    start_backends,
+};
+
+const LIMIT: Duration = Duration::from_secs(120);
+const WAIT: Duration = Duration::from_secs(15);
+const PY: OracleKind = OracleKind::Python;
+const JS: OracleKind = OracleKind::Node;
+const LDS: ResourceType = ResourceType::Listener;
+const RDS: ResourceType = ResourceType::RouteConfiguration;
+const CDS: ResourceType = ResourceType::Cluster;
+const EDS: ResourceType = ResourceType::ClusterLoadAssignment;
+
+/// The CSDS entry of `kind`/`name` of `client`, or an error naming the dump.
+async fn csds(client: Client<'_>, kind: ResourceType, name: &str) -> anyhow::Result<CsdsResource> {
+    let dump = client.csds().await?;
+    dump.iter()
+        .find(|r| r.kind() == Some(kind) && r.name == name)
+        .cloned()
+        .with_context(|| format!("{}: no {kind} {name} in CSDS {dump:#?}", client.name()))
+}
+
+fn rds_to(cluster: &str) -> envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
+    route_configuration(
+        "svc-rc",
+        vec![virtual_host(
+            "vh",
+            &["*"],
+            vec![RouteBuilder::prefix("/").cluster(cluster).build()],
+        )],
+    )
+}
+
+/// S19: an invalid RDS update (a route without a path specifier) is NACKed with the last
+/// ACKed version, the rejected response's nonce and an error; CSDS shows NACKED with the
+/// old version and the rejected one; traffic stays on the old routes; the next valid
+/// update is ACKed and applies. Both oracles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_keeps_the_previous_version() -> anyhow::Result<()> {
+    bounded("nack", LIMIT, async {
+        let cp = ControlPlane::start().await?;
+        let backends = start_backends("b", 2).await?;
+        let mut resources = ping_pong("svc", &addrs(&backends[..1]));
+        resources.push(ClusterBuilder::eds("other").build().into());
+        resources.push(load_assignment("other", addrs(&backends[1..])).into());
+        cp.set(resources);
+        let clients = Clients::start(&cp, &[PY, JS], "nack").await?;
+        for client in clients.all() {
+            warm_up(client, "xds:///svc", &["b0"]).await?;
+            cp.wait_for_ack(client.node_id(), RDS, "1", LogMark::START, WAIT)
+                .await?;
+        }
+        let mark = cp.mark();
+        cp.set_one(route_configuration(
+            "svc-rc",
+            vec![virtual_host(
+                "vh",
+                &["*"],
+                vec![
+                    RouteBuilder::with_match(Default::default())
+                        .cluster("other")
+                        .build(),
+                ],
+            )],
+        ));
+        let spec = CallSpec::new("xds:///svc", UNARY).count(20);
+        let mut codes = BTreeMap::new();
+        for client in clients.all() {
+            let (who, node) = (client.name(), client.node_id());
+            let nack = cp.wait_for_nack(node, RDS, mark, WAIT).await?;
+            let rejected = cp
+                .responses(node)
+                .into_iter()
+                .find(|r| r.type_url == RDS.type_url() && r.version_info == "2")
+                .context("version 2 was not sent")?;
+            ensure!(
+                nack.version_info == "1",
+                "{who}: the NACK keeps the ACKed version: {nack:?}"
+            );
+            ensure!(
+                nack.response_nonce == rejected.nonce,
+                "{who}: the NACK carries the rejected nonce: {nack:?}"
+            );
+            ensure!(nack.resource_names == ["svc-rc"], "{who}: {nack:?}");
+            let error = nack.error.clone().context("no error detail")?;
+            ensure!(!error.message.is_empty(), "{who}: {nack:?}");
+            println!(
+                "nack {who}: error_detail code {}: {}",
+                error.code, error.message
+            );
+            codes.insert(who.clone(), error.code);
+            let state = csds(client, RDS, "svc-rc").await?;
+            println!("nack {who}: CSDS {state:?}");
+            ensure!(
+                state.status == "NACKED" && state.version == "1",
+                "{who}: {state:?}"
+            );
+            ensure!(
+                state.error_version.as_deref() == Some("2"),
+                "{who}: {state:?}"
+            );
+            ensure!(
+                state.error.as_deref().is_some_and(|e| !e.is_empty()),
+                "{who}: {state:?}"
+            );
+            let r = client.call(&spec).await?;
+            ensure!(
+                r.peer("b0") == 20,
+                "{who}: traffic stays on version 1: {r:?}"
+            );
+            // Nothing else: one NACK, no retry of it.
+            let after: Vec<LoggedRequest> = cp
+                .requests(node)
+                .into_iter()
+                .filter(|r| r.kind() == Some(RDS) && r.at >= nack.at)
+                .collect();
+            ensure!(
+                after.len() == 1,
+                "{who}: RDS requests after the NACK: {after:?}"
+            );
+        }
+        // C-core answers INVALID_ARGUMENT, grpc-js UNAVAILABLE (README quirks); the library
+        // follows C-core.
+        if let Some(c) = codes.get(&PY.to_string()) {
+            ensure!(*c == 3, "C-core NACK code {c}");
+            ensure!(codes.get("library") == Some(c), "NACK codes: {codes:?}");
+        }
+        if let Some(c) = codes.get(&JS.to_string()) {
+            ensure!(*c == 14, "grpc-js NACK code {c}");
+        }
+        let mark = cp.mark();
+        cp.set_one(rds_to("other"));
+        for client in clients.all() {
+            let who = client.name();
+            let ack = cp
+                .wait_for_ack(client.node_id(), RDS, "3", mark, WAIT)
+                .await?;
+            ensure!(ack.error.is_none(), "{who}: {ack:?}");
+            eventually(
+                &format!("{who}: version 3 applies"),
+                Duration::from_secs(5),
+                Duration::from_millis(50),
+                async || {
+                    let r = client.call(&spec).await?;
+                    ensure!(r.peer("b1") == 20, "{r:?}");
+                    Ok(())
+                },
+            )
+            .await?;
+            let state = csds(client, RDS, "svc-rc").await?;
+            ensure!(
+                state.status == "ACKED" && state.version == "3",
+                "{who}: {state:?}"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A46: one CDS response with a valid change to cluster `ca` (new endpoints) and an
+/// invalid `cb` (a STATIC cluster): NACKed as a whole, but `ca`'s change applies and `cb`
+/// keeps its last good copy. CSDS: `ca` ACKED at the new version, `cb` NACKED at the old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_nack_applies_the_valid_resources() -> anyhow::Result<()> {
+    bounded("partial_nack", LIMIT, async {
+        let cp = ControlPlane::start().await?;
+        let backends = start_backends("b", 3).await?;
+        cp.set([
+            ApiListener::rds("svc", "rc").build().into(),
+            route_configuration(
+                "rc",
+                vec![virtual_host(
+                    "vh",
+                    &["*"],
+                    vec![
+                        RouteBuilder::prefix("/a.").cluster("ca").build(),
+                        RouteBuilder::prefix("/b.").cluster("cb").build(),
+                    ],
+                )],
+            )
+            .into(),
+            ClusterBuilder::eds("ca").build().into(),
+            ClusterBuilder::eds("cb").build().into(),
+            load_assignment("ca", [backends[0].addr()]).into(),
+            load_assignment("cb", [backends[1].addr()]).into(),
+            load_assignment("ca2", [backends[2].addr()]).into(),
+        ]);
+        let clients = Clients::start(&cp, &[PY], "pnack").await?;
+        let (a, b) = (
+            CallSpec::new("xds:///svc", "/a.S/M").count(10),
+            CallSpec::new("xds:///svc", "/b.S/M").count(10),
+        );
+        for client in clients.all() {
+            common::warm_up_on(client, "xds:///svc", "/a.S/M", &["b0"]).await?;
+            common::warm_up_on(client, "xds:///svc", "/b.S/M", &["b1"]).await?;
+            cp.wait_for_ack(client.node_id(), CDS, "1", LogMark::START, WAIT)
+                .await?;
+        }
+        let mut invalid = ClusterBuilder::eds("cb");
+        invalid.cluster_mut().cluster_discovery_type =
+            Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
+        let mark = cp.mark();
+        cp.set([
+            ClusterBuilder::eds("ca").service_name("ca2").build().into(),
+            invalid.build().into(),
+        ]);
+        for client in clients.all() {
+            let (who, node) = (client.name(), client.node_id());
+            let nack = cp.wait_for_nack(node, CDS, mark, WAIT).await?;
+            // C-core moves the version on when a response had valid resources, even if
+            // it NACKs others: the NACK says "2".
+            let rejected = cp
+                .responses(node)
+                .into_iter()
+                .find(|r| r.type_url == CDS.type_url() && r.version_info == "2")
+                .context("CDS version 2 was not sent")?;
+            ensure!(
+                nack.version_info == "2" && nack.response_nonce == rejected.nonce,
+                "{who}: {nack:?}"
+            );
+            println!(
+                "partial_nack {who}: NACK version {:?}: {:?}",
+                nack.version_info, nack.error
+            );
+            // ca follows its new EDS service name.
+            cp.wait_for_subscription(node, EDS, &["ca2", "cb"], mark, WAIT)
+                .await?;
+            eventually(
+                &format!("{who}: ca moved"),
+                Duration::from_secs(5),
+                Duration::from_millis(50),
+                async || {
+                    let r = client.call(&a).await?;
+                    ensure!(r.peer("b2") == 10, "{r:?}");
+                    Ok(())
+                },
+            )
+            .await?;
+            let r = client.call(&b).await?;
+            ensure!(
+                r.peer("b1") == 10,
+                "{who}: cb keeps its last good copy: {r:?}"
+            );
+            let (ca, cb) = (
+                csds(client, CDS, "ca").await?,
+                csds(client, CDS, "cb").await?,
+            );
+            println!("partial_nack {who}: CSDS ca {ca:?}\n  cb {cb:?}");
+            ensure!(ca.status == "ACKED" && ca.version == "2", "{who}: {ca:?}");
+            ensure!(
+                cb.status == "NACKED"
+                    && cb.version == "1"
+                    && cb.error_version.as_deref() == Some("2"),
+                "{who}: {cb:?}"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// S20 / A57: a listener the control plane never sends. CSDS turns it DOES_NOT_EXIST 15 s
+/// after the subscription; C-core and the library then fail the waiting call UNAVAILABLE;
+/// grpc-js-xds keeps it waiting until its deadline (README quirk). Served later, it
+/// works. All clients at once (one 15 s wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_listener_fails_after_the_timer() -> anyhow::Result<()> {
+    bounded("missing_listener", Duration::from_secs(90), async {
+        let cp = ControlPlane::start().await?;
+        let backends = start_backends("b", 1).await?;
+        let clients = Clients::start(&cp, &[PY, JS], "miss").await?;
+        let deadline = Duration::from_secs(20);
+        let one = async |client: Client<'_>| -> anyhow::Result<String> {
+            let who = client.name();
+            let started = tokio::time::Instant::now();
+            let call = async {
+                let r = client.call(&CallSpec::new("xds:///nowhere", UNARY).timeout(deadline)).await?;
+                anyhow::Ok((r, started.elapsed()))
+            };
+            let timer = async {
+                let subscribed = cp.wait_for_subscription(client.node_id(), LDS, &["nowhere"], LogMark::START, WAIT).await?.at;
+                loop {
+                    let state = client.csds_of(LDS, "nowhere").await?.map(|r| r.status);
+                    if state.as_deref() == Some("DOES_NOT_EXIST") {
+                        return anyhow::Ok(subscribed.elapsed());
+                    }
+                    ensure!(subscribed.elapsed() < Duration::from_secs(20), "{who}: still {state:?} after 20 s");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            let ((r, call_took), timer_took) = tokio::try_join!(call, timer)?;
+            let line = format!("{who}: DOES_NOT_EXIST after {timer_took:.1?}; the call {:?} after {call_took:.1?} {:?}", r.by_status, r.errors);
+            println!("missing_listener {line}");
+            ensure!(timer_took >= Duration::from_secs(14) && timer_took <= Duration::from_secs(17), "{line}");
+            if client.c_core_like() {
+                ensure!(r.status("UNAVAILABLE") == 1, "{line}");
+                ensure!(call_took >= Duration::from_secs(14) && call_took <= Duration::from_secs(17), "{line}");
+            } else {
+                ensure!(r.status("DEADLINE_EXCEEDED") == 1 && call_took >= deadline - Duration::from_secs(1), "{line}");
+            }
+            ensure!(cp.responses(client.node_id()).is_empty(), "{who}: {}", cp.render_log(client.node_id()));
+            Ok(line)
+        };
+        let lines = futures_util::future::join_all(clients.all().into_iter().map(one)).await;
+        for l in lines {
+            l?;
+        }
+        // Served later: the subscription is still there, calls work.
+        cp.set(ping_pong("nowhere", &addrs(&backends)));
+        let served = tokio::time::Instant::now();
+        let recover = async |client: Client<'_>| -> anyhow::Result<()> {
+            let who = client.name();
+            let spec = CallSpec::new("xds:///nowhere", UNARY).count(5).timeout(Duration::from_secs(2));
+            let mut failed = 0;
+            eventually(&format!("{who}: once served"), Duration::from_secs(30), Duration::from_millis(20), async || {
+                let r = client.call(&spec).await?;
+                failed += r.failures();
+                ensure!(r.peer("b0") == 5, "{r:?}");
+                Ok(())
+            })
+            .await?;
+            println!("missing_listener {who}: served {:.1?} after the listener appeared ({failed} calls failed meanwhile)", served.elapsed());
+            let state = csds(client, LDS, "nowhere").await?;
+            ensure!(state.status == "ACKED", "{who}: {state:?}");
+            Ok(())
+        };
+        for r in futures_util::future::join_all(clients.all().into_iter().map(recover)).await {
+            r?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The first request of each type on `stream`.
+fn first_requests(requests: &[LoggedRequest], stream: u64) -> BTreeMap<String, LoggedRequest> {
+    let mut out = BTreeMap::new();
+    for r in requests.iter().filter(|r| r.stream == stream) {
+        out.entry(r.type_url.clone()).or_insert_with(|| r.clone());
+    }
+    out
+}
+
+/// Per type, the version and names of the last ACK on streams before `stream`.
+fn last_acks(requests: &[LoggedRequest], stream: u64) -> BTreeMap<String, (String, Vec<String>)> {
+    let mut out = BTreeMap::new();
+    for r in requests
+        .iter()
+        .filter(|r| r.stream < stream && r.error.is_none() && !r.response_nonce.is_empty())
+    {
+        out.insert(
+            r.type_url.clone(),
+            (r.version_info.clone(), r.sorted_names()),
+        );
+    }
+    out
+}
+
+/// Asserts that `node`'s newest stream opened by resending every subscription with its
+/// last ACKed version and an empty nonce, the node on its first request only.
+fn resent_on_new_stream(cp: &ControlPlane, who: &str, node: &str) -> anyhow::Result<()> {
+    let requests = cp.requests(node);
+    let stream = requests
+        .iter()
+        .map(|r| r.stream)
+        .max()
+        .context("no requests")?;
+    let firsts = first_requests(&requests, stream);
+    let acks = last_acks(&requests, stream);
+    ensure!(
+        firsts.keys().collect::<Vec<_>>() == acks.keys().collect::<Vec<_>>(),
+        "{who}: types resent {:?}, ACKed before {:?}\n{}",
+        firsts.keys(),
+        acks.keys(),
+        cp.render_log(node)
+    );
+    for (t, r) in &firsts {
+        let (version, names) = &acks[t];
+        ensure!(
+            r.version_info == *version && r.response_nonce.is_empty() && r.sorted_names() == *names,
+            "{who}: first {t} request on the new stream {r:?}, last ACK {version} {names:?}"
+        );
+    }
+    let on_stream: Vec<&LoggedRequest> = requests.iter().filter(|r| r.stream == stream).collect();
+    ensure!(
+        on_stream.first().is_some_and(|r| r.has_node),
+        "{who}: node on the new stream's first request"
+    );
+    ensure!(
+        on_stream.iter().skip(1).all(|r| !r.has_node),
+        "{who}: node only on the first request"
+    );
+    println!(
+        "{who}: new stream {stream} resent {:?}",
+        firsts
+            .iter()
+            .map(|(t, r)| (
+                t.rsplit('.').next().unwrap_or(t).to_string(),
+                r.version_info.clone(),
+                r.sorted_names()
+            ))
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// A57 reconnect: the control plane ends the stream (the connection stays): the client
+/// opens a new one resending every subscription with its last version and an empty nonce,
+/// the node on the first request only; traffic never stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_resends_subscriptions() -> anyhow::Result<()> {
+    bounded("reconnect", LIMIT, async {
+        let cp = ControlPlane::start().await?;
+        let backends = start_backends("b", 2).await?;
+        cp.set(ping_pong("svc", &addrs(&backends)));
+        // A second version of every type, so the versions resent are not all "1".
+        cp.resend(RDS);
+        cp.resend(EDS);
+        let clients = Clients::start(&cp, &[PY], "rec").await?;
+        for client in clients.all() {
+            warm_up(client, "xds:///svc", &["b0", "b1"]).await?;
+            for (t, v) in [(LDS, "1"), (RDS, "2"), (CDS, "1"), (EDS, "2")] {
+                cp.wait_for_ack(client.node_id(), t, v, LogMark::START, WAIT)
+                    .await?;
+            }
+        }
+        let mark = cp.mark();
+        ensure!(cp.kill_streams() >= 2, "streams killed");
+        for client in clients.all() {
+            let who = client.name();
+            // Each type comes back on a new stream; the control plane answers again (SotW).
+            for t in ResourceType::ALL {
+                cp.wait_for_request(
+                    client.node_id(),
+                    mark,
+                    WAIT,
+                    &format!("{t} on a new stream"),
+                    |r| r.kind() == Some(t) && r.response_nonce.is_empty(),
+                )
+                .await?;
+            }
+            resent_on_new_stream(&cp, &who, client.node_id())?;
+            let r = client
+                .call(&CallSpec::new("xds:///svc", UNARY).count(20))
+                .await?;
+            ensure!(r.failures() == 0, "{who}: {r:?}");
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// S21 / A57, A88: the control plane goes down (port closed). Cached configuration keeps
+/// serving; a new target fails at once (UNAVAILABLE); back up, each client resends its
+/// subscriptions with the last versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_loss_keeps_the_cache() -> anyhow::Result<()> {
+    bounded("control_plane_loss", LIMIT, async {
+        let cp = ControlPlane::start().await?;
+        let backends = start_backends("b", 2).await?;
+        cp.set(ping_pong("svc", &addrs(&backends)));
+        let clients = Clients::start(&cp, &[PY], "loss").await?;
+        for client in clients.all() {
+            warm_up(client, "xds:///svc", &["b0", "b1"]).await?;
+            cp.wait_for_ack(client.node_id(), EDS, "1", LogMark::START, WAIT).await?;
+        }
+        cp.stop();
+        for client in clients.all() {
+            let who = client.name();
+            // Let the client see the stream break.
+            eventually(&format!("{who}: sees the loss"), Duration::from_secs(5), Duration::from_millis(50), async || {
+                ensure!(cp.open_streams(client.node_id()) == 0);
+                Ok(())
+            })
+            .await?;
+            let r = client.call(&CallSpec::new("xds:///svc", UNARY).count(20)).await?;
+            ensure!(r.failures() == 0, "{who}: cached config keeps serving: {r:?}");
+            let fresh = client.call(&CallSpec::new("xds:///fresh", UNARY).timeout(Duration::from_secs(10)).record(true)).await?;
+            let ms = fresh.calls.first().map_or(f64::NAN, |c| c.ms);
+            println!("control_plane_loss {who}: cached target {:?}; new target {:?} {:?} after {ms:.0} ms", r.by_peer, fresh.by_status, fresh.errors);
+            ensure!(fresh.status("UNAVAILABLE") == 1 && ms < 3_000.0, "{who}: a new target while down: {fresh:?}");
+            let state = csds(client, LDS, "svc").await?;
+            ensure!(state.status == "ACKED" && state.version == "1", "{who}: {state:?}");
+        }
+        let mark = cp.mark();
+        cp.restart().await?;
+        for client in clients.all() {
+            let who = client.name();
+            for t in ResourceType::ALL {
+                cp.wait_for_request(client.node_id(), mark, Duration::from_secs(30), &format!("{t} after the restart"), |r| r.kind() == Some(t)).await?;
+            }
+            // The new target was asked for too (C-core: by its own XdsClient, on a stream
+            // of its own): look at the stream that resends `svc`.
+            let requests = cp.requests(client.node_id());
+            let svc_stream = requests
+                .iter()
+                .filter(|r| r.kind() == Some(RDS) && r.sorted_names() == ["svc-rc"])
+                .map(|r| r.stream)
+                .max()
+                .context("no RDS on a new stream")?;
+            let firsts = first_requests(&requests, svc_stream);
+            for (t, v) in [(LDS, "1"), (RDS, "1"), (CDS, "1"), (EDS, "1")] {
+                let r = firsts.get(t.type_url()).with_context(|| format!("{who}: no {t} on stream {svc_stream}"))?;
+                ensure!(r.version_info == v && r.response_nonce.is_empty(), "{who}: {r:?}");
+            }
+            println!("control_plane_loss {who}: LDS names on the new stream {:?}", firsts.get(LDS.type_url()).map(|r| r.sorted_names()));
+            let r = client.call(&CallSpec::new("xds:///svc", UNARY).count(20)).await?;
+            ensure!(r.failures() == 0, "{who}: {r:?}");
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// C-core guards A88 (data errors: deletions, `fail_on_data_errors`) behind this variable
+/// until it passes interop testing; without it, C-core 1.85 honours an LDS/CDS deletion
+/// unless the bootstrap says `ignore_resource_deletion` (gRFC A53). The library implements
+/// A88, so it is compared with C-core under the guard; C-core's default is recorded.
+const A88_GUARD: (&str, &str) = ("GRPC_EXPERIMENTAL_XDS_DATA_ERROR_HANDLING", "true");
+
+/// Two listeners: `lds` (whose Listener gets deleted) and `cds` (whose Cluster does).
+fn deletion_setup(cp: &ControlPlane, backends: &[grpcroute_xds_control_plane::Backend]) {
+    let mut resources = ping_pong("lds", &addrs(&backends[..1]));
+    resources.extend(ping_pong("cds", &addrs(&backends[1..])));
+    cp.set(resources);
+}
+
+/// What calls to each listener did after the deletions, and the CSDS states.
+#[derive(Debug, PartialEq, Eq)]
+struct AfterDeletion {
+    lds_calls: String,
+    cds_calls: String,
+    lds_state: String,
+    cds_state: String,
+}
+
+/// Deletes Listener `lds` and Cluster `cds-c`; returns, per client, what calls and CSDS
+/// say afterwards.
+async fn delete_and_call(
+    cp: &ControlPlane,
+    clients: &[Client<'_>],
+) -> anyhow::Result<Vec<(String, AfterDeletion)>> {
+    for client in clients {
+        warm_up(*client, "xds:///lds", &["b0"]).await?;
+        warm_up(*client, "xds:///cds", &["b1"]).await?;
+        cp.wait_for_ack(client.node_id(), CDS, "1", LogMark::START, WAIT)
+            .await?;
+    }
+    cp.delete(LDS, &["lds"]);
+    cp.delete(CDS, &["cds-c"]);
+    let mut out = Vec::new();
+    for client in clients {
+        let who = client.name();
+        cp.wait_for_ack(client.node_id(), LDS, "2", LogMark::START, WAIT)
+            .await?;
+        cp.wait_for_ack(client.node_id(), CDS, "2", LogMark::START, WAIT)
+            .await?;
+        // Let a deletion that is honoured reach the data plane.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let spec = |l: &str| {
+            CallSpec::new(&format!("xds:///{l}"), UNARY)
+                .count(10)
+                .timeout(Duration::from_secs(3))
+        };
+        let (l, c) = (
+            client.call(&spec("lds")).await?,
+            client.call(&spec("cds")).await?,
+        );
+        let state = async |kind, name| -> anyhow::Result<String> {
+            Ok(client.csds_of(kind, name).await?.map_or_else(
+                || "absent".to_string(),
+                |r| {
+                    format!(
+                        "{} version {:?} failed version {:?}",
+                        r.status, r.version, r.error_version
+                    )
+                },
+            ))
+        };
+        let after = AfterDeletion {
+            lds_calls: l.by_status.keys().cloned().collect::<Vec<_>>().join("+"),
+            cds_calls: c.by_status.keys().cloned().collect::<Vec<_>>().join("+"),
+            lds_state: state(LDS, "lds").await?,
+            cds_state: state(CDS, "cds-c").await?,
+        };
+        println!(
+            "deletion {who} ({}): {after:?}; errors {:?} {:?}",
+            client.node_id(),
+            l.errors,
+            c.errors
+        );
+        out.push((who, after));
+    }
+    Ok(out)
+}
+
+/// S22 / A88 default: deleting a cached Listener or Cluster from the SotW responses is
+/// ignored: calls keep working on the cached copies (C-core under the A88 guard, and the
+/// library). C-core without the guard (its default in 1.85) honours both deletions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_is_ignored_by_default() -> anyhow::Result<()> {
+    bounded("deletion_ignored", LIMIT, async {
+        let cp = ControlPlane::start().await?;
+        let backends = start_backends("b", 2).await?;
+        deletion_setup(&cp, &backends);
+        let clients = Clients::start_with(&cp, &[PY], "del", |b| b, &[A88_GUARD]).await?;
+        let legacy = Clients::start(&cp, &[PY], "del-legacy").await?;
+        let mut all = clients.all();
+        all.extend(legacy.oracle(PY));
+        let outcomes = delete_and_call(&cp, &all).await?;
+        let (compared, legacy_outcome) = outcomes.split_at(clients.all().len());
+        for (who, after) in compared {
+            ensure!(
+                after.lds_calls == "OK" && after.cds_calls == "OK",
+                "{who}: deletions must be ignored: {after:?}"
+            );
+        }
+        ensure!(
+            compared.windows(2).all(|w| w[0].1 == w[1].1),
+            "C-core (A88) vs library: {compared:?}"
+        );
+        for (who, after) in legacy_outcome {
+            ensure!(
+                after.lds_calls == "UNAVAILABLE" && after.cds_calls == "UNAVAILABLE",
+                "{who} without the A88 guard: {after:?}"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A88 `fail_on_data_errors`: the same deletions are honoured: calls fail UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_is_honoured_with_fail_on_data_errors() -> anyhow::Result<()> {
+    bounded("deletion_honoured", LIMIT, async {
+        let cp = ControlPlane::start().await?;
+        let backends = start_backends("b", 2).await?;
+        deletion_setup(&cp, &backends);
+        let clients = Clients::start_with(
+            &cp,
+            &[PY],
+            "delf",
+            |b| b.server_feature("fail_on_data_errors"),
+            &[A88_GUARD],
+        )
+        .await?;
+        let outcomes = delete_and_call(&cp, &clients.all()).await?;
+        for (who, after) in &outcomes {
+            ensure!(
+                after.lds_calls == "UNAVAILABLE" && after.cds_calls == "UNAVAILABLE",
+                "{who}: deletions must be honoured: {after:?}"
+            );
+        }
+        ensure!(
+            outcomes.windows(2).all(|w| w[0].1 == w[1].1),
+            "C-core vs library: {outcomes:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// p50, p90 and max of `samples` (sorted in place).
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.9), at(1.0))
+}
+
+/// How a convergence round changes the configuration.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    /// The route's cluster, to a cluster another route keeps subscribed: one RDS response.
+    Route,
+    /// The route's cluster, to a cluster no route uses: the RDS response, then the
+    /// client subscribes to the cluster and its endpoints (CDS and EDS round trips).
+    RouteToNewCluster,
+    /// The cluster's endpoint (EDS only).
+    Endpoints,
+}
+
+/// The routes of the convergence listener: `/` to `cluster`; with `keep`, a second route
+/// keeps the other cluster subscribed.
+fn convergence_routes(
+    cluster: &str,
+    keep: bool,
+) -> envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
+    let other = if cluster == "svc-c" { "other" } else { "svc-c" };
+    let mut routes = Vec::new();
+    if keep {
+        routes.push(RouteBuilder::prefix("/keep.").cluster(other).build());
+    }
+    routes.push(RouteBuilder::prefix("/").cluster(cluster).build());
+    route_configuration("svc-rc", vec![virtual_host("vh", &["*"], routes)])
+}
+
+/// Convergence: from the control plane's response (its log's timestamp) to the first call
+/// answered by the new configuration, with calls made back to back (C-core's calls go
+/// through its driver process, which adds about a millisecond per call). 30 rounds per
+/// kind of change and client. Printed (`--nocapture`); bounded loosely (5 s a round).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convergence() -> anyhow::Result<()> {
+    bounded("convergence", Duration::from_secs(180), async {
+        let cp = ControlPlane::start().await?;
+        let backends = start_backends("b", 2).await?;
+        let mut resources = ping_pong("svc", &addrs(&backends[..1]));
+        resources.push(ClusterBuilder::eds("other").build().into());
+        resources.push(load_assignment("other", addrs(&backends[1..])).into());
+        cp.set(resources);
+        let clients = Clients::start(&cp, &[PY], "conv").await?;
+        let rounds = 30;
+        let mut lines = Vec::new();
+        for client in clients.all() {
+            let who = client.name();
+            let node = client.node_id().to_string();
+            for change in [Change::Route, Change::RouteToNewCluster, Change::Endpoints] {
+                let keep = matches!(change, Change::Route);
+                cp.set([
+                    convergence_routes("svc-c", keep).into(),
+                    load_assignment("svc-c", addrs(&backends[..1])).into(),
+                ]);
+                warm_up(client, "xds:///svc", &["b0"]).await?;
+                let requests_before = cp.requests(&node).len();
+                let mut samples = Vec::new();
+                for round in 0..rounds {
+                    let (to_b1, peer) = if round % 2 == 0 { (true, "b1") } else { (false, "b0") };
+                    let kind = match change {
+                        Change::Route | Change::RouteToNewCluster => {
+                            cp.set_one(convergence_routes(if to_b1 { "other" } else { "svc-c" }, keep));
+                            RDS
+                        }
+                        Change::Endpoints => {
+                            let b = if to_b1 { &backends[1..] } else { &backends[..1] };
+                            cp.set_one(load_assignment("svc-c", addrs(b)));
+                            EDS
+                        }
+                    };
+                    let version = cp.version_info(kind);
+                    let one = CallSpec::new("xds:///svc", UNARY);
+                    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+                    let answered = loop {
+                        let r = client.call(&one).await?;
+                        if r.peer(peer) == 1 {
+                            break tokio::time::Instant::now();
+                        }
+                        if tokio::time::Instant::now() > until {
+                            bail!("{who}: {change:?} round {round}: {peer} did not answer within 5 s");
+                        }
+                    };
+                    let sent = cp
+                        .responses(&node)
+                        .into_iter()
+                        .find(|r| r.type_url == kind.type_url() && r.version_info == version)
+                        .map(|r| r.at)
+                        .with_context(|| format!("{who}: round {round}: {kind} {version} not logged"))?;
+                    samples.push(answered.saturating_duration_since(sent));
+                }
+                let requests = cp.requests(&node)[requests_before..].to_vec();
+                let per_type = |t: ResourceType| requests.iter().filter(|r| r.kind() == Some(t)).count();
+                let (p50, p90, max) = percentiles(&mut samples);
+                let line = format!(
+                    "{who:16} {change:18?} p50 {p50:>9.2?}  p90 {p90:>9.2?}  max {max:>9.2?}   (requests RDS {} CDS {} EDS {})",
+                    per_type(RDS), per_type(CDS), per_type(EDS)
+                );
+                println!("convergence {line}");
+                lines.push(line);
+            }
+        }
+        println!("convergence, {rounds} rounds each, ADS response → first call answered by the new configuration:\n{}", lines.join("\n"));
+        Ok(())
+    })
+    .await
+}
