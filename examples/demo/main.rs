@@ -34,8 +34,8 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use grpcroute_client::{
-    CallDescription, ConditionStatus, Explanation, Mesh, Resources, RouteStatus, manifest,
-    source::ManifestDir,
+    CallDescription, ConditionStatus, Explanation, FrontendRef, Mesh, Resources, RouteRef,
+    RouteStatus, manifest, source::ManifestDir,
 };
 use grpcroute_echo::EchoServer;
 use grpcroute_examples::{
@@ -823,7 +823,9 @@ fn check_endpoints(style: Style, checks: &mut Checks, mesh: &Mesh, pods: &[pods:
         for b in &e.backends {
             let mut endpoints = b.endpoints.clone();
             endpoints.sort();
-            seen.insert(b.service.as_str(), endpoints);
+            if let Some(service) = b.service.as_deref() {
+                seen.insert(service, endpoints);
+            }
         }
     }
     let want = pods::addresses_by_deployment(pods);
@@ -858,14 +860,17 @@ fn print_explanation(style: Style, call: &CallDescription, e: &Explanation) {
         "call",
         format!("{} to {}, from namespace app", call.path, call.target),
     );
-    if let Some(f) = &e.frontend {
+    if let Some(FrontendRef::Service {
+        namespace,
+        service,
+        port,
+    }) = &e.frontend
+    {
         row(
             "frontend",
             format!(
-                "Service {}/{}{}",
-                f.namespace,
-                f.service,
-                f.port.map(|p| format!(":{p}")).unwrap_or_default()
+                "Service {namespace}/{service}{}",
+                port.map(|p| format!(":{p}")).unwrap_or_default()
             ),
         );
     }
@@ -896,8 +901,8 @@ fn print_explanation(style: Style, call: &CallDescription, e: &Explanation) {
         table.row([
             format!(
                 "{}/{}{}",
-                b.namespace,
-                b.service,
+                b.namespace.as_deref().unwrap_or_default(),
+                b.service.as_deref().unwrap_or_default(),
                 b.port.map(|p| format!(":{p}")).unwrap_or_default()
             ),
             b.weight.to_string(),
@@ -915,8 +920,8 @@ fn print_explanation(style: Style, call: &CallDescription, e: &Explanation) {
 /// "app/route rule 0", or the outcome when no rule matched.
 fn rule_label(e: &Explanation) -> String {
     match (&e.route, &e.rule) {
-        (Some(route), Some(rule)) => {
-            format!("{}/{} rule {}", route.namespace, route.name, rule.index)
+        (Some(RouteRef::GrpcRoute { namespace, name }), Some(rule)) => {
+            format!("{namespace}/{name} rule {}", rule.index)
         }
         _ => format!("({})", e.outcome),
     }

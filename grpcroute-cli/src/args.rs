@@ -30,6 +30,9 @@ pub(crate) enum Command {
     Call(CallArgs),
     /// Run a gRPC echo server that answers every method with OK.
     Echo(EchoArgs),
+    /// Subscribe to xDS listeners and print the client's resources and their state (what
+    /// gRPC's CSDS shows).
+    XdsDump(XdsDumpArgs),
     /// Write the status of every GRPCRoute with a Service parent in a cluster (a
     /// controller, with leader election).
     StatusController(StatusControllerArgs),
@@ -38,9 +41,14 @@ pub(crate) enum Command {
 /// Where the configuration comes from, and who is calling.
 #[derive(Debug, Args)]
 pub(crate) struct MeshArgs {
-    /// A manifest file or a folder of them (*.yaml, *.yml, *.json); repeatable.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    /// A manifest file or a folder of them (*.yaml, *.yml, *.json); repeatable. Required
+    /// unless the target is an xDS listener (xds:///NAME).
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
     pub(crate) filename: Vec<PathBuf>,
+    /// The xDS bootstrap (gRFC A27) for xds:///NAME targets; without it,
+    /// GRPC_XDS_BOOTSTRAP or GRPC_XDS_BOOTSTRAP_CONFIG is read.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) xds_bootstrap: Option<PathBuf>,
     /// The namespace of the calling client: where a bare Service name resolves and whose
     /// consumer routes apply.
     #[arg(long, value_name = "NS", default_value = "default", value_parser = namespace)]
@@ -71,7 +79,7 @@ pub(crate) struct CallTarget {
     #[arg(
         long,
         value_name = "TARGET",
-        help = "The Service called: svc[:port], svc.ns[:port], svc.ns.svc[.<domain>][:port] or CLUSTER-IP:port"
+        help = "The Service called: svc[:port], svc.ns[:port], svc.ns.svc[.<domain>][:port] or CLUSTER-IP:port; or an xDS listener: xds:///NAME"
     )]
     pub(crate) to: String,
     /// The gRPC method, /package.Service/Method.
@@ -83,6 +91,23 @@ pub(crate) struct CallTarget {
     /// Exit 1 unless the outcome is OK (for call: every call).
     #[arg(long)]
     pub(crate) expect_ok: bool,
+    /// Print the machine-readable JSON form.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `grpcroute xds-dump`.
+#[derive(Debug, Args)]
+pub(crate) struct XdsDumpArgs {
+    /// The xDS bootstrap; without it, GRPC_XDS_BOOTSTRAP or GRPC_XDS_BOOTSTRAP_CONFIG.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) xds_bootstrap: Option<PathBuf>,
+    /// A listener to subscribe to (xds:///NAME or NAME); repeatable, at least one.
+    #[arg(long = "listener", value_name = "NAME", required = true)]
+    pub(crate) listeners: Vec<String>,
+    /// How long to wait for every listener's configuration to be complete (or failed).
+    #[arg(long, value_name = "SECONDS", default_value = "20", value_parser = seconds)]
+    pub(crate) wait: Duration,
     /// Print the machine-readable JSON form.
     #[arg(long)]
     pub(crate) json: bool,

@@ -58,7 +58,7 @@ struct Sample {
 }
 
 pub(crate) async fn run(args: &CallArgs) -> Result<Verdict, InputError> {
-    let (mesh, _inputs) = load_mesh(&args.mesh, &args.call)?;
+    let (mesh, _held) = load_mesh(&args.mesh, &args.call).await?;
     let channel = mesh
         .channel(&args.call.to)
         .map_err(|e| InputError(format!("--to: {e}")))?;
@@ -196,7 +196,13 @@ fn tally(samples: &[Sample]) -> Report {
             .by_status
             .entry(code_name(s.code).to_string())
             .or_default() += 1;
-        let backend = s.routed.backend.as_ref().map(ToString::to_string);
+        // For an xDS listener, the cluster names the backend.
+        let backend = s
+            .routed
+            .backend
+            .as_ref()
+            .map(ToString::to_string)
+            .or_else(|| s.routed.cluster.clone());
         *report
             .by_backend
             .entry(backend.unwrap_or_else(|| NONE.into()))

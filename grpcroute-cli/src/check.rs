@@ -61,6 +61,11 @@ struct ErrorJson {
 }
 
 pub(crate) fn run(args: &CheckArgs) -> Result<Verdict, InputError> {
+    if args.mesh.filename.is_empty() {
+        return Err(InputError(
+            "-f/--filename is required: the manifests to check".into(),
+        ));
+    }
     let inputs = Inputs::load(&args.mesh.filename)?;
     let (mesh, rejected) = inputs.mesh(&args.mesh);
     let statuses = mesh.statuses();

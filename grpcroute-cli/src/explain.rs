@@ -1,6 +1,8 @@
 //! `grpcroute explain`: the routing decision for one call, without sending it.
 
-use grpcroute_client::{CallDescription, Explanation, Mesh};
+use grpcroute_client::{
+    BackendExplanation, CallDescription, Explanation, FrontendRef, Mesh, RouteRef,
+};
 use http::HeaderMap;
 
 use crate::{
@@ -10,8 +12,8 @@ use crate::{
     output::{self, Paint, Style, Table, percent, plain},
 };
 
-pub(crate) fn run(args: &ExplainArgs) -> Result<Verdict, InputError> {
-    let (mesh, _inputs) = load_mesh(&args.mesh, &args.call)?;
+pub(crate) async fn run(args: &ExplainArgs) -> Result<Verdict, InputError> {
+    let (mesh, _held) = load_mesh(&args.mesh, &args.call).await?;
     let explanation = mesh.explain(&CallDescription {
         target: args.call.to.clone(),
         path: args.call.method.clone(),
@@ -30,9 +32,37 @@ pub(crate) fn run(args: &ExplainArgs) -> Result<Verdict, InputError> {
     })
 }
 
-/// Reads the manifests into a mesh for `explain` and `call`: unreadable documents and a
-/// target that is not a Service address are input errors; rejected objects are warnings.
-pub(crate) fn load_mesh(mesh: &MeshArgs, call: &CallTarget) -> Result<(Mesh, Inputs), InputError> {
+/// What a loaded mesh keeps alive: the manifests it was read from, or the channel that
+/// keeps an xDS listener watched.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub(crate) enum Held {
+    Manifests(Inputs),
+    Listener(grpcroute_client::Channel),
+}
+
+/// The mesh for `explain` and `call`: from the manifests (unreadable documents and a target
+/// that is not a Service address are input errors; rejected objects are warnings), or, for an
+/// `xds:///NAME` target, from the xDS control plane of the bootstrap, once the listener's
+/// configuration is complete (or failed).
+pub(crate) async fn load_mesh(
+    mesh: &MeshArgs,
+    call: &CallTarget,
+) -> Result<(Mesh, Held), InputError> {
+    if crate::xds::is_xds(&call.to) {
+        let built = crate::xds::mesh(mesh.xds_bootstrap.as_deref(), &mesh.from_namespace)?;
+        let channel = built
+            .channel(&call.to)
+            .map_err(|e| InputError(format!("--to: {e}")))?;
+        crate::xds::settle(&built, &call.to, std::time::Duration::from_secs(20)).await;
+        return Ok((built, Held::Listener(channel)));
+    }
+    if mesh.filename.is_empty() {
+        return Err(InputError(
+            "-f/--filename is required (the manifests), unless --to names an xDS listener (xds:///NAME)"
+                .into(),
+        ));
+    }
     let inputs = Inputs::load(&mesh.filename)?;
     inputs.require_readable()?;
     let (built, rejected) = inputs.mesh(mesh);
@@ -40,7 +70,7 @@ pub(crate) fn load_mesh(mesh: &MeshArgs, call: &CallTarget) -> Result<(Mesh, Inp
     built
         .channel(&call.to)
         .map_err(|e| InputError(format!("--to: {e}")))?;
-    Ok((built, inputs))
+    Ok((built, Held::Manifests(inputs)))
 }
 
 /// The `-H` metadata, in order.
@@ -54,24 +84,40 @@ pub(crate) fn metadata(call: &CallTarget) -> HeaderMap {
 
 fn human(e: &Explanation, style: Style) -> String {
     let mut out = String::new();
-    let frontend = e.frontend.as_ref().map_or_else(
-        || "-".to_string(),
-        |f| match f.port {
-            Some(port) => format!("Service {}/{}:{port}", f.namespace, f.service),
-            None => format!("Service {}/{}", f.namespace, f.service),
-        },
-    );
+    let frontend = match &e.frontend {
+        Some(FrontendRef::Service {
+            namespace,
+            service,
+            port: Some(port),
+        }) => format!("Service {namespace}/{service}:{port}"),
+        Some(FrontendRef::Service {
+            namespace, service, ..
+        }) => format!("Service {namespace}/{service}"),
+        Some(FrontendRef::Listener { listener }) => format!("xDS listener {listener}"),
+        Some(_) | None => "-".to_string(),
+    };
     let route = match (&e.route, &e.rule) {
-        (Some(route), Some(rule)) => {
-            let name = rule
+        (Some(RouteRef::GrpcRoute { namespace, name }), Some(rule)) => {
+            let rule_name = rule
                 .name
                 .as_ref()
                 .map(|n| format!(" ({n:?})"))
                 .unwrap_or_default();
-            format!(
-                "{}/{} rule {}{name}",
-                route.namespace, route.name, rule.index
-            )
+            format!("{namespace}/{name} rule {}{rule_name}", rule.index)
+        }
+        (
+            Some(RouteRef::Xds {
+                virtual_host,
+                index,
+                name,
+            }),
+            _,
+        ) => {
+            let name = name
+                .as_ref()
+                .map(|n| format!(" ({n:?})"))
+                .unwrap_or_default();
+            format!("virtual host {virtual_host:?} route {index}{name}")
         }
         _ => "-".to_string(),
     };
@@ -83,7 +129,14 @@ fn human(e: &Explanation, style: Style) -> String {
     let mut summary = Table::new(&["", ""]);
     summary.row(vec![plain("frontend"), plain(frontend)]);
     summary.row(vec![plain("route set"), plain(e.route_set)]);
-    summary.row(vec![plain("rule"), plain(route)]);
+    summary.row(vec![
+        plain(if e.route_set == "xds" {
+            "route"
+        } else {
+            "rule"
+        }),
+        plain(route),
+    ]);
     summary.row(vec![
         plain("outcome"),
         (format!("{} ({})", e.outcome, e.status), paint),
@@ -105,10 +158,7 @@ fn human(e: &Explanation, style: Style) -> String {
             "REASON",
         ]);
         for b in &e.backends {
-            let name = match b.port {
-                Some(port) => format!("{}/{}:{port}", b.namespace, b.service),
-                None => format!("{}/{}", b.namespace, b.service),
-            };
+            let name = backend_name(b);
             let share = (b.share * 1000.0).round() as u64;
             table.row(vec![
                 plain(name),
@@ -139,5 +189,32 @@ fn human(e: &Explanation, style: Style) -> String {
             }
         }
     }
+    // Backend-level filters: what each backend whose metadata differs receives.
+    for b in &e.backends {
+        if b.request_headers == e.request_headers {
+            continue;
+        }
+        out.push('\n');
+        out.push_str(&style.paint(
+            Paint::Bold,
+            &format!("REQUEST METADATA TO {}", backend_name(b)),
+        ));
+        out.push('\n');
+        for (name, values) in &b.request_headers {
+            for value in values {
+                out.push_str(&format!("{name}: {value}\n"));
+            }
+        }
+    }
     out
+}
+
+/// `namespace/service:port`, or `cluster NAME` for an xDS cluster.
+fn backend_name(b: &BackendExplanation) -> String {
+    match (&b.cluster, &b.namespace, &b.service, b.port) {
+        (Some(cluster), ..) => format!("cluster {cluster}"),
+        (None, Some(ns), Some(svc), Some(port)) => format!("{ns}/{svc}:{port}"),
+        (None, Some(ns), Some(svc), None) => format!("{ns}/{svc}"),
+        _ => "-".to_string(),
+    }
 }

@@ -25,6 +25,7 @@ mod output;
 mod progress;
 mod route_status;
 mod status_controller;
+mod xds;
 
 use std::process::ExitCode;
 
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
         }
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             return fail(
-                "a subcommand is required: check, explain, call, echo or status-controller (see grpcroute --help)",
+                "a subcommand is required: check, explain, call, echo, xds-dump or status-controller (see grpcroute --help)",
             );
         }
         Err(e) => return fail(&usage_line(&e)),
@@ -90,7 +91,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &cli.command {
             Command::Check(args) => check::run(args),
-            Command::Explain(args) => explain::run(args),
+            Command::Explain(args) => explain::run(args).await,
+            Command::XdsDump(args) => xds::dump(args).await,
             Command::Call(args) => call::run(args).await,
             Command::Echo(args) => echo::run(args).await,
             Command::StatusController(args) => status_controller::run(args).await,

@@ -105,6 +105,16 @@ pub enum RouteRef {
     },
 }
 
+/// An endpoint out of rotation: it kept failing.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct EjectedEndpoint {
+    /// `address:port`.
+    pub endpoint: String,
+    /// Seconds until it takes a probe call (0 while its probe runs).
+    pub for_seconds: f64,
+}
+
 /// A rule of a route.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleRef {
@@ -136,6 +146,8 @@ pub struct BackendExplanation {
     pub reason: Option<String>,
     /// `address:port` of the endpoints calls would go to.
     pub endpoints: Vec<String>,
+    /// The endpoints failure accrual took out of rotation, and for how long still.
+    pub ejected: Vec<EjectedEndpoint>,
     /// The call's metadata as this backend receives it: after the rule's request filters,
     /// then this backendRef's own; names lower-case.
     pub request_headers: BTreeMap<String, Vec<String>>,
@@ -386,6 +398,10 @@ fn backend_ref(
     } else {
         f64::from(b.weight) / total as f64
     };
+    let ejected = b
+        .target
+        .as_ref()
+        .map_or_else(|_| Vec::new(), |t| ejected_list(snapshot.backend(t)));
     let (valid, reason, endpoints) = match &b.target {
         Ok(t) => {
             let endpoints = endpoint_list(snapshot.backend(t));
@@ -417,6 +433,7 @@ fn backend_ref(
         valid,
         reason,
         endpoints,
+        ejected,
         request_headers: headers_map(&headers),
     }
 }
@@ -427,6 +444,7 @@ fn target_backend(
     metadata: &HeaderMap,
 ) -> BackendExplanation {
     let endpoints = endpoint_list(snapshot.backend(t));
+    let ejected = ejected_list(snapshot.backend(t));
     BackendExplanation {
         namespace: Some(t.service.namespace().into()),
         service: Some(t.service.name().into()),
@@ -439,8 +457,24 @@ fn target_backend(
             .is_empty()
             .then(|| "no ready endpoints".to_string()),
         endpoints,
+        ejected,
         request_headers: headers_map(metadata),
     }
+}
+
+/// The endpoints of a backend that failure accrual ejected.
+fn ejected_list(backend: Option<&std::sync::Arc<Backend>>) -> Vec<EjectedEndpoint> {
+    backend
+        .map(|b| {
+            b.ejected()
+                .into_iter()
+                .map(|(addr, left)| EjectedEndpoint {
+                    endpoint: addr.to_string(),
+                    for_seconds: (left.as_secs_f64() * 1000.0).round() / 1000.0,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `address:port` of the endpoints a backend has now.
@@ -472,7 +506,9 @@ mod xds {
     //! its clusters with their weights, shares and endpoints, and the outcome in gRPC's
     //! terms (every failure `UNAVAILABLE`).
 
-    use super::{BackendExplanation, CallDescription, Explanation, RouteRef, endpoint_list};
+    use super::{
+        BackendExplanation, CallDescription, Explanation, RouteRef, ejected_list, endpoint_list,
+    };
     use crate::{
         route::xds::{XdsListener, matching},
         snapshot::Snapshot,
@@ -538,6 +574,7 @@ mod xds {
                     .ok()
                     .and_then(|&s| snapshot.xds_backends.get(s));
                 let endpoints = endpoint_list(backend);
+                let ejected = ejected_list(backend);
                 let reason = match &c.slot {
                     Err(message) => Some(message.to_string()),
                     Ok(_) => endpoints
@@ -558,6 +595,7 @@ mod xds {
                     valid: c.slot.is_ok(),
                     reason,
                     endpoints,
+                    ejected,
                     request_headers: out.request_headers.clone(),
                 }
             })

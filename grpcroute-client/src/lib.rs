@@ -41,6 +41,14 @@
 //! | Rust code | [`build`] helpers or the API types, into [`Resources`], then [`Mesh::update`] |
 //! | anything else | implement [`source::Source`] |
 //!
+//! # Transport security
+//!
+//! Connections are plaintext HTTP/2 unless [`MeshBuilder`] says otherwise: TLS where a
+//! per-backend policy asks for it, or mutual TLS to every backend with the client's SPIFFE
+//! identity (an X.509 SVID from files or the SPIFFE Workload API, followed through
+//! rotations). See the `tls` and `identity` modules (cargo features `tls` and `spiffe`, both
+//! on by default).
+//!
 //! # Semantics
 //!
 //! | GRPCRoute feature | status |
@@ -75,6 +83,8 @@ mod deadline;
 mod dispatch;
 mod error;
 mod explain;
+#[cfg(feature = "tls")]
+pub mod identity;
 mod layer;
 pub mod manifest;
 mod mesh;
@@ -89,14 +99,20 @@ mod series;
 mod snapshot;
 pub mod source;
 mod target;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 #[cfg(feature = "xds")]
 pub mod xds;
 
 pub use self::{
+    backend::accrual::FailureAccrual,
     channel::{Channel, ResponseFuture},
     error::CallError,
-    explain::{BackendExplanation, CallDescription, Explanation, FrontendRef, RouteRef, RuleRef},
+    explain::{
+        BackendExplanation, CallDescription, EjectedEndpoint, Explanation, FrontendRef, RouteRef,
+        RuleRef,
+    },
     layer::{MeshLayer, Routed},
     mesh::{Mesh, MeshBuilder},
     metrics::{Metrics, code_name, serve_metrics},

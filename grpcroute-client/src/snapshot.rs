@@ -43,6 +43,21 @@ impl Snapshot {
         }
     }
 
+    /// Every backend the configuration names (GRPCRoute and xDS).
+    pub(crate) fn all_backends(&self) -> Vec<&Arc<Backend>> {
+        let xds: &[Arc<Backend>] = {
+            #[cfg(feature = "xds")]
+            {
+                &self.xds_backends
+            }
+            #[cfg(not(feature = "xds"))]
+            {
+                &[]
+            }
+        };
+        self.backends.iter().chain(xds).collect()
+    }
+
     /// The backend a slot of the table names. Always `Some` for the table's own slots: the
     /// mesh binds one backend per slot when it builds the snapshot.
     pub(crate) fn backend(&self, slot: &BackendSlot) -> Option<&Arc<Backend>> {

@@ -60,10 +60,14 @@ fn json_has_every_key_and_the_filtered_metadata() {
             .unwrap()
             .contains("checkout-split rule 0")
     );
+    // `cluster` (null for Services), `request_headers` and `ejected` were added for
+    // xDS, backend-level filters and failure accrual; every earlier key keeps its value.
     assert_eq!(
         e["backends"],
         json!([{"namespace": "shop", "service": "checkout-v2", "port": 50051, "weight": 1, "share": 1.0,
-                "valid": true, "reason": null, "endpoints": ["10.0.2.1:9102"]}])
+                "valid": true, "reason": null, "endpoints": ["10.0.2.1:9102"], "cluster": null, "ejected": [],
+                "request_headers": {"x-canary": ["true"], "x-experiment-group": ["treatment-a"],
+                                    "x-trace": ["a", "b"]}}])
     );
     assert_eq!(
         e["request_headers"],

@@ -12,3 +12,4 @@ mod explain;
 mod status_controller;
 mod support;
 mod usage;
+mod xds;

@@ -9,6 +9,7 @@
 //! (an EndpointSlice, an EDS update) updates that one object in place without compiling
 //! any route. This is linkerd2-proxy's split between policy and its balancer stack.
 
+pub(crate) mod accrual;
 pub(crate) mod balance;
 mod endpoints;
 mod registry;
@@ -33,7 +34,7 @@ pub(crate) use self::{
     set::{EndpointSet, EndpointsSpec, Policy},
 };
 pub(crate) use crate::route::BackendKey;
-use crate::transport::{CountGuard, Pool};
+use crate::transport::{CountGuard, Endpoint, Outcome, OutcomeSink, Pool, Security};
 
 /// One backend's runtime state. Shared by every table and call that sends there.
 #[derive(Debug)]
@@ -44,9 +45,14 @@ pub(crate) struct Backend {
     endpoints: ArcSwap<EndpointSet>,
     /// Calls in flight, for the circuit breaker.
     in_flight: Arc<AtomicU32>,
+    /// Endpoints ejected by failure accrual, ever.
+    ejections: AtomicU64,
     /// A task that keeps the endpoints up to date (e.g. DNS resolution), ended with the
     /// backend.
     task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    /// How its endpoints are connected to. Only configuration updates read or change it
+    /// (calls reach the endpoints, which carry their own).
+    security: std::sync::Mutex<Security>,
     /// Mirrored calls to this backend (RequestMirror).
     pub(crate) mirrors: Arc<MirrorStats>,
 }
@@ -113,7 +119,9 @@ impl Backend {
             pool,
             endpoints: ArcSwap::default(),
             in_flight: Arc::default(),
+            ejections: AtomicU64::new(0),
             task: std::sync::Mutex::new(None),
+            security: std::sync::Mutex::new(Security::Plaintext),
             mirrors: Arc::default(),
         }
     }
@@ -126,6 +134,40 @@ impl Backend {
     /// The current endpoint set. Cheap: no lock, no allocation.
     pub(crate) fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
         self.endpoints.load()
+    }
+
+    /// How its endpoints are connected to now.
+    pub(crate) fn security(&self) -> Security {
+        self.lock_security().clone()
+    }
+
+    fn lock_security(&self) -> std::sync::MutexGuard<'_, Security> {
+        // Every write leaves a whole value.
+        self.security.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connects to the same addresses with `security` from now on: when it differs, the
+    /// endpoints are joined anew under it (new calls use the new connections at once) and
+    /// the old ones left (their calls in flight finish on the old connections). Returns how
+    /// many endpoints were replaced.
+    pub(crate) fn set_security(&self, security: Security) -> EndpointsDelta {
+        let mut current_security = self.lock_security();
+        if *current_security == security {
+            return EndpointsDelta::default();
+        }
+        let current = self.endpoints.load_full();
+        let spec = current.spec.clone();
+        let addrs = spec.addrs();
+        let joined = self.pool.join_all(&addrs, &security);
+        *current_security = security;
+        let previous = self
+            .endpoints
+            .swap(Arc::new(EndpointSet::new(spec, joined)));
+        leave_all(&self.pool, &previous);
+        EndpointsDelta {
+            added: addrs.len(),
+            removed: addrs.len(),
+        }
     }
 
     /// Replaces the endpoints with one flat group of `addrs` (a Kubernetes Service port).
@@ -144,7 +186,7 @@ impl Backend {
         let addrs = spec.addrs();
         // Join the new set before leaving the old one, so an address in both never has
         // zero members in between (which would retire it).
-        let joined = self.pool.join_all(&addrs);
+        let joined = self.pool.join_all(&addrs, &self.lock_security());
         let old: HashSet<SocketAddr> = current.spec.addrs().into_iter().collect();
         let new: HashSet<SocketAddr> = addrs.iter().copied().collect();
         let delta = EndpointsDelta {
@@ -184,6 +226,82 @@ impl Backend {
             })
             .map(|_| Some(CountGuard::counted(self.in_flight.clone())))
             .map_err(|_| max)
+    }
+}
+
+impl Backend {
+    /// Records how a call to `endpoint` ended, for failure accrual: ejects an endpoint that
+    /// keeps failing (while the backend can spare it) and restores one whose probe succeeds.
+    pub(crate) fn record(&self, endpoint: &Endpoint, outcome: Outcome) {
+        let set = self.endpoints.load();
+        let Some(accrual) = set.policy().accrual else {
+            return;
+        };
+        let now = endpoint.now();
+        let may_eject = || {
+            let mut seen = HashSet::new();
+            let (mut total, mut ejected) = (0, 0);
+            for e in set.all() {
+                if seen.insert(e.addr()) {
+                    total += 1;
+                    // Out, or due for its probe: either way not back yet.
+                    ejected += usize::from(e.health.ejected_until() != 0);
+                }
+            }
+            accrual::may_eject(&accrual, ejected, total)
+        };
+        let jitter = rand::random::<f64>();
+        match accrual::record(&accrual, endpoint, outcome, now, jitter, may_eject) {
+            accrual::Transition::Ejected(d) => {
+                self.ejections.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    backend = %self.label,
+                    endpoint = %endpoint.addr(),
+                    ejected_for = ?d,
+                    ?outcome,
+                    "endpoint ejected: it keeps failing"
+                );
+            }
+            accrual::Transition::Restored => {
+                // Its failures made it look slow; it competes afresh.
+                endpoint.load.forget();
+                tracing::info!(
+                    backend = %self.label,
+                    endpoint = %endpoint.addr(),
+                    "endpoint back in service: its probe call succeeded"
+                );
+            }
+            accrual::Transition::None => {}
+        }
+    }
+
+    /// Endpoints this backend ejected so far.
+    pub(crate) fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// The endpoints ejected now, with how long they stay out.
+    pub(crate) fn ejected(&self) -> Vec<(SocketAddr, std::time::Duration)> {
+        let set = self.endpoints.load();
+        let mut seen = HashSet::new();
+        set.all()
+            .iter()
+            .filter(|e| seen.insert(e.addr()))
+            .filter_map(|e| {
+                let now = e.now();
+                let until = e.health.ejected_at(now)?;
+                Some((
+                    e.addr(),
+                    std::time::Duration::from_nanos(until.saturating_sub(now)),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl OutcomeSink for Backend {
+    fn call_ended(&self, endpoint: &Endpoint, outcome: Outcome) {
+        self.record(endpoint, outcome);
     }
 }
 

@@ -39,6 +39,8 @@ pub(crate) struct Policy {
     /// Circuit breaking (xDS `max_requests`, gRFC A32): calls in flight at most; more fail
     /// `UNAVAILABLE` at once. `None`: no limit.
     pub(crate) max_requests: Option<u32>,
+    /// Failure accrual: endpoints that keep failing are ejected. `None`: never.
+    pub(crate) accrual: Option<super::accrual::Accrual>,
 }
 
 /// A backend's endpoints as configuration describes them.
@@ -64,6 +66,12 @@ pub(crate) struct LocalitySpec {
 }
 
 impl EndpointsSpec {
+    /// The same endpoints under `policy`.
+    pub(crate) fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// One group of endpoints (a Kubernetes Service port), sorted, without duplicates.
     pub(crate) fn flat(mut addrs: Vec<SocketAddr>) -> Self {
         addrs.sort();
@@ -262,7 +270,7 @@ mod tests {
     }
 
     fn set(pool: &Pool, spec: EndpointsSpec) -> EndpointSet {
-        let endpoints = pool.join_all(&spec.addrs());
+        let endpoints = pool.join_all(&spec.addrs(), &crate::transport::Security::Plaintext);
         EndpointSet::new(spec, endpoints)
     }
 

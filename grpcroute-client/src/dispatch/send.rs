@@ -1,7 +1,7 @@
 //! Sending a call to one of a backend's endpoints: the balancer's pick, the connection,
 //! the retries a call may safely have, and the load the call puts on its endpoint.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use http::{HeaderMap, Request, Response};
 use tonic::body::Body;
@@ -13,7 +13,9 @@ use crate::{
     deadline::{Deadline, GRPC_TIMEOUT},
     error::CallError,
     series::{CallMeter, status_in_headers},
-    transport::{BodyDeadline, LoadGuard, Replay, ResponseBody, refused},
+    transport::{
+        BodyDeadline, LoadGuard, Outcome, OutcomeSink, ProbeGuard, Replay, ResponseBody, refused,
+    },
 };
 
 /// Attempts per call (connects that fail, streams refused unprocessed), over distinct
@@ -31,7 +33,7 @@ const MAX_CONNECT_ATTEMPTS: usize = 4;
 /// server stops working on it.
 pub(crate) async fn send(
     core: &Core,
-    backend: &Backend,
+    backend: &Arc<Backend>,
     mut req: Request<Body>,
     reached: &mut Option<SocketAddr>,
     mut meter: Option<&mut CallMeter<'_>>,
@@ -80,13 +82,35 @@ pub(crate) async fn send(
                 backend: backend.label().to_string(),
                 attempts,
                 last_error: last_error.unwrap_or_else(|| {
-                    "every endpoint is backing off after failed connects".into()
+                    // Say why, or every call during a backoff would hide the cause (a TLS
+                    // verification failure, say) that only the first one saw.
+                    match backend
+                        .endpoints()
+                        .all()
+                        .iter()
+                        .find_map(|e| e.last_failure().map(|f| (e.addr(), f)))
+                    {
+                        Some((addr, failure)) => format!(
+                            "every endpoint is backing off after failed connects, or ejected after failed calls; last: {addr}: {failure}"
+                        ),
+                        None => "every endpoint is backing off after failed connects, or ejected after failed calls".into(),
+                    }
                 }),
             });
         };
         drop(set);
         tried[attempts] = Some(endpoint.addr());
         attempts += 1;
+        // An ejected endpoint whose back-off is over takes one call, its probe: claim it,
+        // or leave the endpoint to the call that did. The guard releases the probe if this
+        // call ends without an outcome.
+        let probe = if endpoint.health.ejected_until() == 0 {
+            None
+        } else if endpoint.health.claim_probe(now) {
+            Some(ProbeGuard(endpoint.clone()))
+        } else {
+            continue;
+        };
         let connecting = within(deadline, endpoint.connection()).await.map_err(|d| {
             expired(format!(
                 "connecting to endpoint {} of backend {}",
@@ -98,6 +122,9 @@ pub(crate) async fn send(
             Ok(conn) => conn,
             Err(error) => {
                 tracing::debug!(endpoint = %endpoint.addr(), %error, "endpoint unreachable; trying another");
+                if error.is_failure() {
+                    backend.record(&endpoint, Outcome::Broken);
+                }
                 last_error = Some(format!("{}: {error}", endpoint.addr()));
                 continue;
             }
@@ -115,6 +142,7 @@ pub(crate) async fn send(
         let sent = within(deadline, conn.sender().try_send_request(req))
             .await
             .map_err(|d| {
+                backend.record(&endpoint, Outcome::Status(tonic::Code::DeadlineExceeded));
                 expired(format!(
                     "waiting for the response of endpoint {} (backend {})",
                     endpoint.addr(),
@@ -130,11 +158,18 @@ pub(crate) async fn send(
                     started.elapsed()
                 };
                 endpoint.load.observe(rtt, endpoint.now());
-                let meter = if status_in_headers(response.status(), response.headers()).is_none() {
-                    meter.as_mut().and_then(|m| m.hand_over())
-                } else {
-                    None
+                // A trailers-only answer settles the call's outcome now; otherwise the body
+                // reports it when its trailers come.
+                let settled = status_in_headers(response.status(), response.headers());
+                let meter = match settled {
+                    None => meter.as_mut().and_then(|m| m.hand_over()),
+                    Some(code) => {
+                        backend.record(&endpoint, Outcome::Status(code));
+                        None
+                    }
                 };
+                let sink = (settled.is_none() && policy.accrual.is_some())
+                    .then(|| backend.clone() as Arc<dyn OutcomeSink>);
                 let body_deadline = deadline.map(|d| BodyDeadline {
                     deadline: d,
                     during: format!(
@@ -146,7 +181,9 @@ pub(crate) async fn send(
                 let admitted = admitted.take();
                 return Ok(response.map(|body| {
                     Body::new(
-                        ResponseBody::new(body, guard, meter, body_deadline).holding(admitted),
+                        ResponseBody::new(body, guard, meter, body_deadline)
+                            .holding(admitted)
+                            .reporting(sink, probe),
                     )
                 }));
             }
@@ -168,6 +205,7 @@ pub(crate) async fn send(
                     continue;
                 }
                 *reached = Some(endpoint.addr());
+                backend.record(&endpoint, Outcome::Broken);
                 let status = crate::transport::status_from_hyper(error.error());
                 return Err(CallError::Transport {
                     endpoint: endpoint.addr().to_string(),

@@ -19,7 +19,7 @@ pub(crate) use self::shared::Shared;
 use self::shared::UpdateState;
 use crate::{
     Channel, MeshLayer, Resources,
-    backend::Registry,
+    backend::{Registry, accrual::FailureAccrual},
     dispatch::Core,
     explain::{self, CallDescription, Explanation},
     metrics::{Metrics, MetricsView},
@@ -30,7 +30,7 @@ use crate::{
     snapshot::Snapshot,
     source::{ConfigSink, Source, SourceHealth, Update, UpdateReport, Updater},
     target::{Target, TargetError},
-    transport::TransportConfig,
+    transport::{SecurityPolicy, TransportConfig},
 };
 
 /// A proxyless service mesh for tonic clients.
@@ -60,11 +60,13 @@ pub struct MeshBuilder {
     default_timeout: Option<Duration>,
     mirror_max_in_flight: usize,
     mirror_timeout: Duration,
+    failure_accrual: Option<FailureAccrual>,
     #[cfg(feature = "xds")]
     xds_bootstrap: Option<crate::xds::Bootstrap>,
     seed: Option<u64>,
     report_routing: bool,
     transport: TransportConfig,
+    security: SecurityPolicy,
 }
 
 impl Default for MeshBuilder {
@@ -77,11 +79,13 @@ impl Default for MeshBuilder {
             default_timeout: None,
             mirror_max_in_flight: 64,
             mirror_timeout: Duration::from_secs(10),
+            failure_accrual: Some(FailureAccrual::default()),
             #[cfg(feature = "xds")]
             xds_bootstrap: None,
             seed: None,
             report_routing: false,
             transport: TransportConfig::default(),
+            security: SecurityPolicy::default(),
         }
     }
 }
@@ -157,6 +161,18 @@ impl MeshBuilder {
         self
     }
 
+    /// Failure accrual (outlier ejection) for the endpoints of Services: an endpoint whose
+    /// calls fail in a row (broken connections, `UNAVAILABLE`) is taken out of rotation for
+    /// a back-off, then tried again with one probe call. On by default, as in Linkerd: 5
+    /// failures in a row, 1 s doubling to 60 s, at most 50 % of a backend's endpoints out;
+    /// `None` turns it off. xDS clusters apply it only when they configure outlier
+    /// detection (with their own ejection times and share), as gRPC does.
+    #[must_use]
+    pub fn failure_accrual(mut self, accrual: Option<FailureAccrual>) -> Self {
+        self.failure_accrual = accrual;
+        self
+    }
+
     /// Seeds the random choices (weighted picks, load balancing, mirroring), for
     /// reproducible tests. Unseeded meshes draw their seed from the OS.
     #[must_use]
@@ -191,9 +207,68 @@ impl MeshBuilder {
         self
     }
 
+    /// How connections to endpoints are secured (default [`TlsMode::Plaintext`]). See
+    /// [the `tls` module](crate::tls) for the modes and how servers are verified.
+    ///
+    /// [`TlsMode::Plaintext`]: crate::tls::TlsMode::Plaintext
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, mode: crate::tls::TlsMode) -> Self {
+        self.security.tls.mode = mode;
+        self
+    }
+
+    /// The client's workload identity: the certificate it presents in mutual TLS, and the
+    /// trust bundle servers are verified against (see [`crate::identity`]).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn identity(mut self, identity: crate::identity::Identity) -> Self {
+        self.security.tls.identity = Some(identity);
+        self
+    }
+
+    /// The identity a backend's servers must present when no policy names one, in
+    /// [`TlsMode::Mutual`]. Default: the template
+    /// `spiffe://{trust_domain}/ns/{namespace}/sa/*` (any service account of the backend
+    /// Service's namespace, in the client's own trust domain).
+    ///
+    /// [`TlsMode::Mutual`]: crate::tls::TlsMode::Mutual
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn expected_server_identity(mut self, rule: crate::tls::ExpectedServerIdentity) -> Self {
+        self.security.tls.expected = rule;
+        self
+    }
+
+    /// TLS settings for the backends `policy` names (it returns `None` for the others):
+    /// in [`TlsMode::Policy`] those backends use TLS and the others plaintext; in
+    /// [`TlsMode::Mutual`] they refine the mesh defaults (an exact SPIFFE ID, a DNS name,
+    /// other roots). Asked once per backend and configuration update, never per call.
+    ///
+    /// [`TlsMode::Policy`]: crate::tls::TlsMode::Policy
+    /// [`TlsMode::Mutual`]: crate::tls::TlsMode::Mutual
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn backend_tls(
+        mut self,
+        policy: impl Fn(&crate::BackendService) -> Option<crate::tls::BackendTls>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.security.tls.backend_tls = Some(Arc::new(policy));
+        self
+    }
+
     /// A mesh with no configuration yet: feed it with [`Mesh::update`]. Calls made before
     /// the first update wait for it (up to the ready timeout).
     pub fn build(self) -> Mesh {
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut security = self.security;
+        #[cfg(feature = "tls")]
+        {
+            security.tls.cluster_domain = self.cluster_domain.clone();
+        }
         let namespace = self.namespace.unwrap_or_else(crate::namespace::detect);
         let (ready, _) = watch::channel(0);
         let core = Arc::new(Core {
@@ -217,6 +292,8 @@ impl MeshBuilder {
                 core,
                 grant_policy: self.grant_policy,
                 registry: Registry::new(self.transport),
+                accrual: self.failure_accrual,
+                security,
                 state: Mutex::new(UpdateState::default()),
                 tasks: Mutex::new(Vec::new()),
                 #[cfg(feature = "xds")]
@@ -426,5 +503,10 @@ impl MetricsView for Shared {
 
     fn endpoint_count(&self) -> usize {
         self.registry.endpoint_count()
+    }
+
+    #[cfg(feature = "xds")]
+    fn xds(&self) -> Option<crate::source::xds::XdsClient> {
+        self.xds_client()
     }
 }

@@ -13,19 +13,27 @@ use std::{
 
 use super::health::HealthState;
 use crate::{
-    backend::{Backend, BackendKey, EndpointsDelta, Registry, service_endpoints},
+    backend::{
+        Backend, BackendKey, EndpointsDelta, EndpointsSpec, Policy, Registry, service_endpoints,
+    },
     dispatch::Core,
     model::InvalidObject,
     model::{EndpointSlice, Model, ObjectKey, Service},
     route::table::{self, GrantPolicy, Table},
     snapshot::Snapshot,
     source::{ChangeSummary, EndpointsChange, Update, UpdateReport},
+    transport::SecurityPolicy,
 };
 
 pub(crate) struct Shared {
     pub(crate) core: Arc<Core>,
     pub(super) grant_policy: GrantPolicy,
     pub(crate) registry: Registry,
+    /// Failure accrual: what the backends of Services apply, and the template of xDS
+    /// clusters' outlier detection. `None`: off.
+    pub(crate) accrual: Option<crate::backend::accrual::FailureAccrual>,
+    /// How each backend's endpoints are connected to (plaintext or TLS).
+    pub(super) security: SecurityPolicy,
     /// Only updates (and health reports) take this lock; calls never do.
     pub(super) state: Mutex<UpdateState>,
     pub(super) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -229,7 +237,8 @@ impl Shared {
             .iter()
             .map(|key| {
                 let (backend, _) = self.registry.get_or_create(key);
-                backend.set_endpoints(&endpoints_of(state, key));
+                backend.set_security(self.security.security_for(key, &backend.security()));
+                backend.set_spec(self.service_spec(state, key));
                 backend
             })
             .collect();
@@ -319,7 +328,7 @@ impl Shared {
                     port: port.port,
                 };
                 if let Some(backend) = self.registry.get(&key) {
-                    delta += backend.set_endpoints(&endpoints_of(state, &key));
+                    delta += backend.set_spec(self.service_spec(state, &key));
                 }
             }
         }
@@ -328,6 +337,15 @@ impl Shared {
             removed = delta.removed,
             "backend endpoints updated"
         );
+    }
+
+    /// What a Service port's backend has under the configuration in `state`: its
+    /// endpoints, under the mesh's policy for Services (P2C, failure accrual).
+    fn service_spec(&self, state: &UpdateState, key: &BackendKey) -> EndpointsSpec {
+        EndpointsSpec::flat(endpoints_of(state, key)).with_policy(Policy {
+            accrual: self.accrual.as_ref().map(Into::into),
+            ..Policy::default()
+        })
     }
 
     pub(crate) fn report_error(&self, error: String) {

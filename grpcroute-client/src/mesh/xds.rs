@@ -11,7 +11,10 @@ use std::{
 
 use super::shared::Shared;
 use crate::{
-    backend::{Backend, BackendKey, Balancer, EndpointsSpec, LocalitySpec, Policy, PrioritySpec},
+    backend::{
+        Backend, BackendKey, Balancer, EndpointsSpec, LocalitySpec, Policy, PrioritySpec,
+        accrual::{Accrual, FailureAccrual},
+    },
     model::xds::{
         ClusterConfig, ClusterConfigKind, ClusterState, ListenerState, cluster::LbPolicyConfig,
         endpoint::EndpointConfig,
@@ -221,10 +224,11 @@ impl Shared {
         };
         match &config.kind {
             ClusterConfigKind::LogicalDns { host, port } => {
-                resolve_logical_dns(backend, host.clone(), *port, policy(config));
+                let policy = policy(config, self.accrual.as_ref());
+                resolve_logical_dns(backend, host.clone(), *port, policy);
             }
             _ => {
-                backend.set_spec(spec(config, snapshot));
+                backend.set_spec(spec(config, snapshot, self.accrual.as_ref()));
             }
         }
     }
@@ -280,8 +284,21 @@ fn leaves_of<'a>(snapshot: &'a XdsSnapshot, name: &str) -> &'a [String] {
     }
 }
 
-fn policy(config: &ClusterConfig) -> Policy {
+/// A cluster's policy. Outlier detection (gRFC A50) becomes failure accrual with the
+/// cluster's ejection times and share; A50's success-rate and failure-percentage
+/// statistics are approximated by the mesh's consecutive-failure rule (documented).
+fn policy(config: &ClusterConfig, template: Option<&FailureAccrual>) -> Policy {
+    let accrual = config.outlier_detection.as_ref().map(|od| {
+        let base = template.cloned().unwrap_or_default();
+        Accrual::from(&FailureAccrual {
+            base_ejection: od.base_ejection_time,
+            max_ejection: od.max_ejection_time.max(od.base_ejection_time),
+            max_ejected_percent: u8::try_from(od.max_ejection_percent.min(100)).unwrap_or(100),
+            ..base
+        })
+    });
     Policy {
+        accrual,
         balancer: match config.lb_policy {
             LbPolicyConfig::RoundRobin => Balancer::RoundRobin,
             // P2C over peak-EWMA: `least_request` with the latency-aware load linkerd uses;
@@ -295,11 +312,15 @@ fn policy(config: &ClusterConfig) -> Policy {
 /// The endpoints and policy of an EDS cluster, or of an aggregate: the leaves' priorities
 /// one after the other, in the aggregate's order (gRFC A37/A75), with the first leaf's
 /// balancer. An aggregate has no circuit breaker of its own (gRPC applies each leaf's).
-fn spec(config: &ClusterConfig, snapshot: &XdsSnapshot) -> EndpointsSpec {
+fn spec(
+    config: &ClusterConfig,
+    snapshot: &XdsSnapshot,
+    template: Option<&FailureAccrual>,
+) -> EndpointsSpec {
     match &config.kind {
         ClusterConfigKind::Eds { endpoints, .. } => EndpointsSpec {
             priorities: priorities(endpoints),
-            policy: policy(config),
+            policy: policy(config, template),
         },
         ClusterConfigKind::Aggregate { leaves } => {
             let mut priorities_all = Vec::new();
@@ -310,7 +331,7 @@ fn spec(config: &ClusterConfig, snapshot: &XdsSnapshot) -> EndpointsSpec {
                 };
                 if let ClusterConfigKind::Eds { endpoints, .. } = &leaf.kind {
                     priorities_all.extend(priorities(endpoints));
-                    first.get_or_insert(policy(leaf));
+                    first.get_or_insert(policy(leaf, template));
                 }
             }
             EndpointsSpec {

@@ -39,6 +39,9 @@ pub(crate) trait MetricsView: Send + Sync {
     fn health(&self) -> SourceHealth;
     /// How many endpoint addresses the backends list.
     fn endpoint_count(&self) -> usize;
+    /// The xDS client's counters and resources, once it runs.
+    #[cfg(feature = "xds")]
+    fn xds(&self) -> Option<crate::source::xds::XdsClient>;
 }
 
 /// The metrics of a [`Mesh`](crate::Mesh), for Prometheus.
@@ -59,9 +62,20 @@ pub(crate) trait MetricsView: Send + Sync {
 /// | `grpcroute_route_condition` | gauge (1 True, 0 False) | `route`, `parent`, `condition` |
 /// | `grpcroute_endpoints` | gauge | |
 /// | `grpcroute_source_connected` | gauge (1 or 0) | |
+/// | `grpcroute_client_endpoint_ejections_total` | counter | `backend` |
+/// | `grpcroute_client_endpoints_ejected` | gauge | `backend` |
 /// | `grpcroute_client_mirrors_in_flight` | gauge | `backend` |
 /// | `grpcroute_client_mirrors_dropped_total` | counter | `backend` |
 /// | `grpcroute_client_mirrors_timed_out_total` | counter | `backend` |
+/// | `grpcroute_xds_client_connected` | gauge (1 or 0) | (with the `xds` feature, once an `xds:` channel exists) |
+/// | `grpcroute_xds_client_server_failures_total` | counter | |
+/// | `grpcroute_xds_client_resource_updates_valid_total` | counter | `resource_type` |
+/// | `grpcroute_xds_client_resource_updates_invalid_total` | counter | `resource_type` |
+/// | `grpcroute_xds_client_resources` | gauge | `resource_type`, `cache_state` |
+///
+/// For calls to an xDS listener, `frontend` is `xds:///<listener>`, `route` the route
+/// configuration and virtual host (`<route config>/<virtual host>`), `rule` the route's index
+/// in it and `backend` the cluster.
 ///
 /// A call is counted once it ends, under its final status: the one the server sent, the
 /// one the mesh answered with (`UNIMPLEMENTED` when no rule matched, `UNAVAILABLE` for an
@@ -117,7 +131,10 @@ impl Collector for Metrics {
         };
         encode_calls(&*view, &mut encoder)?;
         encode_config(&*view, &mut encoder)?;
-        encode_backends(&*view, &mut encoder)
+        encode_backends(&*view, &mut encoder)?;
+        #[cfg(feature = "xds")]
+        encode_xds(&*view, &mut encoder)?;
+        Ok(())
     }
 }
 
@@ -310,7 +327,8 @@ fn encode_config(view: &dyn MetricsView, encoder: &mut DescriptorEncoder<'_>) ->
     Ok(())
 }
 
-/// The runtime state of the backends the configuration names: mirrored calls.
+/// The runtime state of the backends the configuration names: ejected endpoints and
+/// mirrored calls.
 fn encode_backends(
     view: &dyn MetricsView,
     encoder: &mut DescriptorEncoder<'_>,
@@ -318,9 +336,29 @@ fn encode_backends(
     let Some(snapshot) = view.snapshot() else {
         return Ok(());
     };
+    let all = snapshot.all_backends();
+    let mut ejections = encoder.encode_descriptor(
+        "grpcroute_client_endpoint_ejections",
+        "Endpoints ejected by failure accrual, by backend.",
+        None,
+        MetricType::Counter,
+    )?;
+    for b in &all {
+        let labels = [("backend", &**b.label())];
+        ConstCounter::new(b.ejections()).encode(ejections.encode_family(&labels)?)?;
+    }
+    let mut ejected = encoder.encode_descriptor(
+        "grpcroute_client_endpoints_ejected",
+        "Endpoints out of rotation now (ejected by failure accrual), by backend.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for b in &all {
+        let labels = [("backend", &**b.label())];
+        ConstGauge::new(b.ejected().len() as i64).encode(ejected.encode_family(&labels)?)?;
+    }
     // Only backends that mirrored calls reached: most never are mirror targets.
-    let mirrored: Vec<_> = snapshot
-        .backends
+    let mirrored: Vec<_> = all
         .iter()
         .filter(|b| {
             b.mirrors.in_flight() > 0 || b.mirrors.dropped() > 0 || b.mirrors.timeouts() > 0
@@ -355,6 +393,65 @@ fn encode_backends(
     for b in &mirrored {
         let labels = [("backend", &**b.label())];
         ConstCounter::new(b.mirrors.timeouts()).encode(timed_out.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// The xDS client, as gRFC A78 names its metrics: whether the ADS stream is up, server
+/// failures, valid and invalid resource updates by type, and resources by cache state.
+#[cfg(feature = "xds")]
+fn encode_xds(view: &dyn MetricsView, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    use crate::source::xds::resource::ResourceType;
+
+    let Some(client) = view.xds() else {
+        return Ok(());
+    };
+    let m = client.metrics();
+    ConstGauge::new(i64::from(m.connected)).encode(encoder.encode_descriptor(
+        "grpcroute_xds_client_connected",
+        "1 while the ADS stream to the xDS control plane is up.",
+        None,
+        MetricType::Gauge,
+    )?)?;
+    ConstCounter::new(m.server_failures).encode(encoder.encode_descriptor(
+        "grpcroute_xds_client_server_failures",
+        "ADS streams that failed (connectivity errors, streams closed before any response).",
+        None,
+        MetricType::Counter,
+    )?)?;
+    for (name, help, counts) in [
+        (
+            "grpcroute_xds_client_resource_updates_valid",
+            "Resources received and accepted, by type.",
+            m.resource_updates_valid,
+        ),
+        (
+            "grpcroute_xds_client_resource_updates_invalid",
+            "Resources received and rejected (NACKed), by type.",
+            m.resource_updates_invalid,
+        ),
+    ] {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for ty in ResourceType::ALL {
+            let labels = [("resource_type", ty.name())];
+            ConstCounter::new(counts[ty.index()]).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut by_state: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
+    for r in client.dump() {
+        *by_state
+            .entry((r.resource_type.name(), r.state.name()))
+            .or_default() += 1;
+    }
+    let mut resources = encoder.encode_descriptor(
+        "grpcroute_xds_client_resources",
+        "Subscribed resources by type and cache state (REQUESTED, DOES_NOT_EXIST, ACKED, NACKED).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for ((ty, state), n) in by_state {
+        let labels = [("resource_type", ty), ("cache_state", state)];
+        ConstGauge::new(n).encode(resources.encode_family(&labels)?)?;
     }
     Ok(())
 }

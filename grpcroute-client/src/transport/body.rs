@@ -17,6 +17,31 @@ use super::Endpoint;
 use crate::deadline::Deadline;
 use crate::series::{Meter, status_in_trailers};
 
+/// How a call ended, for failure accrual.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It ended with this gRPC status.
+    Status(tonic::Code),
+    /// Its connection could not be made, or broke under it.
+    Broken,
+}
+
+/// Where a call's outcome is reported (its backend's failure accrual).
+pub(crate) trait OutcomeSink: Send + Sync + std::fmt::Debug {
+    fn call_ended(&self, endpoint: &Endpoint, outcome: Outcome);
+}
+
+/// Releases an endpoint's probe if the call that holds it ends without an outcome
+/// (cancelled by its caller).
+#[derive(Debug)]
+pub(crate) struct ProbeGuard(pub(crate) Arc<Endpoint>);
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        self.0.health.end_probe();
+    }
+}
+
 /// Holds one unit of a counter (e.g. a backend's calls in flight) until dropped.
 #[derive(Debug)]
 pub(crate) struct CountGuard(Arc<std::sync::atomic::AtomicU32>);
@@ -71,6 +96,8 @@ pub(crate) struct ResponseBody {
     deadline: Option<(Pin<Box<Sleep>>, BodyDeadline)>,
     /// A place the call holds until its response ends (the backend's circuit breaker).
     held: Option<CountGuard>,
+    /// Where the call's outcome goes (failure accrual), when the trailers bring it.
+    sink: Option<(Arc<dyn OutcomeSink>, Option<ProbeGuard>)>,
 }
 
 impl ResponseBody {
@@ -86,6 +113,23 @@ impl ResponseBody {
             meter,
             deadline: deadline.map(|d| (Box::pin(tokio::time::sleep_until(d.deadline.at())), d)),
             held: None,
+            sink: None,
+        }
+    }
+
+    /// Reports the call's outcome to `sink` when it comes.
+    pub(crate) fn reporting(
+        mut self,
+        sink: Option<Arc<dyn OutcomeSink>>,
+        probe: Option<ProbeGuard>,
+    ) -> Self {
+        self.sink = sink.map(|s| (s, probe));
+        self
+    }
+
+    fn report(&mut self, outcome: Outcome) {
+        if let (Some((sink, _probe)), Some(guard)) = (self.sink.take(), &self.guard) {
+            sink.call_ended(&guard.0, outcome);
         }
     }
 
@@ -118,6 +162,7 @@ impl Body for ResponseBody {
                 d.deadline.timeout(),
                 d.during
             ));
+            this.report(Outcome::Status(status.code()));
             this.inner = None;
             this.guard = None;
             this.held = None;
@@ -128,14 +173,18 @@ impl Body for ResponseBody {
         }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref()
-                    && let Some(meter) = this.meter.take()
-                {
-                    meter.finish(status_in_trailers(trailers));
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = status_in_trailers(trailers);
+                    this.report(Outcome::Status(code));
+                    if let Some(meter) = this.meter.take() {
+                        meter.finish(code);
+                    }
                 }
             }
             // The stream is over: the call no longer loads the endpoint.
             Poll::Ready(None) => {
+                // Ended without trailers: no status came.
+                this.report(Outcome::Status(tonic::Code::Unknown));
                 this.guard.take();
                 this.held.take();
                 this.deadline = None;
@@ -145,6 +194,7 @@ impl Body for ResponseBody {
                 }
             }
             Poll::Ready(Some(Err(_))) => {
+                this.report(Outcome::Broken);
                 this.guard.take();
                 this.held.take();
                 this.deadline = None;

@@ -76,6 +76,13 @@ impl Load {
         self.updated.store(now, Ordering::Relaxed);
     }
 
+    /// Forgets the latency estimate: the endpoint competes as a new one would, borrowing its
+    /// rival's estimate (after a failure-accrual ejection, whose penalty must not outlive
+    /// the endpoint's recovery).
+    pub(crate) fn forget(&self) {
+        self.rtt.store(0f64.to_bits(), Ordering::Relaxed);
+    }
+
     /// The cost the balancer compares: latency × (outstanding + 1). An endpoint with no
     /// sample yet is assumed as fast as `reference` (its rival's estimate), so new
     /// endpoints get a fair share instead of being starved or flooded.

@@ -1,11 +1,15 @@
 //! Endpoints and their connections: one lazily created HTTP/2 connection per endpoint
-//! address, shared by every channel, route and backend that sends there, with load
-//! tracking for the balancer and connect backoff.
+//! address and [`Security`] (plaintext, or TLS with given settings), shared by every
+//! channel, route and backend that sends there, with load tracking for the balancer and
+//! connect backoff.
 
 mod body;
 mod connect;
 mod load;
 mod replay;
+mod security;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
 
 use std::{
     collections::HashMap,
@@ -21,10 +25,14 @@ use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
 pub(crate) use self::{
-    body::{BodyDeadline, CountGuard, LoadGuard, ResponseBody, status_from_hyper},
+    body::{
+        BodyDeadline, CountGuard, LoadGuard, Outcome, OutcomeSink, ProbeGuard, ResponseBody,
+        status_from_hyper,
+    },
     connect::{ConnectError, Connection},
     load::Load,
     replay::{Replay, refused},
+    security::{Security, SecurityPolicy},
 };
 
 /// How connections are made and how long a failing endpoint is avoided.
@@ -56,9 +64,11 @@ impl Default for TransportConfig {
     }
 }
 
-/// Hands out the one [`Endpoint`] for each address, so that every backend that lists an
-/// address shares its connection and load history, and a configuration change that keeps
-/// an address keeps both.
+/// Hands out the one [`Endpoint`] for each address and security, so that every backend that
+/// lists an address (and connects to it the same way) shares its connection and load
+/// history, and a configuration change that keeps an address keeps both. Backends that
+/// reach one address with different TLS settings get an endpoint each: a connection's TLS
+/// session proves one identity to one expectation.
 ///
 /// An endpoint lives as long as some backend's endpoint set lists it: backends
 /// [`join`](Pool::join) the addresses they add and [`leave`](Pool::leave) the ones they
@@ -71,7 +81,7 @@ pub(crate) struct Pool {
     config: Arc<TransportConfig>,
     /// The zero of the endpoints' atomic timestamps.
     epoch: Instant,
-    endpoints: Mutex<HashMap<SocketAddr, Arc<Endpoint>>>,
+    endpoints: Mutex<HashMap<(SocketAddr, Security), Arc<Endpoint>>>,
     /// Endpoints created and retired so far, so that an update can say how many it added
     /// and removed.
     created: AtomicU64,
@@ -97,34 +107,45 @@ impl Pool {
         )
     }
 
-    /// The endpoint for `addr`, counting one more backend that lists it.
+    /// The plaintext endpoint for `addr`, counting one more backend that lists it.
     #[cfg(test)]
     pub(crate) fn join(&self, addr: SocketAddr) -> Arc<Endpoint> {
-        self.join_locked(&mut self.lock(), addr)
+        self.join_locked(&mut self.lock(), addr, &Security::Plaintext)
     }
 
-    /// [`Pool::join`] for every address, under one lock.
-    pub(crate) fn join_all(&self, addrs: &[SocketAddr]) -> Vec<Arc<Endpoint>> {
+    /// The endpoint for each address with `security`, counting one more backend that lists
+    /// it, under one lock.
+    pub(crate) fn join_all(&self, addrs: &[SocketAddr], security: &Security) -> Vec<Arc<Endpoint>> {
         let mut map = self.lock();
         addrs
             .iter()
-            .map(|&addr| self.join_locked(&mut map, addr))
+            .map(|&addr| self.join_locked(&mut map, addr, security))
             .collect()
     }
 
+    // `Security` hashes and compares by its TLS settings, which never change: the
+    // connector's interior mutability (rustls' caches) takes no part in the key.
+    #[allow(clippy::mutable_key_type)]
     fn join_locked(
         &self,
-        map: &mut HashMap<SocketAddr, Arc<Endpoint>>,
+        map: &mut HashMap<(SocketAddr, Security), Arc<Endpoint>>,
         addr: SocketAddr,
+        security: &Security,
     ) -> Arc<Endpoint> {
-        if let Some(existing) = map.get(&addr) {
+        let key = (addr, security.clone());
+        if let Some(existing) = map.get(&key) {
             existing.members.fetch_add(1, Ordering::AcqRel);
             return existing.clone();
         }
-        let endpoint = Arc::new(Endpoint::new(addr, self.config.clone(), self.epoch));
+        let endpoint = Arc::new(Endpoint::new(
+            addr,
+            security.clone(),
+            self.config.clone(),
+            self.epoch,
+        ));
         endpoint.members.store(1, Ordering::Release);
         self.created.fetch_add(1, Ordering::AcqRel);
-        map.insert(addr, endpoint.clone());
+        map.insert(key, endpoint.clone());
         endpoint
     }
 
@@ -138,11 +159,9 @@ impl Pool {
         if endpoint.members.load(Ordering::Acquire) == 0 && !endpoint.is_retired() {
             endpoint.retire();
             self.retired.fetch_add(1, Ordering::AcqRel);
-            if map
-                .get(&endpoint.addr)
-                .is_some_and(|e| Arc::ptr_eq(e, endpoint))
-            {
-                map.remove(&endpoint.addr);
+            let key = (endpoint.addr, endpoint.security.clone());
+            if map.get(&key).is_some_and(|e| Arc::ptr_eq(e, endpoint)) {
+                map.remove(&key);
             }
         }
     }
@@ -152,7 +171,8 @@ impl Pool {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Endpoint>>> {
+    #[allow(clippy::type_complexity, clippy::mutable_key_type)]
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(SocketAddr, Security), Arc<Endpoint>>> {
         // A poisoned lock only means a panic elsewhere mid-update; every operation leaves
         // the map valid.
         self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
@@ -163,6 +183,9 @@ impl Pool {
 #[derive(Debug)]
 pub(crate) struct Endpoint {
     addr: SocketAddr,
+    /// How connections are made: plaintext, or TLS with the settings of the backends that
+    /// share this endpoint.
+    security: Security,
     config: Arc<TransportConfig>,
     epoch: Instant,
     connection: ArcSwapOption<Connection>,
@@ -172,16 +195,115 @@ pub(crate) struct Endpoint {
     failures: AtomicU32,
     /// Nanoseconds since `epoch` before which no new connection is attempted.
     retry_at: AtomicU64,
+    /// Why the last connect failed, while it has not succeeded since (failure path only).
+    last_failure: Mutex<Option<Arc<str>>>,
     retired: AtomicBool,
     /// How many backends list this endpoint (see [`Pool`]).
     members: AtomicUsize,
+    /// Failure accrual: consecutive failures and ejection (see `backend::accrual`).
+    pub(crate) health: Health,
+}
+
+/// An endpoint's failure-accrual state, in atomics so that calls record outcomes without a
+/// lock. The rules that drive it are in `backend::accrual`.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    consecutive: AtomicU32,
+    /// Nanoseconds since the pool's epoch until which the endpoint is ejected; 0: in
+    /// service. Once passed, the endpoint takes one probe call.
+    ejected_until: AtomicU64,
+    /// Ejections in a row, for the back-off.
+    ejections: AtomicU32,
+    /// A probe call is in flight.
+    probing: AtomicBool,
+}
+
+impl Health {
+    pub(crate) fn consecutive(&self) -> u32 {
+        self.consecutive.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn reset_consecutive(&self) {
+        self.consecutive.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts one more failure in a row; the new count.
+    pub(crate) fn add_failure(&self) -> u32 {
+        self.consecutive
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1)
+    }
+
+    pub(crate) fn ejected_until(&self) -> u64 {
+        self.ejected_until.load(Ordering::Acquire)
+    }
+
+    /// One more ejection in a row; its number (from 1).
+    pub(crate) fn next_ejection(&self) -> u32 {
+        self.ejections
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1)
+    }
+
+    /// Ejects until `until` (non-zero).
+    pub(crate) fn eject_until(&self, until: u64) {
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.probing.store(false, Ordering::Release);
+        self.ejected_until.store(until, Ordering::Release);
+    }
+
+    /// Back in service; the back-off starts over.
+    pub(crate) fn restore(&self) {
+        self.ejections.store(0, Ordering::Relaxed);
+        self.probing.store(false, Ordering::Release);
+        self.ejected_until.store(0, Ordering::Release);
+    }
+
+    /// Ends the probe in flight; whether there was one.
+    pub(crate) fn end_probe(&self) -> bool {
+        self.probing.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether a call may go to the endpoint at `now`, claiming the probe if the
+    /// endpoint's ejection is over (one call only, until it ends).
+    pub(crate) fn claim_probe(&self, now: u64) -> bool {
+        match self.ejected_until() {
+            0 => true,
+            until if until > now => false,
+            _ => self
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+        }
+    }
+
+    /// Whether the balancer may pick the endpoint at `now`: in service, or due for a probe
+    /// that nobody runs yet.
+    pub(crate) fn in_service(&self, now: u64) -> bool {
+        match self.ejected_until() {
+            0 => true,
+            until => until <= now && !self.probing.load(Ordering::Acquire),
+        }
+    }
+
+    /// Whether the endpoint is ejected at `now` (not counting a due probe), and until when.
+    pub(crate) fn ejected_at(&self, now: u64) -> Option<u64> {
+        let until = self.ejected_until();
+        (until > now || (until != 0 && self.probing.load(Ordering::Acquire))).then_some(until)
+    }
 }
 
 impl Endpoint {
-    fn new(addr: SocketAddr, config: Arc<TransportConfig>, epoch: Instant) -> Self {
+    fn new(
+        addr: SocketAddr,
+        security: Security,
+        config: Arc<TransportConfig>,
+        epoch: Instant,
+    ) -> Self {
         let load = Load::new(config.ewma_decay);
         Self {
             addr,
+            security,
             config,
             epoch,
             connection: ArcSwapOption::empty(),
@@ -189,8 +311,10 @@ impl Endpoint {
             load,
             failures: AtomicU32::new(0),
             retry_at: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
             retired: AtomicBool::new(false),
             members: AtomicUsize::new(0),
+            health: Health::default(),
         }
     }
 
@@ -203,10 +327,12 @@ impl Endpoint {
         nanos(Instant::now().saturating_duration_since(self.epoch))
     }
 
-    /// Whether a call may be sent here now: not removed from the configuration, and not
-    /// waiting out a connect backoff.
+    /// Whether a call may be sent here now: not removed from the configuration, not
+    /// waiting out a connect backoff, and not ejected by failure accrual.
     pub(crate) fn is_available(&self, now: u64) -> bool {
-        !self.is_retired() && self.retry_at.load(Ordering::Acquire) <= now
+        !self.is_retired()
+            && self.retry_at.load(Ordering::Acquire) <= now
+            && self.health.in_service(now)
     }
 
     pub(crate) fn is_retired(&self) -> bool {
@@ -248,10 +374,11 @@ impl Endpoint {
         if self.retry_at.load(Ordering::Acquire) > self.now() {
             return Err(ConnectError::BackingOff);
         }
-        match Connection::connect(self.addr, &self.config).await {
+        match Connection::connect(self.addr, &self.config, &self.security).await {
             Ok(conn) => {
                 let conn = Arc::new(conn);
                 self.failures.store(0, Ordering::Release);
+                *self.lock_last_failure() = None;
                 if !self.is_retired() {
                     self.connection.store(Some(conn.clone()));
                 }
@@ -259,10 +386,21 @@ impl Endpoint {
             }
             Err(e) => {
                 self.record_connect_failure();
+                *self.lock_last_failure() = Some(e.to_string().into());
                 self.connection.store(None);
                 Err(e)
             }
         }
+    }
+
+    /// Why the last connect failed, if none has succeeded since.
+    pub(crate) fn last_failure(&self) -> Option<Arc<str>> {
+        self.lock_last_failure().clone()
+    }
+
+    fn lock_last_failure(&self) -> std::sync::MutexGuard<'_, Option<Arc<str>>> {
+        // Every write leaves a whole value.
+        self.last_failure.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Exponential backoff with ±20 % jitter, so clients that lost the same endpoint do not

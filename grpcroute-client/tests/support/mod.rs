@@ -207,3 +207,95 @@ pub async fn blackhole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     });
     (addr, task)
 }
+
+/// An HTTP/2 server on 127.0.0.1 (TCP_NODELAY) that answers every call OK, or, while
+/// `failing` is set, `UNAVAILABLE` (trailers-only, as an overloaded server does). It counts
+/// the calls it answered each way.
+pub struct FlakyServer {
+    pub addr: SocketAddr,
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
+    /// The gRPC code it fails with.
+    pub code: u8,
+    pub ok: Arc<AtomicUsize>,
+    pub failed: Arc<AtomicUsize>,
+}
+
+impl FlakyServer {
+    pub async fn start(failing: bool) -> Self {
+        Self::start_with(failing, 14).await
+    }
+
+    /// Fails with gRPC code `code` while failing.
+    pub async fn start_with(failing: bool, code: u8) -> Self {
+        let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(failing));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (f, o, x) = (flag.clone(), ok.clone(), failed.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                tcp.set_nodelay(true).unwrap();
+                let (f, o, x) = (f.clone(), o.clone(), x.clone());
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (f, o, x) = (f.clone(), o.clone(), x.clone());
+                        async move {
+                            // Read the request whole first, as a real handler does.
+                            let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+                            let mut trailers = http::HeaderMap::new();
+                            let response = if f.load(Ordering::SeqCst) {
+                                x.fetch_add(1, Ordering::SeqCst);
+                                Response::builder()
+                                    .header("content-type", "application/grpc")
+                                    .header("grpc-status", code.to_string())
+                                    .header("grpc-message", "overloaded")
+                                    .body(http_body_util::combinators::UnsyncBoxBody::new(
+                                        StreamBody::new(futures_util::stream::empty::<
+                                            Result<Frame<Bytes>, Infallible>,
+                                        >(
+                                        )),
+                                    ))
+                                    .unwrap()
+                            } else {
+                                o.fetch_add(1, Ordering::SeqCst);
+                                trailers.insert("grpc-status", "0".parse().unwrap());
+                                let frames = futures_util::stream::iter([
+                                    Ok::<_, Infallible>(Frame::data(Bytes::from_static(&[
+                                        0, 0, 0, 0, 0,
+                                    ]))),
+                                    Ok(Frame::trailers(trailers)),
+                                ]);
+                                grpc_response(http_body_util::combinators::UnsyncBoxBody::new(
+                                    StreamBody::new(frames),
+                                ))
+                            };
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        Self {
+            addr,
+            code,
+            failing: flag,
+            ok,
+            failed,
+        }
+    }
+
+    /// Calls it answered, either way.
+    pub fn calls(&self) -> usize {
+        self.ok.load(Ordering::SeqCst) + self.failed.load(Ordering::SeqCst)
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
