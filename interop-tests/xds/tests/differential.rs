@@ -1,8 +1,8 @@
 //! The differential harness (issue 11), data-plane scenarios: each runs gRPC C-core
 //! (`grpcio`) against the control plane first, then the library, asserts each against the
-//! expected behaviour, and compares the two. `@grpc/grpc-js-xds` runs where noted as a
-//! second, independent oracle; where the two oracles differ, each is held to its own
-//! observed behaviour and the library follows C-core.
+//! expected behaviour, and compares the two. `@grpc/grpc-js-xds` runs every scenario as
+//! a second, independent oracle; where the two oracles differ (README, "quirks"), each is
+//! held to its own observed behaviour and the library follows C-core.
 //!
 //! Routing scenarios (path and header matching) are in `differential_routing.rs`, the
 //! xDS protocol ones (NACK, timers, deletion, reconnects) and the convergence measurement
@@ -110,7 +110,7 @@ async fn round_robin_is_exactly_even() -> anyhow::Result<()> {
         let cp = ControlPlane::start().await?;
         let backends = start_backends("b", 4).await?;
         cp.set(ping_pong("svc", &addrs(&backends)));
-        let clients = Clients::start(&cp, &[PY], "rr").await?;
+        let clients = Clients::start(&cp, &[PY, JS], "rr").await?;
         let spec = CallSpec::new("xds:///svc", UNARY).count(200).record(true);
         let mut seen = Vec::new();
         for client in clients.all() {
@@ -178,7 +178,7 @@ async fn backends_restart() -> anyhow::Result<()> {
         let cp = ControlPlane::start().await?;
         let mut backends = start_backends("b", 4).await?;
         cp.set(ping_pong("svc", &addrs(&backends)));
-        let clients = Clients::start(&cp, &[PY], "br").await?;
+        let clients = Clients::start(&cp, &[PY, JS], "br").await?;
         for client in clients.all() {
             warm_up(client, "xds:///svc", &names(&backends)).await?;
         }
@@ -251,7 +251,7 @@ async fn change_backend_service() -> anyhow::Result<()> {
         resources.push(ClusterBuilder::eds("svc-b").build().into());
         resources.push(load_assignment("svc-b", [backends[1].addr()]).into());
         cp.set(resources);
-        let clients = Clients::start(&cp, &[PY], "cbs").await?;
+        let clients = Clients::start(&cp, &[PY, JS], "cbs").await?;
         for client in clients.all() {
             warm_up(client, "xds:///svc", &[a]).await?;
         }
@@ -439,7 +439,7 @@ async fn remove_instance_group() -> anyhow::Result<()> {
         let mut resources = ping_pong("svc", &[]);
         resources[3] = eds(&[&[0, 1], &[2, 3]]).into();
         cp.set(resources);
-        let clients = Clients::start(&cp, &[PY], "rig").await?;
+        let clients = Clients::start(&cp, &[PY, JS], "rig").await?;
         let all4 = ["b0", "b1", "b2", "b3"];
         for client in clients.all() {
             warm_up(client, "xds:///svc", &all4).await?;
@@ -561,7 +561,7 @@ async fn priority_failover() -> anyhow::Result<()> {
             .build()
             .into();
         cp.set(resources);
-        let clients = Clients::start(&cp, &[PY], "pf").await?;
+        let clients = Clients::start(&cp, &[PY, JS], "pf").await?;
         let spec = CallSpec::new("xds:///svc", UNARY)
             .count(100)
             .timeout(Duration::from_secs(3));
@@ -607,7 +607,7 @@ async fn circuit_breaking() -> anyhow::Result<()> {
         let mut resources = ping_pong("svc", &addrs(&backends));
         resources[2] = ClusterBuilder::eds("svc-c").max_requests(10).build().into();
         cp.set(resources);
-        let clients = Clients::start(&cp, &[PY], "cb").await?;
+        let clients = Clients::start(&cp, &[PY, JS], "cb").await?;
         let keep_open = |n: u32| {
             HoldSpec::new(
                 CallSpec::new("xds:///svc", UNARY)
@@ -688,7 +688,7 @@ async fn max_stream_duration() -> anyhow::Result<()> {
             ClusterBuilder::eds("c").build().into(),
             load_assignment("c", [backends[0].addr()]).into(),
         ]);
-        let clients = Clients::start(&cp, &[PY], "msd").await?;
+        let clients = Clients::start(&cp, &[PY, JS], "msd").await?;
         // (listener, method, the caller's deadline in ms (0: none), expected status, when
         // the call ends in seconds under A31 (the library and grpc-js end it then), and
         // whether a cap from xDS ends it).
@@ -727,6 +727,11 @@ async fn max_stream_duration() -> anyhow::Result<()> {
             let mut got = Vec::new();
             for ((l, m, t, want, at, xds_capped), r) in cases.iter().zip(results) {
                 let r = r?;
+                // grpc-js-xds 1.14.1 takes the listener's default from
+                // `common_http_protocol_options.idle_timeout`, not `max_stream_duration`
+                // (README quirks): the HCM default does not apply to it.
+                let js_hcm_default = client.kind() == Some(JS) && *l == "hcm" && *m == "/other.S/M";
+                let (want, at, xds_capped) = if js_hcm_default { (&"OK", &2.0, &false) } else { (want, at, xds_capped) };
                 let call = r.calls.first().context("no call")?;
                 let secs = call.ms / 1000.0;
                 println!("max_stream_duration {who}: {l} {m} deadline {t} ms -> {} after {secs:.2} s", call.status);
@@ -741,7 +746,9 @@ async fn max_stream_duration() -> anyhow::Result<()> {
                 got.push(call.status.clone());
             }
             ensure!(failures.is_empty(), "{who}:\n{}", failures.join("\n"));
-            statuses.push(got);
+            if client.c_core_like() {
+                statuses.push(got);
+            }
         }
         ensure!(statuses.windows(2).all(|w| w[0] == w[1]), "statuses differ: {statuses:?}");
         Ok(())

@@ -2,7 +2,8 @@
 //! control plane for (its logged DiscoveryRequests) and what its CSDS dump says, compared
 //! between gRPC C-core (`grpcio`) and the library: NACKs (A46 partial ones too), the 15 s
 //! does-not-exist timer (A57), a lost control plane, deleted resources (A88), reconnects.
-//! grpc-js-xds runs the NACK and the missing-listener scenarios as a second oracle.
+//! grpc-js-xds runs every scenario but the convergence measurement as a second oracle,
+//! held to its own documented behaviour where it differs from C-core.
 //!
 //! Also the convergence measurement: from the control plane's response to the first call
 //! the new configuration answers (`cargo test … convergence -- --nocapture`).
@@ -210,7 +211,7 @@ async fn partial_nack_applies_the_valid_resources() -> anyhow::Result<()> {
             load_assignment("cb", [backends[1].addr()]).into(),
             load_assignment("ca2", [backends[2].addr()]).into(),
         ]);
-        let clients = Clients::start(&cp, &[PY], "pnack").await?;
+        let clients = Clients::start(&cp, &[PY, JS], "pnack").await?;
         let (a, b) = (
             CallSpec::new("xds:///svc", "/a.S/M").count(10),
             CallSpec::new("xds:///svc", "/b.S/M").count(10),
@@ -441,7 +442,7 @@ async fn reconnect_resends_subscriptions() -> anyhow::Result<()> {
         // A second version of every type, so the versions resent are not all "1".
         cp.resend(RDS);
         cp.resend(EDS);
-        let clients = Clients::start(&cp, &[PY], "rec").await?;
+        let clients = Clients::start(&cp, &[PY, JS], "rec").await?;
         for client in clients.all() {
             warm_up(client, "xds:///svc", &["b0", "b1"]).await?;
             for (t, v) in [(LDS, "1"), (RDS, "2"), (CDS, "1"), (EDS, "2")] {
@@ -484,7 +485,7 @@ async fn control_plane_loss_keeps_the_cache() -> anyhow::Result<()> {
         let cp = ControlPlane::start().await?;
         let backends = start_backends("b", 2).await?;
         cp.set(ping_pong("svc", &addrs(&backends)));
-        let clients = Clients::start(&cp, &[PY], "loss").await?;
+        let clients = Clients::start(&cp, &[PY, JS], "loss").await?;
         for client in clients.all() {
             warm_up(client, "xds:///svc", &["b0", "b1"]).await?;
             cp.wait_for_ack(client.node_id(), EDS, "1", LogMark::START, WAIT).await?;
@@ -500,10 +501,16 @@ async fn control_plane_loss_keeps_the_cache() -> anyhow::Result<()> {
             .await?;
             let r = client.call(&CallSpec::new("xds:///svc", UNARY).count(20)).await?;
             ensure!(r.failures() == 0, "{who}: cached config keeps serving: {r:?}");
-            let fresh = client.call(&CallSpec::new("xds:///fresh", UNARY).timeout(Duration::from_secs(10)).record(true)).await?;
+            let fresh = client.call(&CallSpec::new("xds:///fresh", UNARY).timeout(Duration::from_secs(3)).record(true)).await?;
             let ms = fresh.calls.first().map_or(f64::NAN, |c| c.ms);
             println!("control_plane_loss {who}: cached target {:?}; new target {:?} {:?} after {ms:.0} ms", r.by_peer, fresh.by_status, fresh.errors);
-            ensure!(fresh.status("UNAVAILABLE") == 1 && ms < 3_000.0, "{who}: a new target while down: {fresh:?}");
+            if client.c_core_like() {
+                ensure!(fresh.status("UNAVAILABLE") == 1 && ms < 2_000.0, "{who}: a new target while down: {fresh:?}");
+            } else {
+                // grpc-js-xds keeps calls "waiting for name resolution" until their
+                // deadline (README quirks), as with a missing listener.
+                ensure!(fresh.status("DEADLINE_EXCEEDED") == 1, "{who}: a new target while down: {fresh:?}");
+            }
             let state = csds(client, LDS, "svc").await?;
             ensure!(state.status == "ACKED" && state.version == "1", "{who}: {state:?}");
         }
@@ -621,7 +628,10 @@ async fn delete_and_call(
 
 /// S22 / A88 default: deleting a cached Listener or Cluster from the SotW responses is
 /// ignored: calls keep working on the cached copies (C-core under the A88 guard, and the
-/// library). C-core without the guard (its default in 1.85) honours both deletions.
+/// library; the two compared exactly, CSDS states included). Recorded alongside: C-core
+/// without the guard (its default in 1.85) and grpc-js-xds 1.14.1 (no A88) honour both
+/// deletions; grpc-js-xds with the A53 server feature `ignore_resource_deletion` ignores
+/// them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_is_ignored_by_default() -> anyhow::Result<()> {
     bounded("deletion_ignored", LIMIT, async {
@@ -629,11 +639,21 @@ async fn deletion_is_ignored_by_default() -> anyhow::Result<()> {
         let backends = start_backends("b", 2).await?;
         deletion_setup(&cp, &backends);
         let clients = Clients::start_with(&cp, &[PY], "del", |b| b, &[A88_GUARD]).await?;
-        let legacy = Clients::start(&cp, &[PY], "del-legacy").await?;
+        let legacy = Clients::start(&cp, &[PY, JS], "del-legacy").await?;
+        let js_a53 = common::start_oracle(
+            JS,
+            &cp.bootstrap("del-a53-js")
+                .server_feature("ignore_resource_deletion"),
+            &[],
+        )
+        .await?;
         let mut all = clients.all();
+        let compared_len = all.len();
         all.extend(legacy.oracle(PY));
+        all.extend(legacy.oracle(JS));
+        all.extend(js_a53.as_ref().map(Client::Oracle));
         let outcomes = delete_and_call(&cp, &all).await?;
-        let (compared, legacy_outcome) = outcomes.split_at(clients.all().len());
+        let (compared, others) = outcomes.split_at(compared_len);
         for (who, after) in compared {
             ensure!(
                 after.lds_calls == "OK" && after.cds_calls == "OK",
@@ -644,10 +664,13 @@ async fn deletion_is_ignored_by_default() -> anyhow::Result<()> {
             compared.windows(2).all(|w| w[0].1 == w[1].1),
             "C-core (A88) vs library: {compared:?}"
         );
-        for (who, after) in legacy_outcome {
+        for ((who, after), client) in others.iter().zip(&all[compared_len..]) {
+            let ignored = client.node_id() == "del-a53-js";
+            let want = if ignored { "OK" } else { "UNAVAILABLE" };
             ensure!(
-                after.lds_calls == "UNAVAILABLE" && after.cds_calls == "UNAVAILABLE",
-                "{who} without the A88 guard: {after:?}"
+                after.lds_calls == want && after.cds_calls == want,
+                "{who} ({}): expected {want}: {after:?}",
+                client.node_id()
             );
         }
         Ok(())
@@ -664,21 +687,30 @@ async fn deletion_is_honoured_with_fail_on_data_errors() -> anyhow::Result<()> {
         deletion_setup(&cp, &backends);
         let clients = Clients::start_with(
             &cp,
-            &[PY],
+            &[PY, JS],
             "delf",
             |b| b.server_feature("fail_on_data_errors"),
             &[A88_GUARD],
         )
         .await?;
-        let outcomes = delete_and_call(&cp, &clients.all()).await?;
+        let all = clients.all();
+        let outcomes = delete_and_call(&cp, &all).await?;
         for (who, after) in &outcomes {
             ensure!(
                 after.lds_calls == "UNAVAILABLE" && after.cds_calls == "UNAVAILABLE",
                 "{who}: deletions must be honoured: {after:?}"
             );
         }
+        // grpc-js-xds's CSDS keeps the deleted copy's version and no failed version
+        // (README quirks): C-core and the library are compared exactly.
+        let c_core_like: Vec<_> = outcomes
+            .iter()
+            .zip(&all)
+            .filter(|(_, c)| c.c_core_like())
+            .map(|(o, _)| o)
+            .collect();
         ensure!(
-            outcomes.windows(2).all(|w| w[0].1 == w[1].1),
+            c_core_like.windows(2).all(|w| w[0].1 == w[1].1),
             "C-core vs library: {outcomes:?}"
         );
         Ok(())
