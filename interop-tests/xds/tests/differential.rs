@@ -418,7 +418,8 @@ async fn traffic_splitting() -> anyhow::Result<()> {
 
 /// psm remove_instance_group: a cluster of two localities of two endpoints each; EDS
 /// removes one locality → its endpoints get no more calls (calls running meanwhile do not
-/// fail); EDS adds an endpoint → it gets calls.
+/// fail); EDS adds an endpoint → it gets calls; the removed locality returns → its
+/// endpoints get calls again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_instance_group() -> anyhow::Result<()> {
     bounded("remove_instance_group", LIMIT, async {
@@ -446,9 +447,11 @@ async fn remove_instance_group() -> anyhow::Result<()> {
         }
         // Remove the second group while calls run.
         let spec = CallSpec::new("xds:///svc", UNARY).count(100);
-        let steps: [(&[&[usize]], &[&str], &[&str]); 2] = [
+        let steps: [(&[&[usize]], &[&str], &[&str]); 3] = [
             (&[&[0, 1]], &["b0", "b1"], &["b2", "b3", "b4"]),
             (&[&[0, 1], &[4]], &["b0", "b1", "b4"], &["b2", "b3"]),
+            // The removed group returns (its endpoints are used again); b4 goes.
+            (&[&[0, 1], &[2, 3]], &["b0", "b1", "b2", "b3"], &["b4"]),
         ];
         for (step, (groups, expect, never)) in steps.iter().enumerate() {
             cp.set_one(eds(groups));

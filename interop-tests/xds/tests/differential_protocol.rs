@@ -285,72 +285,91 @@ async fn partial_nack_applies_the_valid_resources() -> anyhow::Result<()> {
     .await
 }
 
-/// S20 / A57: a listener the control plane never sends. CSDS turns it DOES_NOT_EXIST 15 s
-/// after the subscription; C-core and the library then fail the waiting call UNAVAILABLE;
-/// grpc-js-xds keeps it waiting until its deadline (README quirk). Served later, it
-/// works. All clients at once (one 15 s wait).
+/// S20 / A57: a listener the control plane never sends (`nowhere`), and a cluster it
+/// never sends (`nocluster-c`, named by the served listener `nocluster`). CSDS turns each
+/// DOES_NOT_EXIST 15 s after its subscription; C-core and the library then fail the
+/// waiting call UNAVAILABLE; grpc-js-xds keeps a call to the missing listener waiting
+/// until its deadline (README quirk). Served later, both work. All clients and both
+/// resources at once (one 15 s wait).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_listener_fails_after_the_timer() -> anyhow::Result<()> {
-    bounded("missing_listener", Duration::from_secs(90), async {
+async fn missing_resources_fail_after_the_timer() -> anyhow::Result<()> {
+    bounded("missing_resources", Duration::from_secs(90), async {
         let cp = ControlPlane::start().await?;
         let backends = start_backends("b", 1).await?;
+        let nocluster = ping_pong("nocluster", &addrs(&backends));
+        // The listener and its routes; the cluster and its endpoints come later.
+        cp.set(nocluster[..2].to_vec());
         let clients = Clients::start(&cp, &[PY, JS], "miss").await?;
         let deadline = Duration::from_secs(20);
-        let one = async |client: Client<'_>| -> anyhow::Result<String> {
+        let missing = [("nowhere", LDS, "nowhere"), ("nocluster", CDS, "nocluster-c")];
+        let one = async |client: Client<'_>, (listener, kind, name): (&str, ResourceType, &str)| -> anyhow::Result<String> {
             let who = client.name();
             let started = tokio::time::Instant::now();
+            let target = format!("xds:///{listener}");
             let call = async {
-                let r = client.call(&CallSpec::new("xds:///nowhere", UNARY).timeout(deadline)).await?;
+                let r = client.call(&CallSpec::new(&target, UNARY).timeout(deadline)).await?;
                 anyhow::Ok((r, started.elapsed()))
             };
             let timer = async {
-                let subscribed = cp.wait_for_subscription(client.node_id(), LDS, &["nowhere"], LogMark::START, WAIT).await?.at;
+                let subscribed = cp
+                    .wait_for_request(client.node_id(), LogMark::START, WAIT, &format!("{kind} {name} subscribed"), |r| {
+                        r.kind() == Some(kind) && r.resource_names.iter().any(|n| n == name)
+                    })
+                    .await?
+                    .at;
                 loop {
-                    let state = client.csds_of(LDS, "nowhere").await?.map(|r| r.status);
+                    let state = client.csds_of(kind, name).await?.map(|r| r.status);
                     if state.as_deref() == Some("DOES_NOT_EXIST") {
                         return anyhow::Ok(subscribed.elapsed());
                     }
-                    ensure!(subscribed.elapsed() < Duration::from_secs(20), "{who}: still {state:?} after 20 s");
+                    ensure!(subscribed.elapsed() < Duration::from_secs(20), "{who}: {kind} {name} still {state:?} after 20 s");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             };
             let ((r, call_took), timer_took) = tokio::try_join!(call, timer)?;
-            let line = format!("{who}: DOES_NOT_EXIST after {timer_took:.1?}; the call {:?} after {call_took:.1?} {:?}", r.by_status, r.errors);
-            println!("missing_listener {line}");
+            let line = format!("{who}: {kind} {name} DOES_NOT_EXIST after {timer_took:.1?}; the call {:?} after {call_took:.1?} {:?}", r.by_status, r.errors);
+            println!("missing_resources {line}");
             ensure!(timer_took >= Duration::from_secs(14) && timer_took <= Duration::from_secs(17), "{line}");
-            if client.c_core_like() {
+            if client.c_core_like() || kind == CDS {
                 ensure!(r.status("UNAVAILABLE") == 1, "{line}");
                 ensure!(call_took >= Duration::from_secs(14) && call_took <= Duration::from_secs(17), "{line}");
             } else {
                 ensure!(r.status("DEADLINE_EXCEEDED") == 1 && call_took >= deadline - Duration::from_secs(1), "{line}");
             }
-            ensure!(cp.responses(client.node_id()).is_empty(), "{who}: {}", cp.render_log(client.node_id()));
+            ensure!(
+                cp.responses(client.node_id()).iter().all(|r| !r.resource_names.iter().any(|n| n == name)),
+                "{who}: {}",
+                cp.render_log(client.node_id())
+            );
             Ok(line)
         };
-        let lines = futures_util::future::join_all(clients.all().into_iter().map(one)).await;
-        for l in lines {
+        let runs = clients.all().into_iter().flat_map(|c| missing.iter().map(move |m| one(c, *m)));
+        for l in futures_util::future::join_all(runs).await {
             l?;
         }
-        // Served later: the subscription is still there, calls work.
-        cp.set(ping_pong("nowhere", &addrs(&backends)));
+        // Served later: the subscriptions are still there, calls work.
+        let mut later = ping_pong("nowhere", &addrs(&backends));
+        later.extend(nocluster[2..].iter().cloned());
+        cp.set(later);
         let served = tokio::time::Instant::now();
-        let recover = async |client: Client<'_>| -> anyhow::Result<()> {
+        let recover = async |client: Client<'_>, (listener, kind, name): (&str, ResourceType, &str)| -> anyhow::Result<()> {
             let who = client.name();
-            let spec = CallSpec::new("xds:///nowhere", UNARY).count(5).timeout(Duration::from_secs(2));
+            let spec = CallSpec::new(&format!("xds:///{listener}"), UNARY).count(5).timeout(Duration::from_secs(2));
             let mut failed = 0;
-            eventually(&format!("{who}: once served"), Duration::from_secs(30), Duration::from_millis(20), async || {
+            eventually(&format!("{who}: {listener} once served"), Duration::from_secs(30), Duration::from_millis(20), async || {
                 let r = client.call(&spec).await?;
                 failed += r.failures();
                 ensure!(r.peer("b0") == 5, "{r:?}");
                 Ok(())
             })
             .await?;
-            println!("missing_listener {who}: served {:.1?} after the listener appeared ({failed} calls failed meanwhile)", served.elapsed());
-            let state = csds(client, LDS, "nowhere").await?;
+            println!("missing_resources {who}: {listener} served {:.1?} after {kind} {name} appeared ({failed} calls failed meanwhile)", served.elapsed());
+            let state = csds(client, kind, name).await?;
             ensure!(state.status == "ACKED", "{who}: {state:?}");
             Ok(())
         };
-        for r in futures_util::future::join_all(clients.all().into_iter().map(recover)).await {
+        let runs = clients.all().into_iter().flat_map(|c| missing.iter().map(move |m| recover(c, *m)));
+        for r in futures_util::future::join_all(runs).await {
             r?;
         }
         Ok(())
