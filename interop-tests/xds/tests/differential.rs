@@ -509,6 +509,77 @@ async fn remove_instance_group() -> anyhow::Result<()> {
     .await
 }
 
+/// Locality weights and endpoint health (A27): locality `l1` (weight 1) holds b0
+/// (HEALTHY), b1 (UNHEALTHY) and b2 (DRAINING); `l3` (weight 3) holds b3 (UNKNOWN) and b4
+/// (HEALTHY, endpoint weight 5); `lx` has no weight and holds b5. Only HEALTHY/UNKNOWN
+/// endpoints of weighted localities take calls; a locality is picked at random by weight
+/// per call (b0 25 % within 4σ); round robin inside a locality ignores endpoint weights
+/// (b3 ≈ b4 within 4σ). The library against each oracle: chi-square homogeneity at
+/// p = 0.001 over b0/b3/b4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locality_weights_and_health() -> anyhow::Result<()> {
+    bounded("locality_weights_and_health", LIMIT, async {
+        use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+        let cp = ControlPlane::start().await?;
+        let backends = start_backends("b", 6).await?;
+        let a = |i: usize| backends[i].addr();
+        let mut resources = ping_pong("svc", &[]);
+        resources[3] = LoadAssignmentBuilder::new("svc-c")
+            .locality(
+                Locality::new("l1")
+                    .weight(Some(1))
+                    .endpoint_with(a(0), 1, HealthStatus::Healthy)
+                    .endpoint_with(a(1), 1, HealthStatus::Unhealthy)
+                    .endpoint_with(a(2), 1, HealthStatus::Draining),
+            )
+            .locality(
+                Locality::new("l3")
+                    .weight(Some(3))
+                    .endpoint_with(a(3), 1, HealthStatus::Unknown)
+                    .endpoint_with(a(4), 5, HealthStatus::Healthy),
+            )
+            .locality(Locality::new("lx").weight(None).endpoint(a(5)))
+            .build()
+            .into();
+        cp.set(resources);
+        let clients = Clients::start(&cp, &[PY, JS], "lw").await?;
+        let n = 1000u64;
+        let spec = CallSpec::new("xds:///svc", UNARY)
+            .count(n as u32)
+            .concurrency(4);
+        let used = ["b0", "b3", "b4"];
+        let mut reports: Vec<(String, CallReport)> = Vec::new();
+        for client in clients.all() {
+            let who = client.name();
+            warm_up(client, "xds:///svc", &used).await?;
+            let r = client.call(&spec).await?;
+            println!("locality_weights_and_health {who}: {:?}", r.by_peer);
+            ensure!(r.failures() == 0, "{who}: {r:?}");
+            for p in ["b1", "b2", "b5"] {
+                ensure!(r.peer(p) == 0, "{who}: {p} must get nothing: {r:?}");
+            }
+            within_binomial(&format!("{who}: locality l1 (b0)"), r.peer("b0"), n, 0.25, 4.0)?;
+            let l3 = r.peer("b3") + r.peer("b4");
+            within_binomial(&format!("{who}: b3 within l3"), r.peer("b3"), l3, 0.5, 4.0)?;
+            reports.push((who, r));
+        }
+        let (_, ours) = reports.last().context("no library report")?;
+        let counts = |r: &CallReport| used.iter().map(|p| r.peer(p)).collect::<Vec<_>>();
+        for (who, theirs) in &reports[..reports.len() - 1] {
+            let (chi, df) = chi_square_homogeneity(&counts(ours), &counts(theirs));
+            println!("locality_weights_and_health: library vs {who}: chi-square {chi:.2} (df {df})");
+            ensure!(
+                chi <= chi_square_critical_0_001(df),
+                "library {:?} vs {who} {:?}: chi-square {chi:.2} (df {df})",
+                ours.by_peer,
+                theirs.by_peer
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// Waits until a batch of `spec` succeeds entirely and reaches exactly the backends
 /// `expect`.
 async fn only_to(
