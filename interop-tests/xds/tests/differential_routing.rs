@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, route::Action, route_match::PathSpecifier,
 };
 use grpcroute_xds_control_plane::{
-    Backend, CallSpec, ControlPlane, OracleKind, Resource, ResourceType,
+    Backend, CallReport, CallSpec, ControlPlane, OracleKind, Resource, ResourceType,
     builders::{
         ApiListener, ClusterBuilder, RouteBuilder,
         header::{self, StringMatch},
@@ -75,6 +75,20 @@ impl std::fmt::Display for Probe {
     }
 }
 
+/// The outcome of a one-call report: the peer that answered, or the status.
+fn outcome(r: &CallReport) -> Outcome {
+    match r.by_peer.keys().next() {
+        Some(peer) if r.ok() == 1 => Outcome::Cluster(peer.clone()),
+        _ => Outcome::Status(
+            r.by_status
+                .keys()
+                .next()
+                .cloned()
+                .unwrap_or_else(|| "NONE".to_string()),
+        ),
+    }
+}
+
 /// Runs every probe once on `client` (concurrently) and returns the outcomes in order.
 async fn run_probes(
     client: Client<'_>,
@@ -86,19 +100,7 @@ async fn run_probes(
         for (k, v) in &p.metadata {
             spec = spec.metadata(k, v);
         }
-        async move {
-            let r = client.call(&spec).await?;
-            anyhow::Ok(match r.by_peer.keys().next() {
-                Some(peer) if r.ok() == 1 => Outcome::Cluster(peer.clone()),
-                _ => Outcome::Status(
-                    r.by_status
-                        .keys()
-                        .next()
-                        .cloned()
-                        .unwrap_or_else(|| "NONE".to_string()),
-                ),
-            })
-        }
+        async move { anyhow::Ok(outcome(&client.call(&spec).await?)) }
     });
     futures_util::future::join_all(runs)
         .await
@@ -701,6 +703,93 @@ async fn header_matching() -> anyhow::Result<()> {
             }
         }
         Ok(())
+    })
+    .await
+}
+
+/// S4 virtual host selection (A28, C-core's rules): the target's name against each virtual
+/// host's domains, exact > `*suffix` > `prefix*` > `*`, the longest pattern first within
+/// a kind, case-insensitive, a wildcard matching at least one character; no matching
+/// virtual host → UNAVAILABLE. Each target is a listener of its own naming the same
+/// routes (`vh-rc`, no `*` domain) or `star-rc` (with one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_host_selection() -> anyhow::Result<()> {
+    bounded("virtual_host_selection", LIMIT, async {
+        let cp = ControlPlane::start().await?;
+        let clusters = ["v-exact", "v-suffix", "v-longsuffix", "v-prefix", "v-longprefix", "v-star"];
+        let (_backends, mut resources) = cluster_backends(&clusters).await?;
+        let vh = |name: &str, domains: &[&str]| {
+            virtual_host(name, domains, vec![RouteBuilder::prefix("/").cluster(name).build()])
+        };
+        let hosts = vec![
+            vh("v-suffix", &["*.example.com"]),
+            vh("v-longsuffix", &["*.b.example.com"]),
+            vh("v-prefix", &["www.*"]),
+            vh("v-longprefix", &["www.example.*"]),
+            vh("v-exact", &["www.example.com", "Other.Example.COM"]),
+        ];
+        let mut with_star = hosts.clone();
+        with_star.push(vh("v-star", &["*"]));
+        resources.push(route_configuration("vh-rc", hosts).into());
+        resources.push(route_configuration("star-rc", with_star).into());
+        // (target, its routes, what C-core does). A listener's name is its target's
+        // authority, so each name appears once.
+        let cases: &[(&str, &str, Outcome)] = &[
+            ("www.example.com", "vh-rc", to("v-exact")),
+            ("WWW.Example.Com", "vh-rc", to("v-exact")),
+            ("other.example.com", "vh-rc", to("v-exact")),
+            ("api.example.com", "vh-rc", to("v-suffix")),
+            ("a.b.example.com", "vh-rc", to("v-longsuffix")),
+            ("b.example.com", "vh-rc", to("v-suffix")),
+            ("example.com", "vh-rc", unavailable()),
+            ("www.example.org", "vh-rc", to("v-longprefix")),
+            ("www.other.org", "vh-rc", to("v-prefix")),
+            ("www.", "vh-rc", unavailable()),
+            ("nomatch.org", "vh-rc", unavailable()),
+            ("nomatch.net", "star-rc", to("v-star")),
+            ("Other.Example.COM", "star-rc", to("v-exact")),
+            ("www.example.net", "star-rc", to("v-longprefix")),
+        ];
+        for (target, rc, _) in cases {
+            resources.push(ApiListener::rds(target, rc).build().into());
+        }
+        // C-core's rule that differs from grpc-go and grpc-js: domains compare
+        // case-insensitively, and a wildcard matches at least one character.
+        cp.set(resources);
+        // The probes, for `compare`'s messages: the target stands in the method's place.
+        let probes: Vec<Probe> = cases
+            .iter()
+            .map(|(target, _, expect)| probe(&format!("xds:///{target}"), &[], expect.clone()))
+            .collect();
+        let clients = Clients::start(&cp, &[OracleKind::Python, OracleKind::Node], "vhs").await?;
+        let mut outcomes = Vec::new();
+        for client in clients.all() {
+            let runs = probes.iter().map(|p| {
+                let spec = CallSpec::new(&p.method, UNARY).timeout(Duration::from_secs(3));
+                async move { anyhow::Ok(outcome(&client.call(&spec).await?)) }
+            });
+            let got = futures_util::future::join_all(runs)
+                .await
+                .into_iter()
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            outcomes.push((client.name(), client.kind(), got));
+        }
+        // grpc-js-xds 1.14.1 matches domains case-sensitively, lets a wildcard match the
+        // empty string (as grpc-go does; reference §6.5), and keeps a call without a
+        // virtual host (or without a listener) waiting for name resolution until its
+        // deadline.
+        let deadline = || Outcome::Status("DEADLINE_EXCEEDED".to_string());
+        let js_quirks = [
+            ("WWW.Example.Com", deadline()),
+            ("other.example.com", to("v-suffix")),
+            ("example.com", deadline()),
+            ("www.", to("v-prefix")),
+            ("nomatch.org", deadline()),
+        ]
+        .into_iter()
+        .filter_map(|(t, o)| Some((cases.iter().position(|c| c.0 == t)?, o)))
+        .collect();
+        compare("virtual_host_selection", &probes, &outcomes, &js_quirks)
     })
     .await
 }
