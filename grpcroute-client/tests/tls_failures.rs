@@ -92,7 +92,7 @@ async fn calls_during_the_backoff_still_say_why() {
         &mesh,
         s.addr(),
         &[
-            "every endpoint is backing off after failed connects; last: ",
+            "every endpoint is backing off after failed connects, or ejected after failed calls; last: ",
             expected,
         ],
     )

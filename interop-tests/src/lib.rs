@@ -20,11 +20,17 @@
 //! - [`interop`]: the wire-interop scenario, run against each of them.
 //! - [`prometheus`]: a real Prometheus server scraping the mesh's metrics and evaluating
 //!   the shipped alert rules.
+//! - [`fault`]: faults below the mesh — a backend killed mid-call (in a child process), a
+//!   relay that partitions or resets connections — and a timeline of every call made
+//!   meanwhile.
+//! - [`tools`]: whether a missing external tool (kubectl, Prometheus) skips its test or
+//!   fails it (`CI=true`, `GRPCROUTE_REQUIRE_*`).
 
 pub mod backends;
 pub mod calls;
 pub mod cluster;
 pub mod delivery;
+pub mod fault;
 pub mod interop;
 pub mod load;
 pub mod manifests;
@@ -33,6 +39,7 @@ pub mod peer;
 pub mod prometheus;
 pub mod python;
 pub mod stats;
+pub mod tools;
 
 pub use self::{
     backends::{EchoService, EndpointState, GRPC_PORT},

@@ -48,21 +48,20 @@ pub fn find_prometheus() -> Option<PathBuf> {
 }
 
 /// [`find_prometheus`] for a test: `None` (the test skips, saying so) when there is no
-/// Prometheus, unless `GRPCROUTE_REQUIRE_PROMETHEUS` is set (the test script sets it once it
-/// has made sure Prometheus is there), which makes a missing one a failure.
+/// Prometheus — unless a missing one must fail the test ([`crate::tools::required`]: `CI`
+/// is set, or `GRPCROUTE_REQUIRE_PROMETHEUS`, which the test script sets once it has made
+/// sure Prometheus is there).
 ///
 /// # Panics
 ///
-/// No Prometheus while `GRPCROUTE_REQUIRE_PROMETHEUS` is set.
+/// No Prometheus while it is required.
 pub fn prometheus_for_test() -> Option<PathBuf> {
     let found = find_prometheus();
     if found.is_none() {
-        assert!(
-            std::env::var_os("GRPCROUTE_REQUIRE_PROMETHEUS").is_none(),
-            "prometheus not found (PROMETHEUS, PATH, target/tools/prometheus), but GRPCROUTE_REQUIRE_PROMETHEUS is set"
-        );
-        eprintln!(
-            "SKIPPED: prometheus not found on PATH or in target/tools/prometheus (Debian: `apt-get download prometheus && dpkg -x prometheus_*.deb target/tools/prometheus`, as scripts/test.sh does), and PROMETHEUS is not set"
+        crate::tools::missing(
+            "prometheus",
+            "GRPCROUTE_REQUIRE_PROMETHEUS",
+            "not in PROMETHEUS, on PATH or in target/tools/prometheus; Debian: `apt-get download prometheus && dpkg -x prometheus_*.deb target/tools/prometheus`, as scripts/test.sh does",
         );
     }
     found
@@ -283,7 +282,8 @@ impl Prometheus {
     ///
     /// # Errors
     ///
-    /// `promtool` rejecting the rules, or a server that exits or is not ready in time.
+    /// `promtool` rejecting the rules, or missing while Prometheus is required
+    /// ([`crate::tools::required`]), or a server that exits or is not ready in time.
     pub async fn start(
         binary: &Path,
         target: SocketAddr,
@@ -314,8 +314,15 @@ impl Prometheus {
                 String::from_utf8_lossy(&out.stderr)
             );
         } else {
+            // Part of the Prometheus tool set: required when Prometheus is.
+            ensure!(
+                !crate::tools::required("GRPCROUTE_REQUIRE_PROMETHEUS"),
+                "no promtool next to {}, and Prometheus is required (CI or \
+                 GRPCROUTE_REQUIRE_PROMETHEUS): the rules cannot be checked",
+                binary.display()
+            );
             eprintln!(
-                "no promtool next to {}: rules not checked",
+                "SKIPPED (rule check only): no promtool next to {}: rules not checked",
                 binary.display()
             );
         }

@@ -9,9 +9,9 @@
 //! any other service of `front` match no rule. Service `shop/reports` has GRPCRoute
 //! `shop/reports-v2`, whose only backendRef names a Service that does not exist.
 //!
-//! Skipped (with a message) when no Prometheus is found, unless
-//! `GRPCROUTE_REQUIRE_PROMETHEUS` is set (the test script sets it), which makes that a
-//! failure. `PROMETHEUS=/path/to/prometheus` overrides the one on PATH; without either,
+//! Skipped (with a message) when no Prometheus is found, unless `CI` is set (to anything
+//! but `false`/`0`) or `GRPCROUTE_REQUIRE_PROMETHEUS` is (the test script sets it), which
+//! makes that a failure. `PROMETHEUS=/path/to/prometheus` overrides the one on PATH; without either,
 //! the one `scripts/test.sh` unpacks into `target/tools/prometheus` is used.
 
 use std::{
@@ -232,6 +232,12 @@ async fn check_metadata(prometheus: &Prometheus) -> anyhow::Result<()> {
         ("grpcroute_route_condition", "gauge "),
         ("grpcroute_endpoints", "gauge "),
         ("grpcroute_source_connected", "gauge "),
+        // Failure accrual and mirrors (issue 9).
+        ("grpcroute_client_endpoint_ejections", "counter "),
+        ("grpcroute_client_endpoints_ejected", "gauge "),
+        ("grpcroute_client_mirrors_dropped", "counter "),
+        ("grpcroute_client_mirrors_in_flight", "gauge "),
+        ("grpcroute_client_mirrors_timed_out", "counter "),
     ]
     .into_iter()
     .map(|(m, t)| (m.to_string(), t.to_string()))

@@ -8,8 +8,8 @@
 //! 3. the API server fails every request for a moment while a route changes: the status
 //!    write fails and `GRPCRouteStatusWritesFailing` fires, though the retry lands.
 //!
-//! Skipped, like the other Prometheus test, when no Prometheus is found, unless
-//! `GRPCROUTE_REQUIRE_PROMETHEUS` is set (the test script sets it).
+//! Skipped, like the other Prometheus test, when no Prometheus is found, unless `CI` is
+//! set or `GRPCROUTE_REQUIRE_PROMETHEUS` is (the test script sets it): then it fails.
 
 use std::time::Duration;
 

@@ -189,6 +189,20 @@ impl MeshBuilder {
         self
     }
 
+    /// HTTP/2 keep-alive of the endpoint connections (defaults 30 s and 10 s): while calls
+    /// are in flight on a connection, it is PINGed when nothing has arrived on it for
+    /// `interval`, and closed if the PING is not answered within `timeout`. This is what
+    /// detects an endpoint that stops answering without closing (a partition, a frozen
+    /// host): its calls in flight end `UNAVAILABLE` at most `interval + timeout` after the
+    /// last byte it sent, and the next calls connect anew. Idle connections are not
+    /// PINGed. A zero `interval` turns keep-alive off.
+    #[must_use]
+    pub fn keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.transport.keepalive_interval = (!interval.is_zero()).then_some(interval);
+        self.transport.keepalive_timeout = timeout;
+        self
+    }
+
     /// How long an endpoint whose connect failed is avoided at first; the pause doubles
     /// with each further failure, up to `max` (defaults 100 ms and 10 s).
     #[must_use]

@@ -5,6 +5,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
+use crate::resources::Resource;
+
 /// How long a fault lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Window {
@@ -61,11 +63,26 @@ impl FaultState {
     }
 }
 
-/// Fault state plus the connection epoch (bumped to drop every open connection).
+/// An order to stall the watches open when it is given: of one resource, or of all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct StallWatches {
+    /// `None`: every resource.
+    pub(crate) resource: Option<Resource>,
+}
+
+impl StallWatches {
+    pub(crate) fn applies_to(self, resource: Resource) -> bool {
+        self.resource.is_none_or(|r| r == resource)
+    }
+}
+
+/// Fault state plus the connection epoch (bumped to drop every open connection) and the
+/// last order to stall open watches.
 #[derive(Debug)]
 pub(crate) struct Faults {
     state: watch::Sender<FaultState>,
     conn_epoch: watch::Sender<u64>,
+    stall_watches: watch::Sender<StallWatches>,
 }
 
 impl Faults {
@@ -73,6 +90,7 @@ impl Faults {
         Self {
             state: watch::channel(FaultState::default()).0,
             conn_epoch: watch::channel(0).0,
+            stall_watches: watch::channel(StallWatches::default()).0,
         }
     }
 
@@ -126,5 +144,18 @@ impl Faults {
 
     pub(crate) fn connection_epoch(&self) -> watch::Receiver<u64> {
         self.conn_epoch.subscribe()
+    }
+
+    /// Stalls every watch open now (of `resource`, or of all): see
+    /// [`ApiServerHandle::stall_open_watches`](crate::ApiServerHandle::stall_open_watches).
+    pub(crate) fn stall_open_watches(&self, resource: Option<Resource>) {
+        // `send_replace` notifies even an order equal to the last: each order counts.
+        self.stall_watches.send_replace(StallWatches { resource });
+    }
+
+    /// Orders to stall watches given from now on (a watch subscribes when it starts, so
+    /// earlier orders do not reach it).
+    pub(crate) fn stall_orders(&self) -> watch::Receiver<StallWatches> {
+        self.stall_watches.subscribe()
     }
 }

@@ -242,6 +242,16 @@ impl ApiServerHandle {
         self.shared.faults.set(Fault::Stall, Window::Off);
     }
 
+    /// Stalls every watch open now, of `resource` (or, with `None`, of every resource):
+    /// it stays open but sends nothing more — no event, no bookmark, no end at its
+    /// timeout — until its client gives up (or [`restart`](Self::restart) cuts it).
+    /// Everything else is served as usual, watches started later included: a client that
+    /// notices the stall and watches again gets the events it missed. One order stalls the
+    /// watches open when it is given, not later ones.
+    pub fn stall_open_watches(&self, resource: Option<Resource>) {
+        self.shared.faults.stall_open_watches(resource);
+    }
+
     /// Ends every timed fault (refusing, failing, stalling).
     pub fn clear_faults(&self) {
         self.shared.faults.clear();

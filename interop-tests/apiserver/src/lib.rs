@@ -60,8 +60,10 @@
 //! handed out ([`compact`](ApiServerHandle::compact)), cut every connection
 //! ([`restart`](ApiServerHandle::restart)), close the port and re-bind the same one later
 //! ([`refuse_connections`](ApiServerHandle::refuse_connections)), answer 500
-//! ([`fail_requests`](ApiServerHandle::fail_requests)) and hold requests
-//! ([`stall_requests`](ApiServerHandle::stall_requests)). [`Stats`] counts lists, watches
+//! ([`fail_requests`](ApiServerHandle::fail_requests)), hold requests
+//! ([`stall_requests`](ApiServerHandle::stall_requests)) and leave the open watches
+//! silent while serving everything else
+//! ([`stall_open_watches`](ApiServerHandle::stall_open_watches)). [`Stats`] counts lists, watches
 //! and open watches per [`Resource`].
 //!
 //! # Simplifications

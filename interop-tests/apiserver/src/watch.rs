@@ -8,12 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::faults::Fault;
+use crate::faults::{Fault, StallWatches};
 use crate::selector::ObjectFilter;
 use crate::server::Shared;
 use crate::store::{EventType, StoredEvent, WatchFrom, WatchStart};
@@ -44,10 +44,13 @@ pub(crate) fn start(shared: &Arc<Shared>, request: WatchRequest) -> Body {
         }
         Ok(start) => {
             let (tx, rx) = mpsc::channel(64);
+            // Subscribed before the response is sent: an order given once the client has
+            // its watch open reaches it.
+            let stalls = shared.faults.stall_orders();
             let shared = Arc::clone(shared);
             tokio::spawn(async move {
                 let _open = open;
-                run(&shared, &request, start, &tx).await;
+                run(&shared, &request, start, stalls, &tx).await;
             });
             Body::Stream(rx)
         }
@@ -58,6 +61,7 @@ async fn run(
     shared: &Shared,
     request: &WatchRequest,
     mut start: WatchStart,
+    mut stalls: watch::Receiver<StallWatches>,
     tx: &mpsc::Sender<Bytes>,
 ) {
     let min_rv = match request.from {
@@ -89,6 +93,17 @@ async fn run(
             _ = start.kill.changed() => return,
             _ = shutdown.changed() => return,
             () = tx.closed() => return,
+            changed = stalls.changed() => {
+                if changed.is_ok() && stalls.borrow_and_update().applies_to(request.filter.resource) {
+                    // Stuck for good: nothing more is sent, and only the client going away
+                    // (or the server stopping or cutting connections) ends it.
+                    tokio::select! {
+                        () = tx.closed() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    return;
+                }
+            }
             () = shared.faults.over(Fault::Stall), if stalled => continue,
             () = sleep_until_opt(deadline), if !stalled => return,
             received = start.events.recv(), if !stalled => match received {

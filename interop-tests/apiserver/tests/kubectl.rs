@@ -1,9 +1,10 @@
 //! kubectl against the test apiserver: apply a multi-document manifest, get (table,
 //! `-A`, `-o yaml`), apply again, watch, delete.
 //!
-//! Skipped (with a message) when no kubectl is found, unless `GRPCROUTE_REQUIRE_KUBECTL`
-//! is set (the test script sets it), which makes that a failure. `KUBECTL=/path/to/kubectl`
-//! overrides the one on PATH. kubectl ≥ 1.27 validates through the server (the skeletal
+//! Skipped (with a message) when no kubectl is found, unless `CI` is set (to anything but
+//! `false`/`0`) or `GRPCROUTE_REQUIRE_KUBECTL` is (the test script sets it), which makes
+//! that a failure. `KUBECTL=/path/to/kubectl` overrides the one on PATH, which overrides
+//! the one `scripts/test.sh` may unpack into `target/tools/kubernetes-client`. kubectl ≥ 1.27 validates through the server (the skeletal
 //! OpenAPI v3); older ones (Debian's 1.20 `kubernetes-client`) need the protobuf OpenAPI
 //! v2 for client-side validation, so they run with `--validate=false`.
 
@@ -90,9 +91,25 @@ fn find_kubectl() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("KUBECTL") {
         return Some(PathBuf::from(path));
     }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("kubectl"))
-        .find(|candidate| candidate.is_file())
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("kubectl"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.or_else(|| {
+        let unpacked = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/tools/kubernetes-client/usr/bin/kubectl");
+        unpacked.is_file().then_some(unpacked)
+    })
+}
+
+/// Whether a missing kubectl fails the test: in CI (`CI` set, not to `false` or `0`), or
+/// when `GRPCROUTE_REQUIRE_KUBECTL` is set. (The same rule as
+/// `grpcroute_interop_tests::tools`, which this crate cannot depend on.)
+fn kubectl_required() -> bool {
+    let ci = std::env::var("CI")
+        .is_ok_and(|v| !v.is_empty() && !v.eq_ignore_ascii_case("false") && v != "0");
+    ci || std::env::var_os("GRPCROUTE_REQUIRE_KUBECTL").is_some()
 }
 
 /// kubectl with a private kubeconfig and discovery cache.
@@ -137,14 +154,15 @@ async fn kubectl_for(
     server: &grpcroute_test_apiserver::ApiServer,
 ) -> Result<Option<Kubectl>, Box<dyn std::error::Error>> {
     let Some(binary) = find_kubectl() else {
-        // The test script sets this when it has made sure kubectl is installed: from then
-        // on a missing kubectl is a failure, not a skip.
+        // In CI, or once the test script has made sure kubectl is installed, a missing
+        // kubectl is a failure, not a skip.
         assert!(
-            std::env::var_os("GRPCROUTE_REQUIRE_KUBECTL").is_none(),
-            "kubectl not found on PATH and KUBECTL is not set, but GRPCROUTE_REQUIRE_KUBECTL is"
+            !kubectl_required(),
+            "kubectl not found (KUBECTL, PATH, target/tools/kubernetes-client), and it is \
+             required (CI or GRPCROUTE_REQUIRE_KUBECTL is set)"
         );
         println!(
-            "SKIPPED: kubectl not found on PATH (Debian: `apt-get install -y kubernetes-client`), and KUBECTL is not set"
+            "SKIPPED: kubectl not found on PATH (Debian: `apt-get install -y kubernetes-client`), and KUBECTL is not set; set CI=true or GRPCROUTE_REQUIRE_KUBECTL=1 to fail instead"
         );
         return Ok(None);
     };

@@ -426,3 +426,68 @@ async fn restart_keeps_objects_and_resource_versions() -> TestResult {
     server.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn stalled_watches_stay_open_and_silent_while_everything_else_is_served() -> TestResult {
+    use futures_util::StreamExt as _;
+    use kube::api::{WatchEvent, WatchParams};
+
+    let server = start().await;
+    server.apply(service("default", "a", 80))?;
+    let client = server.client()?;
+    let services = Api::<Service>::default_namespaced(client.clone());
+    let slices = Api::<EndpointSlice>::default_namespaced(client.clone());
+    let params = WatchParams::default().timeout(30);
+    let mut stalled = services.watch(&params, "0").await?.boxed();
+    let mut other = slices.watch(&params, "0").await?.boxed();
+    // Bookmarks every 100 ms until the stall.
+    let first = within(Duration::from_secs(5), "the first event", stalled.next()).await;
+    assert!(matches!(first, Some(Ok(WatchEvent::Added(_)))), "{first:?}");
+    let bookmark = within(Duration::from_secs(5), "a bookmark", stalled.next()).await;
+    assert!(
+        matches!(bookmark, Some(Ok(WatchEvent::Bookmark(_)))),
+        "{bookmark:?}"
+    );
+
+    server.stall_open_watches(Some(Resource::Services));
+    server.apply(service("default", "b", 80))?;
+    let silent = tokio::time::timeout(Duration::from_millis(800), stalled.next()).await;
+    assert!(
+        silent.is_err(),
+        "a stalled watch sends nothing, neither the event nor bookmarks: {silent:?}"
+    );
+    // Everything else is served: a GET, another resource's watch, a new watch that
+    // replays what the stalled one missed.
+    assert_eq!(services.get("b").await?.metadata.name.as_deref(), Some("b"));
+    let bookmark = within(Duration::from_secs(5), "the other watch", other.next()).await;
+    assert!(
+        matches!(bookmark, Some(Ok(WatchEvent::Bookmark(_)))),
+        "{bookmark:?}"
+    );
+    let mut again = services.watch(&params, "0").await?.boxed();
+    let mut names = Vec::new();
+    while names.len() < 2 {
+        match within(Duration::from_secs(5), "the new watch", again.next()).await {
+            Some(Ok(WatchEvent::Added(s))) => names.extend(s.metadata.name),
+            Some(Ok(WatchEvent::Bookmark(_))) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(server.stats().resource(Resource::Services).open_watches, 2);
+
+    // The stalled watch ends only when its client goes away.
+    drop(stalled);
+    assert!(
+        server
+            .wait_for_stats(Duration::from_secs(5), |s| {
+                s.resource(Resource::Services).open_watches == 1
+            })
+            .await,
+        "{:?}",
+        server.stats()
+    );
+    server.shutdown().await;
+    Ok(())
+}

@@ -12,13 +12,22 @@
 //!   replace the old ones atomically; while the API server is unreachable the last good
 //!   configuration keeps serving, and the outage shows in
 //!   [`Mesh::source_health`](crate::Mesh::source_health) and in the logs.
+//! - Stalls: a watch that stays open but delivers nothing, not even the bookmark API
+//!   servers send about once a minute, is abandoned after
+//!   [`KubeSource::stall_timeout`] and started again from the last resource version
+//!   seen (see `stall`).
 
+mod stall;
 mod state;
 mod watch;
 
 use std::time::Duration;
 
 use crate::source::{Source, Updater};
+
+/// The default of [`KubeSource::stall_timeout`]: one and a half times the period of the
+/// bookmarks Kubernetes sends to every watch.
+const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Where the watches look.
 #[derive(Clone)]
@@ -29,6 +38,7 @@ pub struct KubeSource {
     quiet: Duration,
     max_delay: Duration,
     watch_timeout: Option<u32>,
+    stall_timeout: Duration,
     backoff_initial: Duration,
     backoff_max: Duration,
 }
@@ -51,6 +61,7 @@ impl Default for KubeSource {
             quiet: Duration::from_millis(5),
             max_delay: Duration::from_millis(50),
             watch_timeout: None,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(5),
         }
@@ -114,6 +125,25 @@ impl KubeSource {
     #[must_use]
     pub fn watch_timeout(mut self, timeout: Duration) -> Self {
         self.watch_timeout = Some(u32::try_from(timeout.as_secs().max(1)).unwrap_or(u32::MAX));
+        self
+    }
+
+    /// How long a request to the API server may go without receiving anything before it
+    /// is abandoned and retried (default 90 s): the response
+    /// must start within it, and a watch must deliver an event or a bookmark at least once
+    /// per `timeout`. API servers send every watch a bookmark about once a minute
+    /// (Kubernetes 1.27 and later), so a silent watch is a stalled one — a stuck
+    /// connection, or a proxy or API server instance that stopped forwarding — and is
+    /// started again, from the last resource version seen, after the watch backoff. A change
+    /// made meanwhile then arrives within `timeout` plus that backoff. Each stall is
+    /// logged (warning) and shown as the last error in
+    /// [`Mesh::source_health`](crate::Mesh::source_health). Keep it above the bookmark
+    /// period: a quiet watch on a server that sends no periodic bookmarks is restarted
+    /// every `timeout` (one watch request, no relist). Zero turns the detection off,
+    /// leaving kube-rs's own (the watch timeout plus 5 s).
+    #[must_use]
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = timeout;
         self
     }
 }

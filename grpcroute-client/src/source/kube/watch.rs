@@ -64,6 +64,8 @@ pub(super) async fn run(cfg: KubeSource, updater: Updater) {
             }
         },
     };
+    // Every request the source makes, its watches above all, gets the stall bound.
+    let client = super::stall::guard(client, cfg.stall_timeout);
     let grants = loop {
         match grant_version(&client).await {
             Ok(v) => break v,
