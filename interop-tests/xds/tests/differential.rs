@@ -669,6 +669,62 @@ async fn priority_failover() -> anyhow::Result<()> {
     .await
 }
 
+/// S12 aggregate cluster: `agg` = [EDS `agg-eds` {b0}, LOGICAL_DNS `agg-dns`
+/// (`localhost:<b1's port>`)], in priority order. The EDS child serves while it has a
+/// reachable endpoint; its assignment emptied, or its endpoint down → the DNS child;
+/// restored → back to EDS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_cluster_failover() -> anyhow::Result<()> {
+    bounded("aggregate_cluster", LIMIT, async {
+        let cp = ControlPlane::start().await?;
+        let mut backends = start_backends("b", 2).await?;
+        let (a0, port1) = (backends[0].addr(), backends[1].addr().port());
+        let mut resources = ping_pong("agg", &[]);
+        resources.truncate(2);
+        let agg_rc = route_configuration(
+            "agg-rc",
+            vec![virtual_host("vh", &["*"], vec![RouteBuilder::prefix("/").cluster("agg").build()])],
+        );
+        resources[1] = agg_rc.into();
+        resources.extend([
+            ClusterBuilder::aggregate("agg", &["agg-eds", "agg-dns"])
+                .lb_policy(grpcroute_xds_control_plane::builders::LbPolicy::RoundRobin)
+                .build()
+                .into(),
+            ClusterBuilder::eds("agg-eds").build().into(),
+            load_assignment("agg-eds", [a0]).into(),
+            ClusterBuilder::logical_dns("agg-dns", "localhost", port1).build().into(),
+        ]);
+        cp.set(resources);
+        let clients = Clients::start(&cp, &[PY, JS], "agg").await?;
+        let spec = CallSpec::new("xds:///agg", UNARY)
+            .count(20)
+            .timeout(Duration::from_secs(3));
+        for client in clients.all() {
+            warm_up(client, "xds:///agg", &["b0"]).await?;
+            only_to(client, &spec, &["b0"], "aggregate: EDS child first").await?;
+        }
+        cp.set_one(LoadAssignmentBuilder::new("agg-eds").build());
+        for client in clients.all() {
+            only_to(client, &spec, &["b1"], "aggregate: EDS child empty → DNS child").await?;
+        }
+        cp.set_one(load_assignment("agg-eds", [a0]));
+        for client in clients.all() {
+            only_to(client, &spec, &["b0"], "aggregate: EDS child back").await?;
+        }
+        backends[0].stop();
+        for client in clients.all() {
+            only_to(client, &spec, &["b1"], "aggregate: EDS endpoint down → DNS child").await?;
+        }
+        backends[0].restart().await?;
+        for client in clients.all() {
+            only_to(client, &spec, &["b0"], "aggregate: EDS endpoint up again").await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// S16 circuit_breaking: `max_requests` 10 and calls kept open (`rpc-behavior:
 /// keep-open`): exactly 10 stay in flight at the backend and the excess fails UNAVAILABLE
 /// at once; released, the limit frees again; raised by a CDS update to 20, the plateau
