@@ -393,10 +393,7 @@ fn compose(
             }
         }
     }
-    EndpointsSpec {
-        priorities,
-        policy,
-    }
+    EndpointsSpec { priorities, policy }
 }
 
 fn priorities(endpoints: &EndpointConfig) -> Vec<PrioritySpec> {
@@ -471,9 +468,7 @@ mod tests {
     use super::*;
     use crate::{
         backend::Registry,
-        model::xds::endpoint::{
-            Endpoint, EndpointHealth, Locality, LocalityEndpoints, Priority,
-        },
+        model::xds::endpoint::{Endpoint, EndpointHealth, Locality, LocalityEndpoints, Priority},
         transport::TransportConfig,
     };
 

@@ -558,7 +558,13 @@ async fn locality_weights_and_health() -> anyhow::Result<()> {
             for p in ["b1", "b2", "b5"] {
                 ensure!(r.peer(p) == 0, "{who}: {p} must get nothing: {r:?}");
             }
-            within_binomial(&format!("{who}: locality l1 (b0)"), r.peer("b0"), n, 0.25, 4.0)?;
+            within_binomial(
+                &format!("{who}: locality l1 (b0)"),
+                r.peer("b0"),
+                n,
+                0.25,
+                4.0,
+            )?;
             let l3 = r.peer("b3") + r.peer("b4");
             within_binomial(&format!("{who}: b3 within l3"), r.peer("b3"), l3, 0.5, 4.0)?;
             reports.push((who, r));
@@ -567,7 +573,9 @@ async fn locality_weights_and_health() -> anyhow::Result<()> {
         let counts = |r: &CallReport| used.iter().map(|p| r.peer(p)).collect::<Vec<_>>();
         for (who, theirs) in &reports[..reports.len() - 1] {
             let (chi, df) = chi_square_homogeneity(&counts(ours), &counts(theirs));
-            println!("locality_weights_and_health: library vs {who}: chi-square {chi:.2} (df {df})");
+            println!(
+                "locality_weights_and_health: library vs {who}: chi-square {chi:.2} (df {df})"
+            );
             ensure!(
                 chi <= chi_square_critical_0_001(df),
                 "library {:?} vs {who} {:?}: chi-square {chi:.2} (df {df})",
@@ -683,7 +691,11 @@ async fn aggregate_cluster_failover() -> anyhow::Result<()> {
         resources.truncate(2);
         let agg_rc = route_configuration(
             "agg-rc",
-            vec![virtual_host("vh", &["*"], vec![RouteBuilder::prefix("/").cluster("agg").build()])],
+            vec![virtual_host(
+                "vh",
+                &["*"],
+                vec![RouteBuilder::prefix("/").cluster("agg").build()],
+            )],
         );
         resources[1] = agg_rc.into();
         resources.extend([
@@ -693,7 +705,9 @@ async fn aggregate_cluster_failover() -> anyhow::Result<()> {
                 .into(),
             ClusterBuilder::eds("agg-eds").build().into(),
             load_assignment("agg-eds", [a0]).into(),
-            ClusterBuilder::logical_dns("agg-dns", "localhost", port1).build().into(),
+            ClusterBuilder::logical_dns("agg-dns", "localhost", port1)
+                .build()
+                .into(),
         ]);
         cp.set(resources);
         let clients = Clients::start(&cp, &[PY, JS], "agg").await?;
@@ -706,7 +720,13 @@ async fn aggregate_cluster_failover() -> anyhow::Result<()> {
         }
         cp.set_one(LoadAssignmentBuilder::new("agg-eds").build());
         for client in clients.all() {
-            only_to(client, &spec, &["b1"], "aggregate: EDS child empty → DNS child").await?;
+            only_to(
+                client,
+                &spec,
+                &["b1"],
+                "aggregate: EDS child empty → DNS child",
+            )
+            .await?;
         }
         cp.set_one(load_assignment("agg-eds", [a0]));
         for client in clients.all() {
@@ -714,7 +734,13 @@ async fn aggregate_cluster_failover() -> anyhow::Result<()> {
         }
         backends[0].stop();
         for client in clients.all() {
-            only_to(client, &spec, &["b1"], "aggregate: EDS endpoint down → DNS child").await?;
+            only_to(
+                client,
+                &spec,
+                &["b1"],
+                "aggregate: EDS endpoint down → DNS child",
+            )
+            .await?;
         }
         backends[0].restart().await?;
         for client in clients.all() {

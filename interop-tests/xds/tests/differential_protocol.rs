@@ -745,9 +745,7 @@ async fn deletion_is_honoured_with_fail_on_data_errors() -> anyhow::Result<()> {
 /// differences are recorded (printed), not asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validation_accepts_and_rejects_as_c_core() -> anyhow::Result<()> {
-    use envoy_types::pb::envoy::config::{
-        cluster::v3::cluster::LbPolicy, core::v3::HealthStatus,
-    };
+    use envoy_types::pb::envoy::config::{cluster::v3::cluster::LbPolicy, core::v3::HealthStatus};
     use grpcroute_xds_control_plane::{
         Resource,
         builders::{LoadAssignmentBuilder, Locality, outlier_detection},
@@ -766,25 +764,57 @@ async fn validation_accepts_and_rejects_as_c_core() -> anyhow::Result<()> {
             e.eds_config = None;
         }
         let clusters: Vec<(String, Resource)> = vec![
-            ("v-c-roundrobin".into(), lb("v-c-roundrobin", LbPolicy::RoundRobin).into()),
-            ("v-c-ringhash".into(), lb("v-c-ringhash", LbPolicy::RingHash).into()),
-            ("v-c-leastrequest".into(), lb("v-c-leastrequest", LbPolicy::LeastRequest).into()),
-            ("v-c-maglev".into(), lb("v-c-maglev", LbPolicy::Maglev).into()),
-            ("v-c-random".into(), lb("v-c-random", LbPolicy::Random).into()),
+            (
+                "v-c-roundrobin".into(),
+                lb("v-c-roundrobin", LbPolicy::RoundRobin).into(),
+            ),
+            (
+                "v-c-ringhash".into(),
+                lb("v-c-ringhash", LbPolicy::RingHash).into(),
+            ),
+            (
+                "v-c-leastrequest".into(),
+                lb("v-c-leastrequest", LbPolicy::LeastRequest).into(),
+            ),
+            (
+                "v-c-maglev".into(),
+                lb("v-c-maglev", LbPolicy::Maglev).into(),
+            ),
+            (
+                "v-c-random".into(),
+                lb("v-c-random", LbPolicy::Random).into(),
+            ),
             ("v-c-static".into(), static_cluster.build().into()),
             ("v-c-noedsconfig".into(), no_eds_config.build().into()),
             // C-core checks `lb_policy` of an aggregate cluster too: Envoy's
             // CLUSTER_PROVIDED is NACKed, the default ROUND_ROBIN accepted.
             (
                 "v-c-aggregate".into(),
-                ClusterBuilder::aggregate("v-c-aggregate", &["v-c-roundrobin"]).lb_policy(LbPolicy::RoundRobin).build().into(),
+                ClusterBuilder::aggregate("v-c-aggregate", &["v-c-roundrobin"])
+                    .lb_policy(LbPolicy::RoundRobin)
+                    .build()
+                    .into(),
             ),
-            ("v-c-aggregate-cp".into(), ClusterBuilder::aggregate("v-c-aggregate-cp", &["v-c-roundrobin"]).build().into()),
-            ("v-c-dns".into(), ClusterBuilder::logical_dns("v-c-dns", "localhost", a0.port()).build().into()),
+            (
+                "v-c-aggregate-cp".into(),
+                ClusterBuilder::aggregate("v-c-aggregate-cp", &["v-c-roundrobin"])
+                    .build()
+                    .into(),
+            ),
+            (
+                "v-c-dns".into(),
+                ClusterBuilder::logical_dns("v-c-dns", "localhost", a0.port())
+                    .build()
+                    .into(),
+            ),
             (
                 "v-c-outlier".into(),
                 ClusterBuilder::eds("v-c-outlier")
-                    .outlier_detection(outlier_detection(Duration::from_secs(1), Duration::from_secs(30), 10))
+                    .outlier_detection(outlier_detection(
+                        Duration::from_secs(1),
+                        Duration::from_secs(30),
+                        10,
+                    ))
                     .build()
                     .into(),
             ),
@@ -847,16 +877,25 @@ async fn validation_accepts_and_rejects_as_c_core() -> anyhow::Result<()> {
         for (name, r) in &clusters {
             resources.push(r.clone());
             resources.push(one(name).into());
-            routes.push(RouteBuilder::prefix(&format!("/{name}.")).cluster(name).build());
+            routes.push(
+                RouteBuilder::prefix(&format!("/{name}."))
+                    .cluster(name)
+                    .build(),
+            );
         }
         for (name, r) in &assignments {
             resources.push(ClusterBuilder::eds(name).build().into());
             resources.push(r.clone());
-            routes.push(RouteBuilder::prefix(&format!("/{name}.")).cluster(name).build());
+            routes.push(
+                RouteBuilder::prefix(&format!("/{name}."))
+                    .cluster(name)
+                    .build(),
+            );
         }
         routes.push(RouteBuilder::prefix("/").cluster("v-e-ok").build());
         resources.push(ApiListener::rds("val", "val-rc").build().into());
-        resources.push(route_configuration("val-rc", vec![virtual_host("vh", &["*"], routes)]).into());
+        resources
+            .push(route_configuration("val-rc", vec![virtual_host("vh", &["*"], routes)]).into());
         cp.set(resources);
         let clients = Clients::start(&cp, &[PY, JS], "val").await?;
         let watched: Vec<(ResourceType, &str)> = clusters
@@ -872,7 +911,10 @@ async fn validation_accepts_and_rejects_as_c_core() -> anyhow::Result<()> {
             // The library's deliberate differences from C-core 1.85 (README): it has no
             // ring hash yet, and it maps LEAST_REQUEST onto its P2C balancer (gRFC A48,
             // as grpc-java and grpc-go do; C-core and grpc-js NACK it).
-            &[("Cluster v-c-ringhash", "NACKED"), ("Cluster v-c-leastrequest", "ACKED")],
+            &[
+                ("Cluster v-c-ringhash", "NACKED"),
+                ("Cluster v-c-leastrequest", "ACKED"),
+            ],
             // grpc-js-xds 1.14.1 accepts an endpoint weight of 0.
             &[("ClusterLoadAssignment v-e-ep0", "ACKED")],
             &[],
@@ -916,37 +958,67 @@ async fn listener_and_route_validation_as_c_core() -> anyhow::Result<()> {
             value: Vec::new(),
         };
         let ok_routes = || vec![RouteBuilder::prefix("/").cluster("vc").build()];
-        resources.push(route_configuration("vl-rc", vec![virtual_host("vh", &["*"], ok_routes())]).into());
+        resources.push(
+            route_configuration("vl-rc", vec![virtual_host("vh", &["*"], ok_routes())]).into(),
+        );
         let listeners: Vec<(&str, Resource)> = vec![
             ("vl-ok", ApiListener::rds("vl-ok", "vl-rc").build().into()),
-            ("vl-nofilters", ApiListener::rds("vl-nofilters", "vl-rc").http_filters(vec![]).build().into()),
+            (
+                "vl-nofilters",
+                ApiListener::rds("vl-nofilters", "vl-rc")
+                    .http_filters(vec![])
+                    .build()
+                    .into(),
+            ),
             (
                 "vl-unknown",
                 ApiListener::rds("vl-unknown", "vl-rc")
-                    .http_filters(vec![http_filter("unknown", unknown(), false), router_filter()])
+                    .http_filters(vec![
+                        http_filter("unknown", unknown(), false),
+                        router_filter(),
+                    ])
                     .build()
                     .into(),
             ),
             (
                 "vl-unknown-opt",
                 ApiListener::rds("vl-unknown-opt", "vl-rc")
-                    .http_filters(vec![http_filter("unknown", unknown(), true), router_filter()])
+                    .http_filters(vec![
+                        http_filter("unknown", unknown(), true),
+                        router_filter(),
+                    ])
                     .build()
                     .into(),
             ),
             (
                 "vl-router-not-last",
                 ApiListener::rds("vl-router-not-last", "vl-rc")
-                    .http_filters(vec![router_filter(), http_filter("unknown", unknown(), true)])
+                    .http_filters(vec![
+                        router_filter(),
+                        http_filter("unknown", unknown(), true),
+                    ])
                     .build()
                     .into(),
             ),
-            ("vl-noapi", Listener { name: "vl-noapi".to_string(), ..Default::default() }.into()),
+            (
+                "vl-noapi",
+                Listener {
+                    name: "vl-noapi".to_string(),
+                    ..Default::default()
+                }
+                .into(),
+            ),
             (
                 "vl-inline",
-                ApiListener::inline("vl-inline", route_configuration("vl-inline-rc", vec![virtual_host("vh", &["*"], ok_routes())]))
-                    .build()
-                    .into(),
+                ApiListener::inline(
+                    "vl-inline",
+                    route_configuration(
+                        "vl-inline-rc",
+                        vec![virtual_host("vh", &["*"], ok_routes())],
+                    ),
+                )
+                .build()
+                .into(),
             ),
         ];
         let mut cluster_header = RouteBuilder::prefix("/").cluster("vc").build();
@@ -956,16 +1028,71 @@ async fn listener_and_route_validation_as_c_core() -> anyhow::Result<()> {
         let vh = |routes| vec![virtual_host("vh", &["*"], routes)];
         let route_configs: Vec<(&str, Vec<_>)> = vec![
             ("vr-ok", vh(ok_routes())),
-            ("vr-badregex", vh(vec![RouteBuilder::safe_regex("(").cluster("vc").build()])),
-            ("vr-badheaderregex", vh(vec![RouteBuilder::prefix("/").header(header::safe_regex("x", "[")).cluster("vc").build()])),
-            ("vr-range", vh(vec![RouteBuilder::prefix("/").header(header::range("x", 10, 5)).cluster("vc").build()])),
-            ("vr-wsum0", vh(vec![RouteBuilder::prefix("/").weighted_clusters(&[("vc", 0), ("vc2", 0)]).build()])),
-            ("vr-wzero", vh(vec![RouteBuilder::prefix("/").weighted_clusters(&[("vc", 0), ("vc2", 5)]).build()])),
+            (
+                "vr-badregex",
+                vh(vec![RouteBuilder::safe_regex("(").cluster("vc").build()]),
+            ),
+            (
+                "vr-badheaderregex",
+                vh(vec![
+                    RouteBuilder::prefix("/")
+                        .header(header::safe_regex("x", "["))
+                        .cluster("vc")
+                        .build(),
+                ]),
+            ),
+            (
+                "vr-range",
+                vh(vec![
+                    RouteBuilder::prefix("/")
+                        .header(header::range("x", 10, 5))
+                        .cluster("vc")
+                        .build(),
+                ]),
+            ),
+            (
+                "vr-wsum0",
+                vh(vec![
+                    RouteBuilder::prefix("/")
+                        .weighted_clusters(&[("vc", 0), ("vc2", 0)])
+                        .build(),
+                ]),
+            ),
+            (
+                "vr-wzero",
+                vh(vec![
+                    RouteBuilder::prefix("/")
+                        .weighted_clusters(&[("vc", 0), ("vc2", 5)])
+                        .build(),
+                ]),
+            ),
             ("vr-clusterheader", vh(vec![cluster_header])),
-            ("vr-nopath", vh(vec![RouteBuilder::with_match(RouteMatch::default()).cluster("vc").build()])),
-            ("vr-innerwildcard", vec![virtual_host("vh", &["a*b"], ok_routes())]),
-            ("vr-dupdomain", vec![virtual_host("vh1", &["*"], ok_routes()), virtual_host("vh2", &["*"], ok_routes())]),
-            ("vr-nodomains", vec![virtual_host("vh0", &[], ok_routes()), virtual_host("vh", &["*"], ok_routes())]),
+            (
+                "vr-nopath",
+                vh(vec![
+                    RouteBuilder::with_match(RouteMatch::default())
+                        .cluster("vc")
+                        .build(),
+                ]),
+            ),
+            (
+                "vr-innerwildcard",
+                vec![virtual_host("vh", &["a*b"], ok_routes())],
+            ),
+            (
+                "vr-dupdomain",
+                vec![
+                    virtual_host("vh1", &["*"], ok_routes()),
+                    virtual_host("vh2", &["*"], ok_routes()),
+                ],
+            ),
+            (
+                "vr-nodomains",
+                vec![
+                    virtual_host("vh0", &[], ok_routes()),
+                    virtual_host("vh", &["*"], ok_routes()),
+                ],
+            ),
         ];
         let mut targets = Vec::new();
         let mut watched: Vec<(ResourceType, String)> = vec![(RDS, "vl-rc".to_string())];
@@ -984,7 +1111,8 @@ async fn listener_and_route_validation_as_c_core() -> anyhow::Result<()> {
         cp.set(resources);
         let clients = Clients::start(&cp, &[PY, JS], "rval").await?;
         let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
-        let watched: Vec<(ResourceType, &str)> = watched.iter().map(|(k, n)| (*k, n.as_str())).collect();
+        let watched: Vec<(ResourceType, &str)> =
+            watched.iter().map(|(k, n)| (*k, n.as_str())).collect();
         // grpc-js-xds 1.14.1 dies on an invalid RE2 pattern (re2-wasm throws a
         // SyntaxError nobody catches; README quirks): it is not shown those two.
         compare_acceptance(
@@ -1011,7 +1139,10 @@ async fn listener_and_route_validation_as_c_core() -> anyhow::Result<()> {
 
 /// `(kind name, status)` pairs as a map.
 fn statuses(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(r, s)| (r.to_string(), s.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(r, s)| (r.to_string(), s.to_string()))
+        .collect()
 }
 
 /// Opens a channel to each of `targets` on every client, waits until each `watched`
@@ -1035,32 +1166,53 @@ async fn compare_acceptance(
                 .iter()
                 .any(|x| name == *x || name == format!("xds:///{x}") || name == format!("{x}-rc"))
     };
-    let state_of = async |client: Client<'_>| -> anyhow::Result<(String, Option<OracleKind>, BTreeMap<String, String>)> {
+    let state_of = async |client: Client<'_>| -> anyhow::Result<(
+        String,
+        Option<OracleKind>,
+        BTreeMap<String, String>,
+    )> {
         let who = client.name();
         // A call per target opens its channel (the call itself may fail: a rejected
         // listener never serves).
-        let opens = targets.iter().filter(|t| !excluded(client, t)).map(|t| async move {
-            client.call(&CallSpec::new(t, UNARY).timeout(Duration::from_secs(2))).await
-        });
+        let opens = targets
+            .iter()
+            .filter(|t| !excluded(client, t))
+            .map(|t| async move {
+                client
+                    .call(&CallSpec::new(t, UNARY).timeout(Duration::from_secs(2)))
+                    .await
+            });
         for r in futures_util::future::join_all(opens).await {
             r?;
         }
-        let got = eventually(&format!("{who}: every resource ACKED or NACKED"), Duration::from_secs(10), Duration::from_millis(100), async || {
-            let dump = client.csds().await?;
-            let mut out = BTreeMap::new();
-            for (kind, name) in watched.iter().filter(|(_, n)| !excluded(client, n)) {
-                let status = dump
-                    .iter()
-                    .find(|r| r.kind() == Some(*kind) && r.name == *name)
-                    .map_or("absent", |r| r.status.as_str());
-                ensure!(status != "REQUESTED" && status != "absent", "{kind} {name}: {status}");
-                if let Some(e) = dump.iter().find(|r| r.kind() == Some(*kind) && r.name == *name).and_then(|r| r.error.as_ref()) {
-                    println!("{scenario} {who}: {kind} {name}: {e}");
+        let got = eventually(
+            &format!("{who}: every resource ACKED or NACKED"),
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            async || {
+                let dump = client.csds().await?;
+                let mut out = BTreeMap::new();
+                for (kind, name) in watched.iter().filter(|(_, n)| !excluded(client, n)) {
+                    let status = dump
+                        .iter()
+                        .find(|r| r.kind() == Some(*kind) && r.name == *name)
+                        .map_or("absent", |r| r.status.as_str());
+                    ensure!(
+                        status != "REQUESTED" && status != "absent",
+                        "{kind} {name}: {status}"
+                    );
+                    if let Some(e) = dump
+                        .iter()
+                        .find(|r| r.kind() == Some(*kind) && r.name == *name)
+                        .and_then(|r| r.error.as_ref())
+                    {
+                        println!("{scenario} {who}: {kind} {name}: {e}");
+                    }
+                    out.insert(format!("{kind} {name}"), status.to_string());
                 }
-                out.insert(format!("{kind} {name}"), status.to_string());
-            }
-            Ok(out)
-        })
+                Ok(out)
+            },
+        )
         .await?;
         println!("{scenario} {who}: {got:?}");
         Ok((who, client.kind(), got))
@@ -1081,7 +1233,10 @@ async fn compare_acceptance(
                 .map(|(r, status)| (r.clone(), status.clone()))
                 .collect();
             for (r, status) in &differences {
-                println!("{scenario}: {who} differs from C-core on {r}: {status} vs {}", reference[r]);
+                println!(
+                    "{scenario}: {who} differs from C-core on {r}: {status} vs {}",
+                    reference[r]
+                );
             }
             let allowed = match kind {
                 Some(JS) => &js_quirks,
@@ -1089,7 +1244,9 @@ async fn compare_acceptance(
                 _ => continue,
             };
             if &differences != allowed {
-                errors.push(format!("{who}: differences from C-core {differences:?}, expected {allowed:?}"));
+                errors.push(format!(
+                    "{who}: differences from C-core {differences:?}, expected {allowed:?}"
+                ));
             }
         }
     }

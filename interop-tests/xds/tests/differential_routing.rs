@@ -716,10 +716,21 @@ async fn header_matching() -> anyhow::Result<()> {
 async fn virtual_host_selection() -> anyhow::Result<()> {
     bounded("virtual_host_selection", LIMIT, async {
         let cp = ControlPlane::start().await?;
-        let clusters = ["v-exact", "v-suffix", "v-longsuffix", "v-prefix", "v-longprefix", "v-star"];
+        let clusters = [
+            "v-exact",
+            "v-suffix",
+            "v-longsuffix",
+            "v-prefix",
+            "v-longprefix",
+            "v-star",
+        ];
         let (_backends, mut resources) = cluster_backends(&clusters).await?;
         let vh = |name: &str, domains: &[&str]| {
-            virtual_host(name, domains, vec![RouteBuilder::prefix("/").cluster(name).build()])
+            virtual_host(
+                name,
+                domains,
+                vec![RouteBuilder::prefix("/").cluster(name).build()],
+            )
         };
         let hosts = vec![
             vh("v-suffix", &["*.example.com"]),
