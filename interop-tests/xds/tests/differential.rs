@@ -447,7 +447,9 @@ async fn remove_instance_group() -> anyhow::Result<()> {
         }
         // Remove the second group while calls run.
         let spec = CallSpec::new("xds:///svc", UNARY).count(100);
-        let steps: [(&[&[usize]], &[&str], &[&str]); 3] = [
+        // (localities by backend index, the backends that must answer, those that must not)
+        type Step<'a> = (&'a [&'a [usize]], &'a [&'a str], &'a [&'a str]);
+        let steps: [Step<'_>; 3] = [
             (&[&[0, 1]], &["b0", "b1"], &["b2", "b3", "b4"]),
             (&[&[0, 1], &[4]], &["b0", "b1", "b4"], &["b2", "b3"]),
             // The removed group returns (its endpoints are used again); b4 goes.

@@ -352,7 +352,9 @@ fn header_route(
 /// - `invert_match` on a missing header matches (C-core: a missing header never matches,
 ///   inverted or not, except `present_match`).
 fn js_header_quirks(probes: &[Probe]) -> BTreeMap<usize, Outcome> {
-    let quirks: [(&str, &[(&str, &str)], &str); 7] = [
+    // (method, metadata, grpc-js's cluster)
+    type Quirk<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let quirks: [Quirk<'_>; 7] = [
         ("/h.range/M", &[("x-h", "+150")], "h-default"),
         ("/h.absent/M", &[], "h-default"),
         ("/h.absent/M", &[("x-h", "v")], "h-absent"),
