@@ -180,7 +180,8 @@ fn compare(
 /// S5 path matching: `path` and `prefix` with and without `case_sensitive`, `safe_regex`
 /// (full match), first match in configured order, routes with `query_parameters`
 /// skipped, a non-forwarding action and no matching route (UNAVAILABLE), runtime
-/// fractions of 0 and 100 %.
+/// fractions of 0 and 100 %. S3: the same routes inline in a listener route the same as
+/// over RDS, for every client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_matching() -> anyhow::Result<()> {
     bounded("path_matching", LIMIT, async {
@@ -260,11 +261,19 @@ async fn path_matching() -> anyhow::Result<()> {
             .collect();
         resources.push(ApiListener::rds("paths", "paths-rc").build().into());
         resources.push(ApiListener::rds("paths-js", "paths-js-rc").build().into());
-        resources
-            .push(route_configuration("paths-rc", vec![virtual_host("vh", &["*"], routes)]).into());
-        resources.push(
-            route_configuration("paths-js-rc", vec![virtual_host("vh", &["*"], js_routes)]).into(),
-        );
+        // S3: the same routes inline in the listener (`{listener}-inline`) route the same.
+        for (listener, rc, routes) in [
+            ("paths", "paths-rc", &routes),
+            ("paths-js", "paths-js-rc", &js_routes),
+        ] {
+            let config = route_configuration(rc, vec![virtual_host("vh", &["*"], routes.clone())]);
+            resources.push(
+                ApiListener::inline(&format!("{listener}-inline"), config.clone())
+                    .build()
+                    .into(),
+            );
+            resources.push(config.into());
+        }
         cp.set(resources);
         let probes = vec![
             probe("/pkg.Svc/Exact", &[], to("p-exact")),
@@ -309,11 +318,17 @@ async fn path_matching() -> anyhow::Result<()> {
             if let Err(e) = warm_up_on(client, target, "/pkg.Any/M", &["p-pkg"]).await {
                 anyhow::bail!("{e:#}\n{}", cp.render_log(client.node_id()));
             }
-            outcomes.push((
+            let via_rds = run_probes(client, target, &probes).await?;
+            let inline = format!("{target}-inline");
+            let via_inline = run_probes(client, &inline, &probes).await?;
+            ensure!(
+                via_inline == via_rds,
+                "{}: {inline} (inline routes) routes differently from {target} (RDS):\n{:?}\n{:?}",
                 client.name(),
-                client.kind(),
-                run_probes(client, target, &probes).await?,
-            ));
+                via_inline,
+                via_rds
+            );
+            outcomes.push((client.name(), client.kind(), via_rds));
         }
         // grpc-js-xds's differences from C-core: without the non-forwarding route, its
         // `/pkg.Nf/M` falls through to `/pkg.`; it does not skip a route with
