@@ -563,6 +563,103 @@ async fn control_plane_loss_keeps_the_cache() -> anyhow::Result<()> {
     .await
 }
 
+/// S25 stream churn (A57): the control plane ends every stream each 250 ms for 3 s while
+/// the endpoints change: no call fails, and the last change applies. Then it ends the
+/// streams and refuses new ones (UNAVAILABLE before any response) for 3 s: the cached
+/// target keeps serving; a new target fails UNAVAILABLE at once meanwhile (C-core and the
+/// library; grpc-js-xds keeps it waiting, README quirk) and works once the control
+/// plane answers again (after the client's backoff).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_churn_and_refused_streams() -> anyhow::Result<()> {
+    bounded("stream_churn", LIMIT, async {
+        let cp = ControlPlane::start().await?;
+        let backends = start_backends("b", 2).await?;
+        let mut resources = ping_pong("svc", &addrs(&backends));
+        resources.extend(ping_pong("fresh", &addrs(&backends[..1])));
+        cp.set(resources);
+        let clients = Clients::start(&cp, &[PY, JS], "churn").await?;
+        for client in clients.all() {
+            warm_up(client, "xds:///svc", &["b0", "b1"]).await?;
+        }
+        let churn = async {
+            for i in 0..12u32 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                cp.kill_streams();
+                let b = if i % 2 == 0 { &backends[..1] } else { &backends[..] };
+                cp.set_one(load_assignment("svc-c", addrs(b)));
+            }
+            // The last change: b1 only.
+            cp.set_one(load_assignment("svc-c", addrs(&backends[1..])));
+            anyhow::Ok(())
+        };
+        let calls = async |client: Client<'_>| -> anyhow::Result<()> {
+            let spec = CallSpec::new("xds:///svc", UNARY).count(1);
+            let mut failed = Vec::new();
+            for _ in 0..60 {
+                let r = client.call(&spec).await?;
+                if r.failures() > 0 {
+                    failed.push(format!("{:?}", r.errors));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ensure!(failed.is_empty(), "{}: calls failed during the churn: {failed:?}", client.name());
+            Ok(())
+        };
+        let during = futures_util::future::join_all(clients.all().into_iter().map(calls));
+        let (churned, during) = tokio::join!(churn, during);
+        churned?;
+        for r in during {
+            r?;
+        }
+        let only_b1 = CallSpec::new("xds:///svc", UNARY).count(10);
+        for client in clients.all() {
+            let who = client.name();
+            eventually(&format!("{who}: the last change applies"), Duration::from_secs(10), Duration::from_millis(50), async || {
+                let r = client.call(&only_b1).await?;
+                ensure!(r.peer("b1") == 10, "{r:?}");
+                Ok(())
+            })
+            .await?;
+            println!("stream_churn {who}: no failure during the churn; the last change applied");
+        }
+        // Streams refused for 3 s.
+        let refused_at = tokio::time::Instant::now();
+        cp.kill_streams_and_refuse(Duration::from_secs(3));
+        let refused = async |client: Client<'_>| -> anyhow::Result<()> {
+            let who = client.name();
+            let r = client.call(&CallSpec::new("xds:///svc", UNARY).count(10)).await?;
+            ensure!(r.peer("b1") == 10, "{who}: the cached target while refused: {r:?}");
+            let fresh = client
+                .call(&CallSpec::new("xds:///fresh", UNARY).timeout(Duration::from_millis(1500)).record(true))
+                .await?;
+            let during = fresh.by_status.keys().cloned().collect::<Vec<_>>().join("+");
+            let ms = fresh.calls.first().map_or(f64::NAN, |c| c.ms);
+            let want = if client.c_core_like() { "UNAVAILABLE" } else { "DEADLINE_EXCEEDED" };
+            ensure!(during == want, "{who}: a new target while refused: {fresh:?}");
+            if client.c_core_like() {
+                ensure!(ms < 1_000.0, "{who}: a new target while refused must fail at once: {fresh:?}");
+            }
+            let spec = CallSpec::new("xds:///fresh", UNARY).count(3).timeout(Duration::from_secs(2));
+            eventually(&format!("{who}: the new target once answered"), Duration::from_secs(30), Duration::from_millis(100), async || {
+                let r = client.call(&spec).await?;
+                ensure!(r.peer("b0") == 3, "{r:?}");
+                Ok(())
+            })
+            .await?;
+            println!(
+                "stream_churn {who}: refused streams: cached target served, new target {during} after {ms:.0} ms, then served {:.1?} after the refusal began",
+                refused_at.elapsed()
+            );
+            Ok(())
+        };
+        for r in futures_util::future::join_all(clients.all().into_iter().map(refused)).await {
+            r?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// C-core guards A88 (data errors: deletions, `fail_on_data_errors`) behind this variable
 /// until it passes interop testing; without it, C-core 1.85 honours an LDS/CDS deletion
 /// unless the bootstrap says `ignore_resource_deletion` (gRFC A53). The library implements
