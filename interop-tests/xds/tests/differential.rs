@@ -850,10 +850,10 @@ async fn max_stream_duration() -> anyhow::Result<()> {
         // (listener, method, the caller's deadline in ms (0: none), expected status, when
         // the call ends in seconds under A31 (the library and grpc-js end it then), and
         // whether a cap from xDS ends it).
-        // C-core 1.85 ends a call whose deadline comes from xDS 0.5 to 1.5 s early (its
-        // deadline is `max_stream_duration` after a call start time that lags; see the
-        // README's quirks): it is held to the same status, ending no later than A31 says
-        // and at most 1.6 s earlier.
+        // C-core 1.85 ends a call whose deadline comes from xDS 1 to 1.5 s early (a 1 s
+        // cap ends it after ~0.0 s, a 1.5 s cap after 0.0 to 0.4 s; README, C-core quirks):
+        // it is held to the same status, ending no later than A31 says and at most 1.6 s
+        // earlier.
         let cases: &[(&str, &str, u64, &str, f64, bool)] = &[
             ("svc", "/msd1.S/M", 0, "DEADLINE_EXCEEDED", 1.0, true),
             ("svc", "/msd1.S/M", 5_000, "DEADLINE_EXCEEDED", 1.0, true),
