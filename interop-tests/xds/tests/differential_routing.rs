@@ -177,9 +177,21 @@ fn compare(
     Ok(())
 }
 
+/// A route to the cluster named by header `x-cluster` (`cluster_header`), which gRPC
+/// does not support: A28 ignores such a route.
+fn cluster_header_route(prefix: &str) -> envoy_types::pb::envoy::config::route::v3::Route {
+    use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+    let mut route = RouteBuilder::prefix(prefix).cluster("p-svc").build();
+    if let Some(Action::Route(a)) = &mut route.action {
+        a.cluster_specifier = Some(ClusterSpecifier::ClusterHeader("x-cluster".to_string()));
+    }
+    route
+}
+
 /// S5 path matching: `path` and `prefix` with and without `case_sensitive`, `safe_regex`
 /// (full match), first match in configured order, routes with `query_parameters`
-/// skipped, a non-forwarding action and no matching route (UNAVAILABLE), runtime
+/// skipped, a `cluster_header` route skipped, a non-forwarding action and no matching
+/// route (UNAVAILABLE), runtime
 /// fractions of 0 and 100 %. S3: the same routes inline in a listener route the same as
 /// over RDS, for every client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,6 +251,7 @@ async fn path_matching() -> anyhow::Result<()> {
                 .cluster("p-after-query")
                 .build(),
             RouteBuilder::path("/pkg.Nf/M").non_forwarding().build(),
+            cluster_header_route("/pkg.Ch/"),
             RouteBuilder::prefix("/pkg.Frac/")
                 .runtime_fraction_per_million(0)
                 .cluster("p-frac0")
@@ -303,6 +316,7 @@ async fn path_matching() -> anyhow::Result<()> {
             probe("/pkg.Query/M", &[], to("p-after-query")),
             probe("/pkg.Nf/M", &[], unavailable()),
             probe("/pkg.Nf/M2", &[], to("p-pkg")),
+            probe("/pkg.Ch/M", &[("x-cluster", "p-svc")], to("p-pkg")),
             probe("/pkg.Frac/M", &[], to("p-frac100")),
             probe("/other.S/M", &[], unavailable()),
             probe("/pkg/M", &[], unavailable()),
