@@ -416,6 +416,66 @@ async fn traffic_splitting() -> anyhow::Result<()> {
     .await
 }
 
+/// Runtime fraction (A28): a route taken by 30 % of the calls (`runtime_fraction`
+/// 300 000 per million, drawn per call), the rest falls through to the next route. Each
+/// client within 4 binomial σ of 30 %; the library against each oracle: two-sample z ≤ 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_fraction_share() -> anyhow::Result<()> {
+    bounded("runtime_fraction", LIMIT, async {
+        let cp = ControlPlane::start().await?;
+        let backends = start_backends("f", 2).await?;
+        let mut resources = vec![
+            ApiListener::rds("frac", "frac-rc").build().into(),
+            route_configuration(
+                "frac-rc",
+                vec![virtual_host(
+                    "vh",
+                    &["*"],
+                    vec![
+                        RouteBuilder::prefix("/")
+                            .runtime_fraction_per_million(300_000)
+                            .cluster("f0")
+                            .build(),
+                        RouteBuilder::prefix("/").cluster("f1").build(),
+                    ],
+                )],
+            )
+            .into(),
+        ];
+        for b in &backends {
+            resources.push(ClusterBuilder::eds(b.name()).build().into());
+            resources.push(load_assignment(b.name(), [b.addr()]).into());
+        }
+        cp.set(resources);
+        let clients = Clients::start(&cp, &[PY, JS], "frac").await?;
+        let n = 1000u64;
+        let spec = CallSpec::new("xds:///frac", UNARY)
+            .count(n as u32)
+            .concurrency(4)
+            .wait_for_ready(true);
+        let mut shares = Vec::new();
+        for client in clients.all() {
+            let who = client.name();
+            warm_up(client, "xds:///frac", &["f0", "f1"]).await?;
+            let r = client.call(&spec).await?;
+            println!("runtime_fraction {who}: {:?}", r.by_peer);
+            ensure!(r.failures() == 0, "{who}: {r:?}");
+            within_binomial(&format!("{who}: the 30 % route"), r.peer("f0"), n, 0.3, 4.0)?;
+            shares.push((who, r.peer("f0")));
+        }
+        let (_, ours) = shares.last().context("no library share")?;
+        for (who, theirs) in &shares[..shares.len() - 1] {
+            let z = two_sample_z(*ours, n, *theirs, n);
+            ensure!(
+                z.abs() <= 4.0,
+                "library {ours} vs {who} {theirs} of {n}: z = {z:.2}"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// psm remove_instance_group: a cluster of two localities of two endpoints each; EDS
 /// removes one locality → its endpoints get no more calls (calls running meanwhile do not
 /// fail); EDS adds an endpoint → it gets calls; the removed locality returns → its
