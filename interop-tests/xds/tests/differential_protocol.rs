@@ -59,7 +59,8 @@ fn rds_to(cluster: &str) -> envoy_types::pb::envoy::config::route::v3::RouteConf
 /// S19: an invalid RDS update (a route without a path specifier) is NACKed with the last
 /// ACKed version, the rejected response's nonce and an error; CSDS shows NACKED with the
 /// old version and the rejected one; traffic stays on the old routes; the next valid
-/// update is ACKed and applies. Both oracles.
+/// update is ACKed and applies. Then an invalid EDS update: NACKed with the last ACKed
+/// version, the last good endpoints stay in use. Both oracles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nack_keeps_the_previous_version() -> anyhow::Result<()> {
     bounded("nack", LIMIT, async {
@@ -177,6 +178,36 @@ async fn nack_keeps_the_previous_version() -> anyhow::Result<()> {
                 state.status == "ACKED" && state.version == "3",
                 "{who}: {state:?}"
             );
+        }
+        // EDS too: an invalid assignment for `other` (a priority gap) is NACKed with the
+        // last ACKed version; its endpoints stay in use.
+        use grpcroute_xds_control_plane::builders::{LoadAssignmentBuilder, Locality};
+        let good = cp.version_info(EDS);
+        let mark = cp.mark();
+        cp.set_one(
+            LoadAssignmentBuilder::new("other")
+                .locality(Locality::new("p0").priority(0).endpoint(backends[0].addr()))
+                .locality(Locality::new("p2").priority(2).endpoint(backends[0].addr()))
+                .build(),
+        );
+        for client in clients.all() {
+            let who = client.name();
+            let nack = cp.wait_for_nack(client.node_id(), EDS, mark, WAIT).await?;
+            ensure!(
+                nack.version_info == good,
+                "{who}: EDS NACK keeps version {good}: {nack:?}"
+            );
+            let r = client.call(&spec).await?;
+            ensure!(
+                r.peer("b1") == 20,
+                "{who}: the last good endpoints stay: {r:?}"
+            );
+            let state = csds(client, EDS, "other").await?;
+            ensure!(
+                state.status == "NACKED" && state.version == good,
+                "{who}: {state:?}"
+            );
+            println!("nack {who}: EDS NACKed, version {good} kept, traffic on its endpoints");
         }
         Ok(())
     })
