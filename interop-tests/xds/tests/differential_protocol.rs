@@ -408,6 +408,65 @@ async fn missing_resources_fail_after_the_timer() -> anyhow::Result<()> {
     .await
 }
 
+/// A57: the 15 s does-not-exist timer starts only once the client is connected. The
+/// control plane is down when the clients start (port closed) and stays down for 17 s:
+/// a call fails UNAVAILABLE at once (C-core and the library; grpc-js-xds waits, README
+/// quirk), and after 16.5 s the listener is still REQUESTED, not DOES_NOT_EXIST. Back
+/// up, calls succeed (after each client's reconnect backoff) and the listener is ACKED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn does_not_exist_timer_waits_for_a_connection() -> anyhow::Result<()> {
+    bounded("timer_waits_for_a_connection", LIMIT, async {
+        let cp = ControlPlane::start().await?;
+        let backends = start_backends("b", 1).await?;
+        cp.set(ping_pong("svc", &addrs(&backends)));
+        cp.stop();
+        let clients = Clients::start(&cp, &[PY, JS], "down").await?;
+        let down_for = Duration::from_secs(17);
+        let started = tokio::time::Instant::now();
+        let one = async |client: Client<'_>| -> anyhow::Result<String> {
+            let who = client.name();
+            let r = client
+                .call(&CallSpec::new("xds:///svc", UNARY).timeout(Duration::from_secs(2)).record(true))
+                .await?;
+            let ms = r.calls.first().map_or(f64::NAN, |c| c.ms);
+            let want = if client.c_core_like() { "UNAVAILABLE" } else { "DEADLINE_EXCEEDED" };
+            ensure!(r.status(want) == 1, "{who}: a call while down: {r:?}");
+            tokio::time::sleep_until(started + down_for - Duration::from_millis(500)).await;
+            let state = client.csds_of(LDS, "svc").await?.map(|r| r.status);
+            ensure!(state.as_deref() == Some("REQUESTED"), "{who}: after 16.5 s down: {state:?}");
+            let spec = CallSpec::new("xds:///svc", UNARY).timeout(Duration::from_secs(2));
+            eventually(&format!("{who}: calls once the control plane is back"), Duration::from_secs(50), Duration::from_millis(200), async || {
+                let r = client.call(&spec).await?;
+                ensure!(r.peer("b0") == 1, "{r:?}");
+                Ok(())
+            })
+            .await?;
+            let state = csds(client, LDS, "svc").await?;
+            ensure!(state.status == "ACKED", "{who}: {state:?}");
+            let line = format!(
+                "{who}: a call while down {want} after {ms:.0} ms; REQUESTED after 16.5 s down; served {:.1?} after the start ({:.1?} after the restart)",
+                started.elapsed(),
+                started.elapsed().saturating_sub(down_for)
+            );
+            println!("timer_waits_for_a_connection {line}");
+            Ok(line)
+        };
+        let restart = async {
+            tokio::time::sleep_until(started + down_for).await;
+            cp.restart().await?;
+            anyhow::Ok(())
+        };
+        let calls = futures_util::future::join_all(clients.all().into_iter().map(one));
+        let (restarted, lines) = tokio::join!(restart, calls);
+        restarted?;
+        for l in lines {
+            l?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// The first request of each type on `stream`.
 fn first_requests(requests: &[LoggedRequest], stream: u64) -> BTreeMap<String, LoggedRequest> {
     let mut out = BTreeMap::new();
