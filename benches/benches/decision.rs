@@ -6,6 +6,9 @@
 //!   exact metadata entry), 3 weighted backends per rule;
 //! - `decision/routes/*/N`: N GRPCRoutes of 16 rules, 10 per frontend, calling one route of
 //!   one frontend: the cost must not grow with N;
+//! - `per_call/*`: everything the per-call path does before it touches a connection
+//!   (`Decider::route`): the snapshot load, the decision with a draw from the mesh's
+//!   shared random source, the bound backend, its endpoint set and the P2C endpoint pick;
 //! - `weighted_pick/*`: the weighted pick alone.
 //!
 //! Set `DECISION_ROUTES=10,1000` to choose the configuration sizes (default
@@ -175,6 +178,47 @@ fn routes(c: &mut Criterion) {
     group.finish();
 }
 
+/// The decision as a call makes it: snapshot load, decision, endpoint pick.
+fn per_call(c: &mut Criterion) {
+    let mut group = c.benchmark_group("per_call");
+    let tenant = request_headers(&[(TENANT_HEADER, TENANT)]);
+    let mesh = configured(&fixtures::ten_rules(
+        TenRules::DistinctMethods,
+        &fake_backends(),
+    ));
+    let decider = Decider::new(&mesh).expect("configured");
+    let target = decider.target(ECHO_TARGET).expect("a Service target");
+    let path = echo_path(9);
+    decider
+        .route(&target, &path, &tenant)
+        .expect("routed to an endpoint");
+    group.bench_function("10_rules/match_last", |b| {
+        b.iter(|| {
+            decider
+                .route(&target, black_box(&path), black_box(&tenant))
+                .is_ok()
+        });
+    });
+    for n in sizes() {
+        let large = fixtures::large(n);
+        let mesh = configured(&large.resources);
+        let decider = Decider::new(&mesh).expect("configured");
+        let target = decider.target(&large.target).expect("a Service target");
+        let (path, headers) = &large.last;
+        decider
+            .route(&target, path, headers)
+            .expect("routed to an endpoint");
+        group.bench_function(BenchmarkId::new("routes/hit_last", n), |b| {
+            b.iter(|| {
+                decider
+                    .route(&target, black_box(path), black_box(headers))
+                    .is_ok()
+            });
+        });
+    }
+    group.finish();
+}
+
 fn weighted_pick(c: &mut Criterion) {
     let mut group = c.benchmark_group("weighted_pick");
     let running = |weights: &[u64]| -> Vec<u64> {
@@ -237,6 +281,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     ten_rules(&mut c);
     routes(&mut c);
+    per_call(&mut c);
     weighted_pick(&mut c);
     accounting(&mut c);
     c.final_summary();

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use grpcroute_client::{
     Resources,
-    build::{Backend, Match, Rule, endpoints, route, service},
+    build::{Backend, Match, RouteBuilder, Rule, endpoints, route, service},
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -243,18 +243,34 @@ pub struct Large {
 ///
 /// If `routes` is not a positive multiple of 10.
 pub fn large(routes: usize) -> Large {
+    large_with(routes, |f, b, backend, ns| {
+        let ip = |host: u8| {
+            let f = u16::try_from(f).unwrap_or(u16::MAX);
+            let [hi, lo] = f.to_be_bytes();
+            IpAddr::V4(Ipv4Addr::new(10, hi, lo, host))
+        };
+        vec![
+            endpoints(ns, backend)
+                .port("grpc", 8080)
+                .ready(ip(b as u8 * 2 + 1))
+                .ready(ip(b as u8 * 2 + 2))
+                .into(),
+        ]
+    })
+}
+
+/// The shape of [`large`], with the EndpointSlices of backend `b` (0 stable, 1 canary) of
+/// frontend `f`, Service `backend` in namespace `ns`, from `slices(f, b, backend, ns)`.
+fn large_with(
+    routes: usize,
+    mut slices: impl FnMut(usize, usize, &str, &str) -> Vec<grpcroute_client::Object>,
+) -> Large {
     assert!(
         routes > 0 && routes.is_multiple_of(ROUTES_PER_FRONTEND),
         "routes must be a positive multiple of {ROUTES_PER_FRONTEND}"
     );
     let frontends = routes / ROUTES_PER_FRONTEND;
     let mut resources = Resources::new();
-    let name_of = |f: usize| {
-        (
-            format!("team-{:03}", f / 10),
-            format!("{}-{}", DOMAINS[f % DOMAINS.len()], f / DOMAINS.len()),
-        )
-    };
     let grpc_service = |f: usize, r: usize| {
         format!(
             "acme.{}{}.v1.{}Service",
@@ -264,44 +280,23 @@ pub fn large(routes: usize) -> Large {
         )
     };
     for f in 0..frontends {
-        let (ns, name) = name_of(f);
+        let (ns, name) = frontend_name(f);
         resources.push(service(&ns, &name).port("grpc", PORT));
         let stable = format!("{name}-stable");
         let canary = format!("{name}-canary");
         for (b, backend) in [&stable, &canary].into_iter().enumerate() {
             resources.push(service(&ns, backend).port("grpc", PORT));
-            let ip = |host: u8| {
-                let f = u16::try_from(f).unwrap_or(u16::MAX);
-                let [hi, lo] = f.to_be_bytes();
-                IpAddr::V4(Ipv4Addr::new(10, hi, lo, host))
-            };
-            resources.push(
-                endpoints(&ns, backend)
-                    .port("grpc", 8080)
-                    .ready(ip(b as u8 * 2 + 1))
-                    .ready(ip(b as u8 * 2 + 2)),
-            );
+            for slice in slices(f, b, backend, &ns) {
+                resources.push(slice);
+            }
         }
         for (r, noun) in NOUNS.iter().enumerate() {
-            let svc = grpc_service(f, r);
-            let mut rt = route(&ns, &format!("{name}-{}", noun.to_ascii_lowercase()))
-                .parent_service(&name, Some(PORT));
-            for method in methods(noun) {
-                for (tier, canary_weight) in [("gold", 10), ("standard", 5)] {
-                    rt = rt.rule(
-                        Rule::new()
-                            .matches(Match::method(&svc, &method).header(TIER_HEADER, tier))
-                            .backend(Backend::service(&stable, PORT).weight(100 - canary_weight))
-                            .backend(Backend::service(&canary, PORT).weight(canary_weight)),
-                    );
-                }
-            }
-            resources.push(rt);
+            resources.push(route_of(f, &grpc_service(f, r), noun));
         }
     }
 
     let hit = frontends / 2;
-    let (ns, name) = name_of(hit);
+    let (ns, name) = frontend_name(hit);
     let route_index = 5;
     let svc = grpc_service(hit, route_index);
     let noun = NOUNS[route_index];
@@ -323,9 +318,205 @@ pub fn large(routes: usize) -> Large {
     }
 }
 
+/// Namespace and name of frontend `f` of [`large`].
+fn frontend_name(f: usize) -> (String, String) {
+    (
+        format!("team-{:03}", f / 10),
+        format!("{}-{}", DOMAINS[f % DOMAINS.len()], f / DOMAINS.len()),
+    )
+}
+
+/// Route `r` of frontend `f` of [`large`]: 16 rules over the frontend's stable and canary
+/// backends, `canary_bump` added to every canary weight (0 in the configuration; another
+/// value makes a changed route).
+fn route_of_with(f: usize, svc: &str, noun: &str, canary_bump: u32) -> RouteBuilder {
+    let (ns, name) = frontend_name(f);
+    let stable = format!("{name}-stable");
+    let canary = format!("{name}-canary");
+    let mut rt = route(&ns, &format!("{name}-{}", noun.to_ascii_lowercase()))
+        .parent_service(&name, Some(PORT));
+    for method in methods(noun) {
+        for (tier, canary_weight) in [("gold", 10), ("standard", 5)] {
+            let canary_weight = canary_weight + canary_bump;
+            rt = rt.rule(
+                Rule::new()
+                    .matches(Match::method(svc, &method).header(TIER_HEADER, tier))
+                    .backend(Backend::service(&stable, PORT).weight(100 - canary_weight))
+                    .backend(Backend::service(&canary, PORT).weight(canary_weight)),
+            );
+        }
+    }
+    rt
+}
+
+fn route_of(f: usize, svc: &str, noun: &str) -> RouteBuilder {
+    route_of_with(f, svc, noun, 0)
+}
+
+/// Endpoints per EndpointSlice in [`Cluster`], Kubernetes' default maximum.
+pub const SLICE_SIZE: usize = 100;
+
+/// A configuration of [`large`]'s shape with a chosen number of endpoints: `endpoints`
+/// spread evenly over the `routes / 5` backend Services, in EndpointSlices of at most
+/// [`SLICE_SIZE`]. Every endpoint has its own address in 127.0.0.0/8 (never connected to:
+/// nothing here makes a call), so the mesh's pool holds one endpoint per address.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The configuration.
+    pub large: Large,
+    /// Endpoints per backend Service.
+    pub per_backend: usize,
+    /// Backend Services.
+    pub backends: usize,
+}
+
+/// The address of endpoint `i` of a [`Cluster`]: 127.1.0.0 onwards.
+fn cluster_ip(i: usize) -> IpAddr {
+    let i = u32::try_from(i).unwrap_or(u32::MAX);
+    IpAddr::V4(Ipv4Addr::from(0x7F01_0000u32.wrapping_add(i)))
+}
+
+/// The spare address backend `b` swaps in for its first endpoint in odd generations.
+fn spare_ip(b: usize) -> IpAddr {
+    let b = u32::try_from(b).unwrap_or(u32::MAX);
+    IpAddr::V4(Ipv4Addr::from(0x7FF0_0000u32.wrapping_add(b)))
+}
+
+/// Namespace and name of backend Service `b` (`2f` stable, `2f+1` canary of frontend f).
+fn backend_name(b: usize) -> (String, String) {
+    let (ns, name) = frontend_name(b / 2);
+    let kind = if b.is_multiple_of(2) {
+        "stable"
+    } else {
+        "canary"
+    };
+    (ns, format!("{name}-{kind}"))
+}
+
+/// The EndpointSlices of backend `b` of a cluster with `per_backend` endpoints per backend,
+/// in generation `generation`: odd generations replace the first endpoint's address with
+/// a spare one, so going from one generation to the next changes exactly one endpoint of
+/// one slice.
+fn backend_slices(b: usize, per_backend: usize, generation: u64) -> Vec<grpcroute_client::Object> {
+    let (ns, name) = backend_name(b);
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut slice = 0;
+    while i < per_backend {
+        let n = SLICE_SIZE.min(per_backend - i);
+        let mut e = endpoints(&ns, &name)
+            .name(&format!("{name}-{slice}"))
+            .port("grpc", 8080);
+        for j in i..i + n {
+            let ip = if j == 0 && generation % 2 == 1 {
+                spare_ip(b)
+            } else {
+                cluster_ip(b * per_backend + j)
+            };
+            e = e.ready(ip);
+        }
+        out.push(e.into());
+        i += n;
+        slice += 1;
+    }
+    out
+}
+
+/// A [`Cluster`] of `routes` GRPCRoutes (a positive multiple of 10) and about `endpoints`
+/// endpoints (rounded to a multiple of the `routes / 5` backend Services, at least one
+/// each).
+///
+/// # Panics
+///
+/// If `routes` is not a positive multiple of 10.
+pub fn cluster(routes: usize, endpoints: usize) -> Cluster {
+    let backends = routes / ROUTES_PER_FRONTEND * 2;
+    let per_backend = (endpoints / backends.max(1)).max(1);
+    let large = large_with(routes, |f, b, _, _| {
+        backend_slices(f * 2 + b, per_backend, 0)
+    });
+    Cluster {
+        large,
+        per_backend,
+        backends,
+    }
+}
+
+impl Cluster {
+    /// Endpoints in total.
+    pub fn endpoints(&self) -> usize {
+        self.per_backend * self.backends
+    }
+
+    /// EndpointSlices in total.
+    pub fn slices(&self) -> usize {
+        self.backends * self.per_backend.div_ceil(SLICE_SIZE)
+    }
+
+    /// Every EndpointSlice of backend Service `b` in `generation` (see
+    /// [`Cluster::backend_slices`]): what the Kubernetes source hands the mesh after an
+    /// event on one of them.
+    pub fn backend_slices(&self, b: usize, generation: u64) -> Resources {
+        let mut r = Resources::new();
+        for o in backend_slices(b % self.backends, self.per_backend, generation) {
+            r.push(o);
+        }
+        r
+    }
+
+    /// Replaces backend `b`'s EndpointSlices in the whole configuration with those of
+    /// `generation`.
+    pub fn set_backend_slices(&mut self, b: usize, generation: u64) {
+        let (ns, name) = backend_name(b % self.backends);
+        let fresh = self.backend_slices(b, generation).endpoint_slices;
+        let slices = &mut self.large.resources.endpoint_slices;
+        let mut fresh = fresh.into_iter();
+        for s in slices.iter_mut() {
+            let owner = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"));
+            if s.metadata.namespace.as_deref() == Some(ns.as_str())
+                && owner.map(String::as_str) == Some(name.as_str())
+                && let Some(f) = fresh.next()
+            {
+                *s = f;
+            }
+        }
+    }
+
+    /// Changes route `r` (0 to 9) of frontend `f` in the whole configuration: every canary
+    /// weight of its 16 rules moves by `bump`.
+    pub fn change_route(&mut self, f: usize, r: usize, bump: u32) {
+        let f = f % self.large.frontends;
+        let r = r % NOUNS.len();
+        let svc = format!(
+            "acme.{}{}.v1.{}Service",
+            DOMAINS[f % DOMAINS.len()],
+            f / DOMAINS.len(),
+            NOUNS[r]
+        );
+        let changed: grpcroute_client::Object = route_of_with(f, &svc, NOUNS[r], bump).into();
+        let grpcroute_client::Object::GrpcRoute(changed) = changed else {
+            return;
+        };
+        let routes = &mut self.large.resources.routes;
+        if let Some(slot) = routes.iter_mut().find(|x| {
+            x.metadata.name == changed.metadata.name
+                && x.metadata.namespace == changed.metadata.namespace
+        }) {
+            *slot = changed;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use grpcroute_client::{CallError, Mesh, bench_support::Decider};
+    use grpcroute_client::{
+        CallError, Mesh,
+        bench_support::{Decider, EndpointsUpdate, apply_endpoints, same_table, table_id},
+    };
 
     use super::*;
 
@@ -382,5 +573,42 @@ mod tests {
             decider.decide(&target, path, headers, 0),
             Err(CallError::NoMatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_cluster_has_its_endpoints_and_changes_one_at_a_time() {
+        let mut c = cluster(20, 1_000);
+        assert_eq!((c.backends, c.per_backend), (4, 250));
+        assert_eq!(c.endpoints(), 1_000);
+        assert_eq!(c.slices(), 12);
+        assert_eq!(c.large.resources.endpoint_slices.len(), 12);
+        let mesh = mesh(&c.large.resources);
+        assert_eq!(
+            grpcroute_client::bench_support::pooled_endpoints(&mesh),
+            1_000
+        );
+        let table = table_id(&mesh);
+
+        // One endpoint of one slice, the way the Kubernetes source hands it over.
+        let update = EndpointsUpdate::new(&c.backend_slices(1, 1));
+        assert_eq!(update.services(), 1);
+        let report = apply_endpoints(&mesh, update);
+        assert_eq!((report.endpoints_added, report.endpoints_removed), (1, 1));
+        assert!(same_table(&mesh, &table), "no route compiled");
+
+        // The same change through the whole configuration: still no compile.
+        c.set_backend_slices(1, 1);
+        let report = mesh.update(&c.large.resources);
+        assert_eq!((report.endpoints_added, report.endpoints_removed), (0, 0));
+        c.set_backend_slices(1, 2);
+        let report = mesh.update(&c.large.resources);
+        assert_eq!((report.endpoints_added, report.endpoints_removed), (1, 1));
+        assert!(same_table(&mesh, &table));
+
+        // A route change compiles a new table.
+        c.change_route(1, 3, 1);
+        let report = mesh.update(&c.large.resources);
+        assert_eq!(report.changes.changed, 1, "{report:?}");
+        assert!(!same_table(&mesh, &table));
     }
 }

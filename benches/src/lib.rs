@@ -5,8 +5,17 @@
 //!   loopback harness (`benches/loopback.rs`) run against;
 //! - [`stats`]: percentiles and medians;
 //! - [`machine`]: what the machine is and how busy it was, printed with every result so a
-//!   figure can be read against the conditions it was taken in.
+//!   figure can be read against the conditions it was taken in;
+//! - [`cpu`]: CPU time and memory of processes and threads, from `/proc`;
+//! - [`echo_child`]: the echo servers in a child process (their CPU apart from the
+//!   client's);
+//! - [`proxies`]: nginx and HAProxy as one proxy hop, configured and run by the harness;
+//! - [`rawh2`]: the floor, a gRPC call on a bare hyper HTTP/2 connection.
 
+pub mod cpu;
+pub mod echo_child;
 pub mod fixtures;
 pub mod machine;
+pub mod proxies;
+pub mod rawh2;
 pub mod stats;

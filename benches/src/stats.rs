@@ -36,6 +36,8 @@ pub struct Latency {
     pub p90: Duration,
     /// 99th percentile.
     pub p99: Duration,
+    /// 99.9th percentile.
+    pub p999: Duration,
 }
 
 impl Latency {
@@ -47,7 +49,45 @@ impl Latency {
             p50: at(0.50),
             p90: at(0.90),
             p99: at(0.99),
+            p999: at(0.999),
         }
+    }
+}
+
+/// The median of `values` with their minimum and maximum (NaN values ignored).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    /// Median.
+    pub median: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values`; all NaN when there is none.
+    pub fn of(values: &[f64]) -> Self {
+        let v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+        Self {
+            median: median(&v),
+            min: v.iter().copied().fold(f64::NAN, f64::min),
+            max: v.iter().copied().fold(f64::NAN, f64::max),
+        }
+    }
+
+    /// `median [min–max]` with `decimals` decimals; `–` when empty.
+    pub fn show(&self, decimals: usize) -> String {
+        if self.median.is_nan() {
+            return "–".into();
+        }
+        format!(
+            "{:.d$} [{:.d$}–{:.d$}]",
+            self.median,
+            self.min,
+            self.max,
+            d = decimals
+        )
     }
 }
 
@@ -68,6 +108,14 @@ mod tests {
         assert_eq!(percentile(&v, 1.0), Some(100));
         assert_eq!(percentile(&v, 0.0), Some(1));
         assert_eq!(percentile::<u32>(&[], 0.5), None);
+    }
+
+    #[test]
+    fn spreads() {
+        let s = Spread::of(&[3.0, f64::NAN, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(s.show(1), "2.0 [1.0–3.0]");
+        assert_eq!(Spread::of(&[]).show(1), "–");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! | `demo` | `cargo run --release --example demo` | the whole story on loopback: manifests, method routing, A/B by header, a 90/10 canary, `explain`, a hot reload to 50/50 |
 //! | `in_code` | `cargo run --example in_code` | the same A/B test and canary built in Rust, changed at run time with [`Mesh::update`](grpcroute_client::Mesh::update) |
 //! | `layer` | `cargo run --example layer` | the mesh as a tower layer in front of an ordinary channel, with `Client::with_origin` |
+//! | `xds` | `cargo run --example xds` | `xds:///NAME` channels routed by an xDS control plane: its own on loopback (a header route and a 90/10 split moved to 50/50), or yours from `GRPC_XDS_BOOTSTRAP` |
 //!
 //! The protos are in `examples/proto/`: `user.v1`, `recommendation.v1` and `order.v1`, the
 //! services of the seed article's scenario. Only clients are generated; the backends are

@@ -15,6 +15,13 @@
 //!   entries change (see [`crate::route_status`]); nothing is written when nothing changed.
 //! - Only the leader writes (see [`crate::leader`]); `--once` takes no part in the
 //!   election.
+//! - Routes are read as raw JSON, as the library's source reads them: a route whose spec
+//!   the API types cannot decode (a newer filter type or enum value) must not stop the
+//!   controller from seeing the others, and it gets its own status — `Accepted=False`,
+//!   `UnsupportedValue`, naming the field — from the mesh, which rejected it alone. Only
+//!   `status` is decoded here; a route whose `status` cannot be read is not written
+//!   (writing would drop the entries of other controllers it holds) and counts as a
+//!   failed write.
 
 use std::{
     collections::HashMap,
@@ -24,7 +31,7 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use gateway_api::grpcroutes::GrpcRoute;
+use gateway_api::grpcroutes::GrpcRouteStatus;
 use grpcroute_client::{
     Mesh, ObjectKey, RouteStatus,
     prometheus_client::{
@@ -37,7 +44,7 @@ use grpcroute_client::{
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{WatchStreamExt, reflector, watcher},
 };
@@ -212,9 +219,29 @@ fn default_identity() -> String {
     format!("{base}_{:08x}", rand::rng().next_u32())
 }
 
+/// GRPCRoutes, `gateway.networking.k8s.io/v1`, read as raw JSON.
+fn grpc_routes() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "GRPCRoute"),
+        "grpcroutes",
+    )
+}
+
+/// The `status` of a route read as raw JSON (`None` when it has no `status.parents`: the
+/// merge patch written then leaves any other status field alone).
+fn status_of(route: &DynamicObject) -> Result<Option<GrpcRouteStatus>, String> {
+    match route.data.get("status") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(status) if status.get("parents").is_none_or(serde_json::Value::is_null) => Ok(None),
+        Some(status) => serde_path_to_error::deserialize(status)
+            .map(Some)
+            .map_err(|e| format!("status.{}: {}", e.path(), e.inner())),
+    }
+}
+
 /// The GRPCRoutes as the API server has them (with their status), from a reflector.
 struct Routes {
-    store: reflector::Store<GrpcRoute>,
+    store: reflector::Store<DynamicObject>,
     /// Bumped on every watch event.
     events: watch::Receiver<u64>,
     last_error: Arc<Mutex<Option<String>>>,
@@ -225,14 +252,19 @@ impl Routes {
     /// `warn`: log watch errors as warnings (else at debug: `--once` reports the last one
     /// in its error).
     fn start(client: Client, warn: bool) -> Self {
-        let (store, writer) = reflector::store();
+        let resource = grpc_routes();
+        let writer = reflector::store::Writer::new(resource.clone());
+        let store = writer.as_reader();
         let (tx, events) = watch::channel(0);
         let last_error = Arc::new(Mutex::new(None));
         let errors = last_error.clone();
         let stream = reflector::reflector(
             writer,
-            watcher::watcher(Api::<GrpcRoute>::all(client), watcher::Config::default())
-                .default_backoff(),
+            watcher::watcher(
+                Api::<DynamicObject>::all_with(client, &resource),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
         );
         let task = tokio::spawn(stream.for_each(move |event| {
             match event {
@@ -492,8 +524,15 @@ impl Writer {
                 pass.waiting += 1;
                 continue;
             }
-            let Some(plan) =
-                route_status::plan(route.status.as_ref(), want, &self.controller, &now)
+            let status = match status_of(&route) {
+                Ok(status) => status,
+                Err(error) => {
+                    pass.failed += 1;
+                    tracing::warn!(route = %key, %error, "cannot read the status; not writing it, to keep the other controllers' entries");
+                    continue;
+                }
+            };
+            let Some(plan) = route_status::plan(status.as_ref(), want, &self.controller, &now)
             else {
                 pass.unchanged += 1;
                 continue;
@@ -520,14 +559,15 @@ impl Writer {
 
     async fn write(
         &self,
-        route: &GrpcRoute,
+        route: &DynamicObject,
         want: &RouteStatus,
         mut plan: Plan,
         now: &Time,
         leadership: &Leadership,
     ) -> Result<Written, kube::Error> {
         let name = route.name_any();
-        let api: Api<GrpcRoute> = Api::namespaced(self.client.clone(), want.route.namespace());
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), want.route.namespace(), &grpc_routes());
         let mut version = route.resource_version();
         let mut attempt = 0;
         loop {
@@ -570,7 +610,10 @@ impl Writer {
                         return Ok(Written::Stale);
                     }
                     version = fresh.resource_version();
-                    match route_status::plan(fresh.status.as_ref(), want, &self.controller, now) {
+                    let status = status_of(&fresh).map_err(|e| {
+                        kube::Error::Service(format!("cannot read the status: {e}").into())
+                    })?;
+                    match route_status::plan(status.as_ref(), want, &self.controller, now) {
                         Some(again) => plan = again,
                         None => return Ok(Written::AlreadyUpToDate),
                     }
@@ -665,7 +708,7 @@ mod tests {
         let server = ApiServer::start().await;
         let client = server.client().unwrap();
         server.apply(route_json()).unwrap();
-        let api: Api<GrpcRoute> = Api::namespaced(client.clone(), "shop");
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "shop", &grpc_routes());
         let read = api.get("r").await.unwrap();
         // Another controller writes its entry after our read.
         let mut with_theirs = route_json();
@@ -678,7 +721,7 @@ mod tests {
         };
         let want = desired(1);
         let now = Time(Timestamp::now());
-        let plan = route_status::plan(read.status.as_ref(), &want, ME, &now).unwrap();
+        let plan = route_status::plan(status_of(&read).unwrap().as_ref(), &want, ME, &now).unwrap();
         let before = server.stats().resource(Resource::GrpcRoutes).writes;
         let written = writer
             .write(&read, &want, plan, &now, &Leadership::always())
@@ -706,7 +749,7 @@ mod tests {
         let server = ApiServer::start().await;
         let client = server.client().unwrap();
         server.apply(route_json()).unwrap();
-        let api: Api<GrpcRoute> = Api::namespaced(client.clone(), "shop");
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "shop", &grpc_routes());
         let read = api.get("r").await.unwrap();
         let mut edited = route_json();
         edited["spec"]["rules"][0]["backendRefs"][0]["name"] = json!("other");
@@ -718,7 +761,8 @@ mod tests {
         };
         let want = desired(1);
         let now = Time(Timestamp::now());
-        let plan = || route_status::plan(read.status.as_ref(), &want, ME, &now).unwrap();
+        let plan =
+            || route_status::plan(status_of(&read).unwrap().as_ref(), &want, ME, &now).unwrap();
         let always = Leadership::always();
         assert_eq!(
             writer
@@ -736,6 +780,29 @@ mod tests {
             Written::Gone
         );
         server.shutdown().await;
+    }
+
+    /// Only `status` is decoded: a spec the types cannot read does not matter here, and a
+    /// status they cannot read is an error naming its field.
+    #[test]
+    fn status_is_read_alone_and_an_unreadable_one_names_its_field() {
+        let object = |status: serde_json::Value| -> DynamicObject {
+            let mut route = route_json();
+            route["spec"]["rules"][0]["filters"] = json!([{"type": "FutureFilter"}]);
+            route["status"] = status;
+            serde_json::from_value(route).unwrap()
+        };
+        assert_eq!(status_of(&object(serde_json::Value::Null)), Ok(None));
+        assert_eq!(status_of(&object(json!({}))), Ok(None));
+        let read = status_of(&object(json!({"parents": [theirs()]})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.parents[0].controller_name, "example.net/other");
+        let error = status_of(&object(json!({"parents": [{"conditions": "none"}]}))).unwrap_err();
+        assert!(
+            error.starts_with("status.parents[0].conditions: invalid type"),
+            "{error}"
+        );
     }
 
     #[test]

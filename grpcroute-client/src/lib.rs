@@ -126,6 +126,9 @@ pub use self::{
     target::TargetError,
 };
 
+// Benchmark hooks: compiled only with the non-default `bench` feature, which the benches
+// crate enables, so they are never part of the documented API.
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench_support;
 

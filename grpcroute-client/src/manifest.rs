@@ -4,17 +4,26 @@
 //! GRPCRoute, Service, EndpointSlice and ReferenceGrant objects are kept (also inside a
 //! `kind: List`); other kinds are skipped with a debug log. A document that is not valid
 //! YAML, or whose object does not fit its kind's schema, is a [`ManifestError`] naming the
-//! file, the document and the field.
+//! file, the document and the field. An object whose kind and name can be read but whose
+//! content does not fit (e.g. a filter `type` of a later Gateway API release) is also
+//! carried as the [`InvalidObject`] it is ([`ManifestError::object`]), so that
+//! [`ManifestDir`](crate::source::ManifestDir) can reject that object alone. Fields the API
+//! types do not know are ignored, as in the Kubernetes source.
 
 use std::{
     fmt,
     path::{Path, PathBuf},
 };
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::resources::{Object, Resources};
+use crate::{
+    convert::{InvalidObject, ObjectKind, decode},
+    model::ObjectKey,
+    resources::{Object, Resources},
+};
 
 /// A document that could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +35,10 @@ pub struct ManifestError {
     pub document: Option<usize>,
     /// What is wrong, with the object and field where known.
     pub message: String,
+    /// When the document holds an object of a kind this crate reads, whose namespace and
+    /// name can be read but whose content does not fit the API types: that object, as
+    /// rejected. `None` when the document itself cannot be read.
+    pub object: Option<InvalidObject>,
 }
 
 /// The result of reading manifests: everything that could be read, and what could not.
@@ -55,6 +68,7 @@ pub fn load(paths: &[PathBuf]) -> Loaded {
                 file: path.clone(),
                 document: None,
                 message,
+                object: None,
             }),
         }
     }
@@ -96,6 +110,7 @@ fn load_file(file: &Path, loaded: &mut Loaded) {
         file: file.to_path_buf(),
         document,
         message,
+        object: None,
     };
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
@@ -128,9 +143,14 @@ fn load_file(file: &Path, loaded: &mut Loaded) {
         match document {
             Ok(Value::Null) => {}
             Ok(value) => {
-                if let Err(message) = read_object(value, &mut loaded.resources) {
-                    loaded.errors.push(err(Some(index), message));
-                }
+                let mut problems = Vec::new();
+                read_object(value, &mut loaded.resources, &mut problems);
+                loaded
+                    .errors
+                    .extend(problems.into_iter().map(|p| ManifestError {
+                        object: p.object,
+                        ..err(Some(index), p.message)
+                    }));
             }
             Err(message) => loaded.errors.push(err(Some(index), message)),
         }
@@ -170,8 +190,34 @@ fn is_blank(doc: &str) -> bool {
     })
 }
 
-/// Adds one parsed document's object(s) to `out`.
-fn read_object(value: Value, out: &mut Resources) -> Result<(), String> {
+/// What is wrong with one object of a document.
+struct Problem {
+    message: String,
+    /// The object, rejected, when its kind and name could be read.
+    object: Option<InvalidObject>,
+}
+
+impl From<String> for Problem {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            object: None,
+        }
+    }
+}
+
+impl From<InvalidObject> for Problem {
+    fn from(invalid: InvalidObject) -> Self {
+        Self {
+            message: invalid.to_string(),
+            object: Some(invalid),
+        }
+    }
+}
+
+/// Adds one parsed document's object(s) to `out`, and what could not be read to
+/// `problems`.
+fn read_object(value: Value, out: &mut Resources, problems: &mut Vec<Problem>) {
     let api_version = value
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -183,79 +229,166 @@ fn read_object(value: Value, out: &mut Resources) -> Result<(), String> {
         .unwrap_or_default()
         .to_string();
     let name = ObjectName::of(&value);
-    match (api_version.as_str(), kind.as_str()) {
+    let read = match (api_version.as_str(), kind.as_str()) {
         ("", _) | (_, "") => {
-            Err("not a Kubernetes object: apiVersion and kind are required".into())
+            Err("not a Kubernetes object: apiVersion and kind are required"
+                .to_string()
+                .into())
         }
         ("v1", "List") => {
             let Some(Value::Array(items)) = value.get("items").cloned() else {
-                return Err("List has no items array".into());
+                problems.push("List has no items array".to_string().into());
+                return;
             };
+            // Each item on its own: one that cannot be read leaves the others.
             for (i, item) in items.into_iter().enumerate() {
-                read_object(item, out).map_err(|e| format!("items[{i}]: {e}"))?;
+                let mut of_item = Vec::new();
+                read_object(item, out, &mut of_item);
+                problems.extend(of_item.into_iter().map(|p| Problem {
+                    message: format!("items[{i}]: {}", p.message),
+                    object: p.object,
+                }));
             }
-            Ok(())
+            return;
         }
         ("gateway.networking.k8s.io/v1", "GRPCRoute") => {
-            typed::<gateway_api::grpcroutes::GrpcRoute>(value, &kind, &name)
-                .map(|o| out.push(Object::GrpcRoute(o)))
+            // Decoded as the Kubernetes source does, so that a rejected route keeps the
+            // parentRefs its status needs.
+            metadata(&value, &kind, &name).and_then(|meta| {
+                decode::grpc_route(&meta, &value, DEFAULT_NAMESPACE)
+                    .map(|d| {
+                        ignored(&kind, &name, &d.unknown);
+                        out.push(Object::GrpcRoute(d.object));
+                    })
+                    .map_err(Problem::from)
+            })
         }
-        ("v1", "Service") => typed::<k8s_openapi::api::core::v1::Service>(value, &kind, &name)
-            .map(|o| out.push(Object::Service(o))),
+        ("v1", "Service") => typed::<k8s_openapi::api::core::v1::Service>(
+            value,
+            ObjectKind::Service,
+            &name,
+        )
+        .map(|o| out.push(Object::Service(o))),
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(value, &kind, &name)
-                .map(|o| out.push(Object::EndpointSlice(o)))
+            typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(
+                value,
+                ObjectKind::EndpointSlice,
+                &name,
+            )
+            .map(|o| out.push(Object::EndpointSlice(o)))
         }
         (
             "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1",
             "ReferenceGrant",
         ) => {
             // The two versions have the same schema; read both as v1.
-            let mut value = value;
-            value["apiVersion"] = Value::String("gateway.networking.k8s.io/v1".into());
-            typed::<gateway_api::referencegrants::ReferenceGrant>(value, &kind, &name)
-                .map(|o| out.push(Object::ReferenceGrant(o)))
+            metadata(&value, &kind, &name).and_then(|meta| {
+                decode::reference_grant(&meta, &value, DEFAULT_NAMESPACE)
+                    .map(|d| {
+                        ignored(&kind, &name, &d.unknown);
+                        out.push(Object::ReferenceGrant(d.object));
+                    })
+                    .map_err(Problem::from)
+            })
         }
         (version, "GRPCRoute") => Err(format!(
             "GRPCRoute {name}: apiVersion {version} is not supported (use gateway.networking.k8s.io/v1)"
-        )),
+        )
+        .into()),
         (version, kind) => {
             tracing::debug!(%version, %kind, %name, "ignoring object of a kind that does not affect routing");
             Ok(())
         }
+    };
+    if let Err(problem) = read {
+        problems.push(problem);
     }
 }
 
-fn typed<T: DeserializeOwned>(value: Value, kind: &str, name: &ObjectName) -> Result<T, String> {
+/// Fields the API types ignored. Debug only: manifests are read again on every change
+/// and poll, and the types' ignoring them is what the Kubernetes source does too.
+fn ignored(kind: &str, name: &ObjectName, fields: &[String]) {
+    if !fields.is_empty() {
+        tracing::debug!(%kind, %name, fields = %fields.join(", "), "fields unknown to the API types are ignored");
+    }
+}
+
+/// The namespace of objects that name none, as in [`Resources`].
+const DEFAULT_NAMESPACE: &str = "default";
+
+/// An object's metadata; without it the object cannot even be named.
+fn metadata(value: &Value, kind: &str, name: &ObjectName) -> Result<ObjectMeta, Problem> {
+    let Some(meta) = value.get("metadata") else {
+        return Ok(ObjectMeta::default());
+    };
+    serde_path_to_error::deserialize(meta)
+        .map_err(|e| format!("{kind} {name}: metadata.{}: {}", e.path(), e.inner()).into())
+}
+
+/// Decodes a core object; one whose content does not fit is rejected alone when it can
+/// be named.
+fn typed<T: DeserializeOwned>(
+    value: Value,
+    kind: ObjectKind,
+    name: &ObjectName,
+) -> Result<T, Problem> {
+    let key = name.key();
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." {
-            String::new()
-        } else {
-            format!("{path}: ")
-        };
-        format!("{kind} {name}: {field}{}", e.inner())
+        let message = e.inner().to_string();
+        match key {
+            Some(key) if path != "." && !path.starts_with("metadata") => {
+                InvalidObject::new(kind, &key, path, message).into()
+            }
+            _ => {
+                let field = if path == "." {
+                    String::new()
+                } else {
+                    format!("{path}: ")
+                };
+                format!("{kind} {name}: {field}{message}").into()
+            }
+        }
     })
 }
 
 /// `namespace/name` of a raw object, for messages.
-struct ObjectName(String);
+struct ObjectName {
+    namespace: Option<String>,
+    name: Option<String>,
+}
 
 impl ObjectName {
     fn of(value: &Value) -> Self {
         let meta = value.get("metadata");
-        let field = |f| meta.and_then(|m| m.get(f)).and_then(Value::as_str);
-        Self(match (field("namespace"), field("name")) {
-            (Some(ns), Some(n)) => format!("{ns}/{n}"),
-            (None, Some(n)) => n.to_string(),
-            _ => "(unnamed)".to_string(),
-        })
+        let field = |f| {
+            meta.and_then(|m| m.get(f))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        Self {
+            namespace: field("namespace"),
+            name: field("name"),
+        }
+    }
+
+    /// The key of the object, when it has a name.
+    fn key(&self) -> Option<ObjectKey> {
+        let name = self.name.as_deref().filter(|n| !n.is_empty())?;
+        Some(ObjectKey::new(
+            self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+            name,
+        ))
     }
 }
 
 impl fmt::Display for ObjectName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match (&self.namespace, &self.name) {
+            (Some(ns), Some(n)) => write!(f, "{ns}/{n}"),
+            (None, Some(n)) => f.write_str(n),
+            _ => f.write_str("(unnamed)"),
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use serde_json::Value;
+
 use super::*;
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
@@ -156,6 +158,67 @@ fn errors_name_the_file_the_document_and_the_field() {
     );
     // The good document of the broken file is still read.
     assert_eq!(loaded.resources.routes.len(), 1);
+}
+
+/// An object of a List whose content does not decode leaves the other items, and is
+/// carried as the rejected object it is; a document that is no object carries none.
+#[test]
+fn an_undecodable_object_is_named_and_carried_as_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let future = ROUTE.replace(
+        "  - backendRefs:",
+        "  - filters:\n    - type: FutureFilter\n    backendRefs:",
+    );
+    let items: Vec<Value> = [
+        future.as_str(),
+        &ROUTE.replace("name: canary", "name: stable"),
+        &ROUTE.replace("port: 50051\n  rules", "port: [50051]\n  rules"),
+    ]
+    .iter()
+    .map(|doc| serde_saphyr::from_str(doc).unwrap())
+    .collect();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    let file = write(&dir, "list.json", &list.to_string());
+    write(
+        &dir,
+        "svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: x}]}\n",
+    );
+    let loaded = load(&[dir.path().to_path_buf()]);
+    let names: Vec<_> = loaded
+        .resources
+        .routes
+        .iter()
+        .map(|r| r.metadata.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(names, ["stable"], "the good item is read");
+    assert_eq!(loaded.errors.len(), 3, "{:?}", loaded.errors);
+    let first = &loaded.errors[0];
+    assert_eq!(
+        (first.file.as_path(), first.document),
+        (file.as_path(), Some(0))
+    );
+    assert!(
+        first.message.starts_with(
+            "items[0]: GRPCRoute app/canary: spec.rules[0].filters[0].type: unknown variant `FutureFilter`"
+        ),
+        "{}",
+        first.message
+    );
+    let rejected = first.object.as_ref().unwrap();
+    assert_eq!(rejected.field(), "spec.rules[0].filters[0].type");
+    assert_eq!(rejected.parent_refs().len(), 1, "kept for status");
+    let parents = loaded.errors[1].object.as_ref().unwrap();
+    assert_eq!(parents.field(), "spec.parentRefs[0].port");
+    let service = loaded.errors[2].object.as_ref().unwrap();
+    assert_eq!(
+        (service.key().to_string(), service.field()),
+        ("default/s".to_string(), "spec.ports[0].port")
+    );
+
+    write(&dir, "broken.yaml", "kind: [unclosed\n");
+    let loaded = load(&[dir.path().join("broken.yaml")]);
+    assert_eq!(loaded.errors[0].object, None);
 }
 
 #[test]

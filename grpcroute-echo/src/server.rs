@@ -7,7 +7,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -104,6 +104,7 @@ pub struct EchoServer {
     addr: SocketAddr,
     name: String,
     calls: Arc<AtomicU64>,
+    failing: Arc<AtomicBool>,
     received: ReceivedLog,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -151,9 +152,11 @@ impl EchoServer {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<GrpcEchoServer<Echo>>().await;
+        let failing = Arc::new(AtomicBool::new(false));
         let echo = Echo {
             config: Arc::new(config.clone()),
             calls: calls.clone(),
+            failing: failing.clone(),
         };
         let routes = Routes::new(GrpcEchoServer::new(echo.clone()))
             .add_service(health_service)
@@ -179,6 +182,7 @@ impl EchoServer {
             addr,
             name: config.name,
             calls,
+            failing,
             received,
             shutdown: Some(tx),
             task,
@@ -195,9 +199,15 @@ impl EchoServer {
         &self.name
     }
 
-    /// How many calls it has answered.
+    /// How many calls it has answered (failed ones included).
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// From now on answer every call `UNAVAILABLE` (`true`), or normally again (`false`):
+    /// a pod whose dependency is down, as failure accrual sees it.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Relaxed);
     }
 
     /// The requests it received (up to the last 4096), oldest first: method, path and
@@ -236,14 +246,22 @@ impl Drop for EchoServer {
 struct Echo {
     config: Arc<EchoConfig>,
     calls: Arc<AtomicU64>,
+    failing: Arc<AtomicBool>,
 }
 
 impl Echo {
-    async fn answer(&self) {
+    async fn answer(&self) -> Result<(), tonic::Status> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if let Some(delay) = self.config.delay {
             tokio::time::sleep(delay).await;
         }
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(tonic::Status::unavailable(format!(
+                "echo server {} is failing",
+                self.config.name
+            )));
+        }
+        Ok(())
     }
 
     fn response(&self, method: &str, request: &tonic::Request<EchoRequest>) -> EchoResponse {
@@ -290,7 +308,7 @@ impl GrpcEcho for Echo {
         &self,
         request: tonic::Request<EchoRequest>,
     ) -> Result<tonic::Response<EchoResponse>, tonic::Status> {
-        self.answer().await;
+        self.answer().await?;
         Ok(tonic::Response::new(self.response("Echo", &request)))
     }
 
@@ -298,7 +316,7 @@ impl GrpcEcho for Echo {
         &self,
         request: tonic::Request<EchoRequest>,
     ) -> Result<tonic::Response<EchoResponse>, tonic::Status> {
-        self.answer().await;
+        self.answer().await?;
         Ok(tonic::Response::new(self.response("EchoTwo", &request)))
     }
 
@@ -306,7 +324,7 @@ impl GrpcEcho for Echo {
         &self,
         _: tonic::Request<EchoRequest>,
     ) -> Result<tonic::Response<EchoResponse>, tonic::Status> {
-        self.answer().await;
+        self.answer().await?;
         Err(tonic::Status::unimplemented(
             "EchoThree is intentionally unimplemented",
         ))
@@ -344,16 +362,19 @@ where
             let whole = http_body_util::BodyExt::collect(req.into_body())
                 .await
                 .is_ok();
-            if whole {
-                echo.answer().await;
-            }
+            let failed = whole && echo.answer().await.is_err();
             let mut trailers = HeaderMap::new();
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
-            // A message frame: not compressed, length 0.
-            let frames = vec![
-                Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
-                Ok(Frame::trailers(trailers)),
-            ];
+            let frames = if failed {
+                trailers.insert("grpc-status", HeaderValue::from_static("14"));
+                vec![Ok(Frame::trailers(trailers))]
+            } else {
+                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                // A message frame: not compressed, length 0.
+                vec![
+                    Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
+                    Ok(Frame::trailers(trailers)),
+                ]
+            };
             let mut response = Response::new(StreamBody::new(tokio_stream::iter(frames)));
             response
                 .headers_mut()

@@ -506,6 +506,117 @@ async fn once_writes_the_conditions_and_reasons_of_every_kind_of_route() {
     cluster.shutdown().await;
 }
 
+/// A route a newer CRD serves with a filter type the API types do not know does not stop
+/// the controller (before, the route watch never synced and `--once` timed out): it gets
+/// `Accepted=False`, `UnsupportedValue`, naming the field, the entry another controller
+/// wrote on it is kept, and the other routes get their status.
+#[tokio::test]
+async fn once_reports_an_undecodable_route_and_writes_the_others() {
+    let cluster = Cluster::with_route(&["checkout-v1"]).await;
+    let mut future = route(
+        "shop",
+        "future",
+        json!([service_parent("checkout", 50051)]),
+        backends(&["checkout-v1"]),
+    );
+    future["spec"]["rules"][0]["filters"] =
+        json!([{"type": "FutureFilter", "futureFilter": {"mode": "strict"}}]);
+    cluster.apply(future.clone());
+    let theirs = json!({"controllerName": "example.net/other", "parentRef": {"name": "gw"},
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                        "message": "theirs", "lastTransitionTime": "2024-01-01T00:00:00Z"}]});
+    future["status"] = json!({"parents": [theirs.clone()]});
+    cluster.server.apply_status(future).unwrap();
+
+    let run = cluster.once(&[]).await;
+    run.exits(0);
+    assert_eq!(
+        run.stdout, "2 GRPCRoutes: 2 status written, 0 up to date\n",
+        "{run:#?}"
+    );
+    let ours = cluster.ours("shop", "future");
+    assert_eq!(ours.len(), 1, "{ours:#?}");
+    assert_eq!(
+        conditions(&ours[0]),
+        triples(&[("Accepted", "False", "UnsupportedValue")])
+    );
+    let message = ours[0]["conditions"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("spec.rules[0].filters[0].type: unknown variant `FutureFilter`"),
+        "{message}"
+    );
+    assert_eq!(ours[0]["conditions"][0]["observedGeneration"], 1);
+    assert_eq!(
+        entries(&cluster.route("shop", "future"))[0],
+        theirs,
+        "the other controller's entry is kept"
+    );
+    assert_eq!(
+        conditions(&cluster.ours("shop", "r")[0]),
+        triples(&[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "True", "ResolvedRefs")
+        ])
+    );
+    cluster.shutdown().await;
+}
+
+/// A running controller follows a route that an edit makes undecodable (the watch event
+/// does not stop its reflector) and then valid again: `UnsupportedValue` at generation 2,
+/// `Accepted` again at generation 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_controller_follows_a_route_turning_undecodable_and_back() {
+    let cluster = Cluster::with_route(&["checkout-v1"]).await;
+    let controller = Controller::start(&cluster, "only", "2");
+    let state = || {
+        let ours = cluster.ours("shop", "r");
+        ours.first().map(|entry| {
+            (
+                conditions(entry),
+                entry["conditions"][0]["observedGeneration"].clone(),
+            )
+        })
+    };
+    let accepted = triples(&[
+        ("Accepted", "True", "Accepted"),
+        ("ResolvedRefs", "True", "ResolvedRefs"),
+    ]);
+    eventually(Duration::from_secs(10), "accepted at generation 1", || {
+        state() == Some((accepted.clone(), json!(1)))
+    })
+    .await;
+
+    let mut rules = backends(&["checkout-v1"]);
+    rules[0]["filters"] = json!([{"type": "FutureFilter", "futureFilter": {"mode": "strict"}}]);
+    cluster.store_rules("shop", "r", rules);
+    let unsupported = triples(&[("Accepted", "False", "UnsupportedValue")]);
+    eventually(
+        Duration::from_secs(10),
+        "UnsupportedValue at generation 2",
+        || state() == Some((unsupported.clone(), json!(2))),
+    )
+    .await;
+    let message = cluster.ours("shop", "r")[0]["conditions"][0]["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .is_some_and(|m| m.starts_with("spec.rules[0].filters[0].type: unknown variant")),
+        "{message}"
+    );
+
+    cluster.store_rules("shop", "r", backends(&["checkout-v1"]));
+    eventually(
+        Duration::from_secs(10),
+        "accepted again at generation 3",
+        || state() == Some((accepted.clone(), json!(3))),
+    )
+    .await;
+    let log = controller.log();
+    assert!(!log.contains("watching GRPCRoutes failed"), "{log}");
+    drop(controller);
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_spec_changes_keeps_other_controllers_entries_and_writes_only_changes() {
     let cluster = Cluster::start().await;

@@ -5,6 +5,7 @@
 //! CRD schema and its CEL rules would have enforced is enforced here. Each invalid object is
 //! rejected on its own with an [`InvalidObject`] naming the object and the field.
 
+pub(crate) mod decode;
 mod filter;
 mod grant;
 mod route;

@@ -114,6 +114,19 @@ pub(crate) fn grpc_route(
     })
 }
 
+/// The parentRefs of a route whose spec could not be decoded, so that its status can
+/// still say why: each entry that decodes and is valid, in order; the others are skipped.
+pub(super) fn readable_parent_refs(spec: &serde_json::Value, route: &ObjectKey) -> Vec<ParentRef> {
+    let Some(raw) = spec.get("parentRefs").and_then(serde_json::Value::as_array) else {
+        return Vec::new();
+    };
+    raw.iter()
+        .filter_map(|p| serde_json::from_value::<GrpcRouteParentRefs>(p.clone()).ok())
+        .filter_map(|p| parent_ref(&p, route).ok())
+        .take(MAX_PARENT_REFS)
+        .collect()
+}
+
 fn parent_ref(p: &GrpcRouteParentRefs, route: &ObjectKey) -> Result<ParentRef, String> {
     if p.name.is_empty() {
         return Err("name is required".into());

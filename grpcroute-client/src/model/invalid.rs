@@ -30,11 +30,11 @@ impl fmt::Display for ObjectKind {
 
 /// An object that failed validation. It is left out of routing; everything else keeps
 /// working.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{} {}: {}: {}", .0.kind, .0.key, .0.field, .0.message)]
 pub struct InvalidObject(Box<Details>);
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Details {
     kind: ObjectKind,
     key: ObjectKey,

@@ -2,18 +2,27 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use super::{Source, Updater};
+use super::{Source, Update, Updater};
 use crate::{
     Resources,
     manifest::{self, ManifestError},
+    model::Model,
 };
 
 /// A folder of Kubernetes manifests (or single manifest files), watched for changes.
 ///
 /// Every `*.yaml`, `*.yml` and `*.json` file is read (see [`manifest::load`]). When
-/// anything changes the whole set is read again and applied as one update. If any
-/// document fails to parse, nothing of that update is applied: the last good configuration
-/// stays in force and the error (file, document, reason) is logged and reported.
+/// anything changes the whole set is read again and applied as one update.
+///
+/// - If a file or a document cannot be read (not YAML, not a Kubernetes object), nothing
+///   of that update is applied: which objects it held is unknown, and applying the rest
+///   would delete them. The last good configuration stays in force and the error (file,
+///   document, reason) is logged and reported.
+/// - An object that can be named but whose content does not fit the API types (e.g. a
+///   filter `type` of a later Gateway API release) is rejected alone, as the Kubernetes
+///   source does: the rest is applied, and the object shows in
+///   [`Mesh::rejected`](crate::Mesh::rejected), in route status, in the
+///   `grpcroute_config_rejected_objects` metric and in a warning naming the file.
 #[derive(Clone, Debug)]
 pub struct ManifestDir {
     paths: Vec<PathBuf>,
@@ -104,15 +113,50 @@ impl ManifestDir {
     }
 }
 
+/// What an update applies: the objects read, and the objects rejected alone (errors that
+/// carry their object).
+#[derive(PartialEq)]
+struct Applicable {
+    resources: Resources,
+    rejected: Vec<ManifestError>,
+}
+
+impl Applicable {
+    /// `Err` with every error when some document could not be read at all.
+    fn of(loaded: manifest::Loaded) -> Result<Self, Vec<ManifestError>> {
+        if loaded.errors.iter().any(|e| e.object.is_none()) {
+            return Err(loaded.errors);
+        }
+        Ok(Self {
+            resources: loaded.resources,
+            rejected: loaded.errors,
+        })
+    }
+
+    fn model(&self) -> Model {
+        let mut model = self.resources.to_model();
+        model
+            .rejected
+            .extend(self.rejected.iter().filter_map(|e| e.object.clone()));
+        model
+            .rejected
+            .sort_by(|a, b| (a.kind(), a.key()).cmp(&(b.kind(), b.key())));
+        model
+    }
+}
+
 impl Source for ManifestDir {
     async fn run(self, updater: Updater) {
         let (_watcher, mut events) = self.watch();
-        let mut applied: Option<Resources> = None;
+        let mut applied: Option<Applicable> = None;
         loop {
-            match self.load() {
-                Ok(resources) => {
-                    if applied.as_ref() != Some(&resources) {
-                        let Some(report) = updater.update(&resources) else {
+            match Applicable::of(manifest::load(&self.paths)) {
+                Ok(next) => {
+                    if applied.as_ref() != Some(&next) {
+                        for error in &next.rejected {
+                            tracing::warn!(%error, "manifest object rejected; the others apply");
+                        }
+                        let Some(report) = updater.apply(Update::Model(next.model())) else {
                             return;
                         };
                         tracing::info!(
@@ -121,7 +165,7 @@ impl Source for ManifestDir {
                             rejected = report.rejected.len(),
                             "manifests loaded"
                         );
-                        applied = Some(resources);
+                        applied = Some(next);
                     }
                 }
                 Err(errors) => {

@@ -4,7 +4,6 @@
 use std::{pin::Pin, time::Duration};
 
 use futures_util::{Stream, StreamExt, stream::select_all};
-use gateway_api::{grpcroutes::GrpcRoute, referencegrants::ReferenceGrant};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     Api, Client,
@@ -19,21 +18,26 @@ use tokio::time::{Instant, sleep, sleep_until};
 
 use super::{
     KubeSource,
-    state::{ClusterState, Rebuild, StreamState},
+    state::{ClusterState, Rebuild, StreamState, Versioned as _},
 };
 use crate::{
-    convert,
+    convert::{self, ObjectKind, decode},
     source::{Update as Published, Updater},
 };
 
 /// One event of one watch stream. Boxed: objects are large and events are rare.
+///
+/// Gateway API objects are watched as raw JSON and decoded one by one (see
+/// [`decode`]): the CRDs in the cluster may be newer than the API types, and one object
+/// with a value those types do not know must be rejected alone instead of failing the
+/// whole LIST, which would keep the watch from ever syncing. Core kinds keep their typed
+/// watches: their types read unknown enum values as strings.
 enum Update {
     Service(usize, Box<Event<Service>>),
     Slice(usize, Box<Event<EndpointSlice>>),
-    Route(usize, Box<Event<GrpcRoute>>),
-    Grant(usize, Box<Event<ReferenceGrant>>),
-    /// `v1beta1` ReferenceGrants (clusters older than Gateway API v1.5), read dynamically.
-    GrantBeta(usize, Box<Event<DynamicObject>>),
+    Route(usize, Box<Event<DynamicObject>>),
+    /// ReferenceGrants, `v1` or `v1beta1` (clusters older than Gateway API v1.5).
+    Grant(usize, Box<Event<DynamicObject>>),
 }
 
 type Item = Result<Update, watcher::Error>;
@@ -163,37 +167,26 @@ fn apply(state: &mut ClusterState, update: Update) -> bool {
             let applied = state.slices[i].apply(*e, |o| convert::endpoint_slice(o, NS));
             state.note_slice(applied)
         }
+        // A route (or grant) that no longer decodes is dropped like one that no longer
+        // validates: its previous version does not keep routing, and the rejection shows
+        // in status, metrics and logs (see `decode` and `StreamState`).
         Update::Route(i, e) => {
-            let applied = state.routes[i].apply(*e, |o| convert::grpc_route(o, NS));
+            let applied = state.routes[i].apply(*e, |o| {
+                let decoded = decode::grpc_route(&o.metadata, &o.data, NS)?;
+                decode::warn_unknown(ObjectKind::GrpcRoute, &o.key(), &decoded.unknown);
+                convert::grpc_route(&decoded.object, NS)
+            });
             state.note(&applied)
         }
         Update::Grant(i, e) => {
-            let applied = state.grants[i].apply(*e, |o| convert::reference_grant(o, NS));
-            state.note(&applied)
-        }
-        Update::GrantBeta(i, e) => {
             let applied = state.grants[i].apply(*e, |o| {
-                let grant = beta_grant(o).map_err(|message| {
-                    convert::InvalidObject::new(
-                        convert::ObjectKind::ReferenceGrant,
-                        &super::state::Versioned::key(o),
-                        "spec",
-                        message,
-                    )
-                })?;
-                convert::reference_grant(&grant, NS)
+                let decoded = decode::reference_grant(&o.metadata, &o.data, NS)?;
+                decode::warn_unknown(ObjectKind::ReferenceGrant, &o.key(), &decoded.unknown);
+                convert::reference_grant(&decoded.object, NS)
             });
             state.note(&applied)
         }
     }
-}
-
-fn beta_grant(o: &DynamicObject) -> Result<ReferenceGrant, String> {
-    let spec = o.data.get("spec").cloned().unwrap_or_default();
-    Ok(ReferenceGrant {
-        metadata: o.metadata.clone(),
-        spec: serde_json::from_value(spec).map_err(|e| e.to_string())?,
-    })
 }
 
 fn streams(
@@ -234,43 +227,50 @@ fn streams(
             (config(), backoff()),
             move |e| Update::Slice(i, Box::new(e)),
         ));
-        if grants != GrantVersion::None {
-            let i = push(&mut state.routes);
-            out.push(stream(
-                typed_api::<GrpcRoute>(client, ns),
-                (config(), backoff()),
-                move |e| Update::Route(i, Box::new(e)),
-            ));
-        }
-        match grants {
-            GrantVersion::V1 => {
-                let i = push(&mut state.grants);
-                out.push(stream(
-                    typed_api::<ReferenceGrant>(client, ns),
-                    (config(), backoff()),
-                    move |e| Update::Grant(i, Box::new(e)),
-                ));
-            }
-            GrantVersion::V1beta1 => {
-                let resource = ApiResource::from_gvk_with_plural(
-                    &GroupVersionKind::gvk(crate::GATEWAY_GROUP, "v1beta1", "ReferenceGrant"),
-                    "referencegrants",
-                );
-                let api = match ns {
-                    Some(ns) => {
-                        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource)
-                    }
-                    None => Api::<DynamicObject>::all_with(client.clone(), &resource),
-                };
-                let i = push(&mut state.grants);
-                out.push(stream(api, (config(), backoff()), move |e| {
-                    Update::GrantBeta(i, Box::new(e))
-                }));
-            }
-            GrantVersion::None => {}
-        }
+        let grant_version = match grants {
+            GrantVersion::V1 => "v1",
+            GrantVersion::V1beta1 => "v1beta1",
+            // No Gateway API CRDs: neither routes nor grants.
+            GrantVersion::None => continue,
+        };
+        let i = push(&mut state.routes);
+        out.push(stream(
+            dynamic_api(client, ns, "v1", "GRPCRoute", "grpcroutes"),
+            (config(), backoff()),
+            move |e| Update::Route(i, Box::new(e)),
+        ));
+        let i = push(&mut state.grants);
+        out.push(stream(
+            dynamic_api(
+                client,
+                ns,
+                grant_version,
+                "ReferenceGrant",
+                "referencegrants",
+            ),
+            (config(), backoff()),
+            move |e| Update::Grant(i, Box::new(e)),
+        ));
     }
     out
+}
+
+/// A Gateway API resource, read as raw JSON.
+fn dynamic_api(
+    client: &Client,
+    ns: Option<&str>,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(crate::GATEWAY_GROUP, version, kind),
+        plural,
+    );
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
 }
 
 fn push<M>(streams: &mut Vec<StreamState<M>>) -> usize {
