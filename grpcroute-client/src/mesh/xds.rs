@@ -225,10 +225,27 @@ impl Shared {
         match &config.kind {
             ClusterConfigKind::LogicalDns { host, port } => {
                 let policy = policy(config, self.accrual.as_ref());
-                resolve_logical_dns(backend, host.clone(), *port, policy);
+                let leaves = vec![Leaf::Dns {
+                    host: host.clone(),
+                    port: *port,
+                }];
+                resolve_and_set(backend, leaves, policy);
             }
-            _ => {
-                backend.set_spec(spec(config, snapshot, self.accrual.as_ref()));
+            ClusterConfigKind::Aggregate { leaves } => {
+                let (leaves, policy) = aggregate_leaves(leaves, snapshot, self.accrual.as_ref());
+                if leaves.iter().any(|l| matches!(l, Leaf::Dns { .. })) {
+                    resolve_and_set(backend, leaves, policy);
+                } else {
+                    stop_resolving(backend);
+                    backend.set_spec(compose(&leaves, policy, &HashMap::new()));
+                }
+            }
+            ClusterConfigKind::Eds { endpoints, .. } => {
+                stop_resolving(backend);
+                backend.set_spec(EndpointsSpec {
+                    priorities: priorities(endpoints),
+                    policy: policy(config, self.accrual.as_ref()),
+                });
             }
         }
     }
@@ -309,41 +326,74 @@ fn policy(config: &ClusterConfig, template: Option<&FailureAccrual>) -> Policy {
     }
 }
 
-/// The endpoints and policy of an EDS cluster, or of an aggregate: the leaves' priorities
-/// one after the other, in the aggregate's order (gRFC A37/A75), with the first leaf's
-/// balancer. An aggregate has no circuit breaker of its own (gRPC applies each leaf's).
-fn spec(
-    config: &ClusterConfig,
+/// One leaf of a cluster's endpoints, in priority order.
+#[derive(Clone, Debug, PartialEq)]
+enum Leaf {
+    /// An EDS leaf's priorities.
+    Priorities(Vec<PrioritySpec>),
+    /// A LOGICAL_DNS leaf: one priority of the addresses `host:port` resolves to (A37).
+    Dns { host: String, port: u16 },
+}
+
+/// The leaves of an aggregate in its order (gRFC A37/A75) and its policy: the first
+/// leaf's balancer, no circuit breaker of its own (gRPC applies each leaf's). Leaves not
+/// ready are left out.
+fn aggregate_leaves(
+    leaves: &[String],
     snapshot: &XdsSnapshot,
     template: Option<&FailureAccrual>,
+) -> (Vec<Leaf>, Policy) {
+    let mut out = Vec::new();
+    let mut first: Option<Policy> = None;
+    for leaf in leaves {
+        let Some(ClusterState::Ready(leaf)) = snapshot.clusters.get(leaf) else {
+            continue;
+        };
+        match &leaf.kind {
+            ClusterConfigKind::Eds { endpoints, .. } => {
+                out.push(Leaf::Priorities(priorities(endpoints)));
+            }
+            ClusterConfigKind::LogicalDns { host, port } => out.push(Leaf::Dns {
+                host: host.clone(),
+                port: *port,
+            }),
+            // The dependency manager flattens nested aggregates into their leaves.
+            ClusterConfigKind::Aggregate { .. } => continue,
+        }
+        first.get_or_insert(policy(leaf, template));
+    }
+    let policy = Policy {
+        max_requests: None,
+        ..first.unwrap_or_default()
+    };
+    (out, policy)
+}
+
+/// The endpoints of `leaves` one priority after the other: an EDS leaf's priorities, a
+/// DNS leaf's addresses (from `resolved`) as one priority of one locality, or nothing
+/// when it resolved to no address, so that the next leaf takes over (C-core's priority
+/// policy over the aggregate's children).
+fn compose(
+    leaves: &[Leaf],
+    policy: Policy,
+    resolved: &HashMap<(String, u16), Vec<SocketAddr>>,
 ) -> EndpointsSpec {
-    match &config.kind {
-        ClusterConfigKind::Eds { endpoints, .. } => EndpointsSpec {
-            priorities: priorities(endpoints),
-            policy: policy(config, template),
-        },
-        ClusterConfigKind::Aggregate { leaves } => {
-            let mut priorities_all = Vec::new();
-            let mut first: Option<Policy> = None;
-            for leaf in leaves {
-                let Some(ClusterState::Ready(leaf)) = snapshot.clusters.get(leaf) else {
+    let mut priorities = Vec::new();
+    for leaf in leaves {
+        match leaf {
+            Leaf::Priorities(p) => priorities.extend(p.iter().cloned()),
+            Leaf::Dns { host, port } => {
+                let Some(addrs) = resolved.get(&(host.clone(), *port)) else {
                     continue;
                 };
-                if let ClusterConfigKind::Eds { endpoints, .. } = &leaf.kind {
-                    priorities_all.extend(priorities(endpoints));
-                    first.get_or_insert(policy(leaf, template));
+                if addrs.is_empty() {
+                    continue;
                 }
-            }
-            EndpointsSpec {
-                priorities: priorities_all,
-                policy: Policy {
-                    max_requests: None,
-                    ..first.unwrap_or_default()
-                },
+                priorities.extend(EndpointsSpec::flat(addrs.clone()).priorities);
             }
         }
-        ClusterConfigKind::LogicalDns { .. } => EndpointsSpec::default(),
     }
+    EndpointsSpec { priorities, policy }
 }
 
 fn priorities(endpoints: &EndpointConfig) -> Vec<PrioritySpec> {
@@ -368,31 +418,195 @@ fn priorities(endpoints: &EndpointConfig) -> Vec<PrioritySpec> {
         .collect()
 }
 
-/// Resolves a LOGICAL_DNS cluster's host now and every [`DNS_REFRESH`] while its backend
-/// lives, giving it every address found (gRFC A37: one locality, one priority).
-fn resolve_logical_dns(backend: &Arc<Backend>, host: String, port: u16, policy: Policy) {
+/// Resolves the DNS leaves of a cluster (a LOGICAL_DNS cluster, or an aggregate with
+/// LOGICAL_DNS leaves) now and every [`DNS_REFRESH`] while its backend lives, giving it
+/// the composed endpoints each time. A host that fails to resolve keeps its last
+/// addresses (none before its first success: then the next leaf serves).
+fn resolve_and_set(backend: &Arc<Backend>, leaves: Vec<Leaf>, policy: Policy) {
     let weak = Arc::downgrade(backend);
     let task = tokio::spawn(async move {
+        let mut resolved: HashMap<(String, u16), Vec<SocketAddr>> = HashMap::new();
         loop {
-            let found: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), port)).await
-            {
-                Ok(addrs) => addrs.collect(),
-                Err(error) => {
-                    tracing::warn!(%host, %error, "LOGICAL_DNS cluster: resolution failed");
-                    Vec::new()
+            for leaf in &leaves {
+                let Leaf::Dns { host, port } = leaf else {
+                    continue;
+                };
+                match tokio::net::lookup_host((host.as_str(), *port)).await {
+                    Ok(addrs) => {
+                        let found: Vec<SocketAddr> = addrs.collect();
+                        if !found.is_empty() {
+                            resolved.insert((host.clone(), *port), found);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%host, %error, "LOGICAL_DNS cluster: resolution failed");
+                    }
                 }
-            };
+            }
             let Some(backend) = weak.upgrade() else {
                 return;
             };
-            if !found.is_empty() {
-                let mut spec = EndpointsSpec::flat(found);
-                spec.policy = policy;
-                backend.set_spec(spec);
-            }
+            backend.set_spec(compose(&leaves, policy, &resolved));
             drop(backend);
             tokio::time::sleep(DNS_REFRESH).await;
         }
     });
     backend.replace_task(task.abort_handle());
+}
+
+/// Ends a backend's DNS refresh, if it has one (its cluster is no longer resolved by
+/// DNS: the task would otherwise overwrite the new endpoints).
+fn stop_resolving(backend: &Backend) {
+    // A finished task in its place aborts the previous one.
+    backend.replace_task(tokio::spawn(async {}).abort_handle());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        backend::Registry,
+        model::xds::endpoint::{Endpoint, EndpointHealth, Locality, LocalityEndpoints, Priority},
+        transport::TransportConfig,
+    };
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn eds(name: &str, ports: &[u16]) -> ClusterConfig {
+        let priorities = if ports.is_empty() {
+            Vec::new()
+        } else {
+            vec![Priority {
+                localities: vec![LocalityEndpoints {
+                    locality: Locality::default(),
+                    weight: 1,
+                    endpoints: ports
+                        .iter()
+                        .map(|&p| Endpoint {
+                            address: addr(p),
+                            weight: 1,
+                            health: EndpointHealth::Healthy,
+                        })
+                        .collect(),
+                }],
+            }]
+        };
+        ClusterConfig {
+            name: name.to_string(),
+            kind: ClusterConfigKind::Eds {
+                eds_service_name: name.to_string(),
+                endpoints: Arc::new(EndpointConfig {
+                    priorities,
+                    drop_overloads: Vec::new(),
+                }),
+            },
+            lb_policy: LbPolicyConfig::RoundRobin,
+            max_requests: 10,
+            outlier_detection: None,
+        }
+    }
+
+    fn dns(name: &str, host: &str, port: u16) -> ClusterConfig {
+        ClusterConfig {
+            name: name.to_string(),
+            kind: ClusterConfigKind::LogicalDns {
+                host: host.to_string(),
+                port,
+            },
+            lb_policy: LbPolicyConfig::LeastRequest { choice_count: 2 },
+            max_requests: 5,
+            outlier_detection: None,
+        }
+    }
+
+    fn snapshot(clusters: Vec<ClusterConfig>) -> XdsSnapshot {
+        XdsSnapshot {
+            generation: 1,
+            listeners: BTreeMap::new(),
+            clusters: clusters
+                .into_iter()
+                .map(|c| (c.name.clone(), ClusterState::Ready(Arc::new(c))))
+                .collect(),
+        }
+    }
+
+    /// Each priority's addresses.
+    fn by_priority(spec: &EndpointsSpec) -> Vec<Vec<SocketAddr>> {
+        spec.priorities
+            .iter()
+            .map(|p| p.localities.iter().flat_map(|l| l.addrs.clone()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn an_aggregate_falls_through_to_its_logical_dns_leaf() {
+        let names = ["eds".to_string(), "dns".to_string()];
+        let resolved = HashMap::from([(("dns.example".to_string(), 9000), vec![addr(9000)])]);
+        // Both leaves: the EDS leaf's priority first, then the DNS leaf's addresses.
+        let s = snapshot(vec![eds("eds", &[1, 2]), dns("dns", "dns.example", 9000)]);
+        let (leaves, policy) = aggregate_leaves(&names, &s, None);
+        assert_eq!(
+            by_priority(&compose(&leaves, policy, &resolved)),
+            [vec![addr(1), addr(2)], vec![addr(9000)]]
+        );
+        // The first leaf's balancer, no circuit breaker of the aggregate's own.
+        assert_eq!(policy.balancer, Balancer::RoundRobin);
+        assert_eq!(policy.max_requests, None);
+        // The EDS leaf without endpoints: the DNS leaf is the only priority (C-core's
+        // priority policy moves to the next child).
+        let s = snapshot(vec![eds("eds", &[]), dns("dns", "dns.example", 9000)]);
+        let (leaves, policy) = aggregate_leaves(&names, &s, None);
+        assert_eq!(
+            by_priority(&compose(&leaves, policy, &resolved)),
+            [vec![addr(9000)]]
+        );
+        // Not resolved (yet): the EDS leaf alone.
+        let s = snapshot(vec![eds("eds", &[1]), dns("dns", "dns.example", 9000)]);
+        let (leaves, policy) = aggregate_leaves(&names, &s, None);
+        assert_eq!(
+            by_priority(&compose(&leaves, policy, &HashMap::new())),
+            [vec![addr(1)]]
+        );
+        // A DNS leaf first gives its balancer.
+        let names = ["dns".to_string(), "eds".to_string()];
+        let (leaves, policy) = aggregate_leaves(&names, &s, None);
+        assert_eq!(policy.balancer, Balancer::PeakEwma);
+        assert_eq!(
+            by_priority(&compose(&leaves, policy, &resolved)),
+            [vec![addr(9000)], vec![addr(1)]]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cluster_no_longer_resolved_by_dns_keeps_its_new_endpoints() {
+        let registry = Registry::new(TransportConfig::default());
+        let (backend, _) = registry.get_or_create(&BackendKey::Cluster("c".into()));
+        let leaves = vec![Leaf::Dns {
+            host: "localhost".to_string(),
+            port: 9000,
+        }];
+        resolve_and_set(&backend, leaves, Policy::default());
+        // The DNS leaf resolves: its addresses are set.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while backend.endpoints().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("a_cluster_no_longer_resolved_by_dns: localhost resolves");
+        // The cluster becomes EDS: the DNS refresh stops, the EDS endpoints stay.
+        stop_resolving(&backend);
+        backend.set_spec(EndpointsSpec::flat(vec![addr(1)]));
+        tokio::task::yield_now().await;
+        tokio::time::pause();
+        tokio::time::advance(DNS_REFRESH * 3).await;
+        tokio::time::resume();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now: Vec<SocketAddr> = backend.endpoints().all().iter().map(|e| e.addr()).collect();
+        assert_eq!(now, [addr(1)]);
+    }
 }

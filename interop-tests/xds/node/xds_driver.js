@@ -107,8 +107,11 @@ function firstValue(md, key) {
 // Starts one call; `done(code, peer, message)` runs once when it ends.
 function startCall(cmd, done) {
   const md = new grpc.Metadata();
-  for (const [k, v] of cmd.metadata || []) md.add(k, v);
-  const deadline = new Date(Date.now() + (cmd.timeout_ms ?? 10000));
+  // grpc-js wants Buffers for binary (`-bin`) metadata.
+  for (const [k, v] of cmd.metadata || []) md.add(k, k.endsWith('-bin') ? Buffer.from(v) : v);
+  // 0: no deadline.
+  const timeoutMs = cmd.timeout_ms ?? 10000;
+  const deadline = timeoutMs === 0 ? Infinity : new Date(Date.now() + timeoutMs);
   let peer = null;
   const call = client(cmd.target).makeUnaryRequest(
     cmd.method, (b) => b, (b) => b, Buffer.alloc(0), md,

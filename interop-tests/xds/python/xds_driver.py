@@ -138,10 +138,13 @@ def outcome(future):
 
 def start_call(cmd, callback):
     stub = channel(cmd["target"]).unary_unary(cmd["method"])
-    md = [(k, v) for k, v in cmd.get("metadata", [])]
+    # grpcio wants bytes for binary (`-bin`) metadata.
+    md = [(k, v.encode() if k.endswith("-bin") else v) for k, v in cmd.get("metadata", [])]
+    timeout_ms = cmd.get("timeout_ms", 10000)
     future = stub.future(
         b"",
-        timeout=cmd.get("timeout_ms", 10000) / 1000.0,
+        # 0: no deadline.
+        timeout=timeout_ms / 1000.0 if timeout_ms else None,
         metadata=md,
         wait_for_ready=bool(cmd.get("wait_for_ready", False)),
     )

@@ -15,7 +15,10 @@ use tokio::time::Instant;
 use tonic::body::Body;
 use tower::ServiceExt as _;
 
-use crate::{Bootstrap, CallReport, CallSpec, backend::HOSTNAME_HEADER, oracle::CallRecord};
+use crate::{
+    Bootstrap, CallReport, CallSpec, CsdsResource, HoldReport, HoldSpec, ResourceType,
+    backend::HOSTNAME_HEADER, oracle::CallRecord,
+};
 
 /// A mesh whose `xds:` channels follow the control plane of `bootstrap`.
 #[derive(Debug)]
@@ -23,6 +26,16 @@ pub struct Sut {
     mesh: Mesh,
     node_id: String,
     channels: Mutex<HashMap<String, Channel>>,
+    holds: Mutex<HashMap<u64, Hold>>,
+    next_hold: std::sync::atomic::AtomicU64,
+}
+
+/// Calls kept in flight by [`Sut::hold`]: their tasks and the outcomes of those that
+/// ended.
+#[derive(Debug)]
+struct Hold {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    records: Arc<Mutex<Vec<CallRecord>>>,
 }
 
 /// Why the system under test could not do something.
@@ -55,6 +68,8 @@ impl Sut {
             mesh,
             node_id,
             channels: Mutex::new(HashMap::new()),
+            holds: Mutex::new(HashMap::new()),
+            next_hold: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -124,6 +139,106 @@ impl Sut {
         let mut calls = std::mem::take(&mut *crate::lock(&records));
         calls.sort_by_key(|r| r.index);
         Ok(report(calls, started.elapsed(), spec.record))
+    }
+}
+
+impl Sut {
+    /// Starts `spec.call.count` calls (`spec.interval_ms` apart) and keeps them in flight
+    /// (typically with `rpc-behavior: keep-open`), reporting `spec.settle_ms` after the
+    /// last one started: how many are still open, and how the others ended. The oracles'
+    /// `hold` op, for circuit breaking.
+    ///
+    /// # Errors
+    ///
+    /// When the library refuses the target.
+    pub async fn hold(&self, spec: &HoldSpec) -> Result<HoldReport, SutError> {
+        let channel = self.channel(&spec.call.target)?;
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for index in 0..u64::from(spec.call.count) {
+            if index > 0 && spec.interval_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(spec.interval_ms)).await;
+            }
+            let (channel, records, call) = (channel.clone(), records.clone(), spec.call.clone());
+            tasks.push(tokio::spawn(async move {
+                let record = one_call(&channel, &call, index).await;
+                crate::lock(&records).push(record);
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(spec.settle_ms)).await;
+        let hold = self
+            .next_hold
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let report = hold_report(hold, tasks.len(), &records);
+        crate::lock(&self.holds).insert(hold, Hold { tasks, records });
+        Ok(report)
+    }
+
+    /// Cancels the calls of `hold` that are still open (each counts as `CANCELLED`), and
+    /// reports the hold's final state. An unknown hold reports nothing.
+    pub async fn release(&self, hold: u64) -> HoldReport {
+        let Some(Hold { tasks, records }) = crate::lock(&self.holds).remove(&hold) else {
+            return hold_report(hold, 0, &Arc::new(Mutex::new(Vec::new())));
+        };
+        let count = tasks.len();
+        for (index, task) in tasks.into_iter().enumerate() {
+            if task.is_finished() {
+                continue;
+            }
+            // Dropping the call's future resets its stream: the backend sees it end.
+            task.abort();
+            if task.await.is_err_and(|e| e.is_cancelled()) {
+                crate::lock(&records).push(CallRecord {
+                    index: index as u64,
+                    peer: None,
+                    status: "CANCELLED".to_string(),
+                    ms: 0.0,
+                    message: Some("released by the test".to_string()),
+                });
+            }
+        }
+        hold_report(hold, count, &records)
+    }
+
+    /// The mesh's xDS resources in the oracles' CSDS shape (`type_url` in full, `status`
+    /// `REQUESTED`/`DOES_NOT_EXIST`/`ACKED`/`NACKED`, the last error and rejected
+    /// version); empty before the first `xds:` channel.
+    pub fn csds(&self) -> Vec<CsdsResource> {
+        let Some(dump) = self.mesh.xds_config() else {
+            return Vec::new();
+        };
+        dump.resources
+            .into_iter()
+            .map(|r| CsdsResource {
+                client_scope: String::new(),
+                type_url: ResourceType::from_short_name(r.resource_type)
+                    .map_or_else(|| r.resource_type.to_string(), |t| t.type_url().to_string()),
+                name: r.name,
+                version: r.version,
+                status: r.state.to_string(),
+                error: r.last_error,
+                error_version: r.rejected_version,
+                config: None,
+            })
+            .collect()
+    }
+
+    /// Whether the mesh's ADS stream is up.
+    pub fn connected(&self) -> bool {
+        self.mesh.xds_config().is_some_and(|d| d.connected)
+    }
+}
+
+fn hold_report(hold: u64, started: usize, records: &Mutex<Vec<CallRecord>>) -> HoldReport {
+    let records = crate::lock(records);
+    let tally = report(records.clone(), Duration::ZERO, false);
+    HoldReport {
+        hold,
+        in_flight: (started - records.len().min(started)) as u64,
+        by_status: tally.by_status,
+        by_peer: tally.by_peer,
+        errors: tally.errors,
     }
 }
 

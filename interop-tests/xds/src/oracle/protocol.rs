@@ -18,7 +18,8 @@ pub struct CallSpec {
     pub metadata: Vec<(String, String)>,
     /// How many calls (default 1).
     pub count: u32,
-    /// Each call's deadline in milliseconds (default 10 000).
+    /// Each call's deadline in milliseconds (default 10 000; 0: none, bounded only by the
+    /// harness's own 30 s hang detector).
     pub timeout_ms: u64,
     /// Calls in flight at once (default 1: one after the other).
     pub concurrency: u32,

@@ -11,8 +11,8 @@ use super::super::resource::{Resource, ResourceType};
 pub(crate) enum ResourceStatus {
     /// Subscribed, nothing received yet.
     Requested,
-    /// The server does not have it (does-not-exist timer, or deletion with
-    /// `fail_on_data_errors`).
+    /// The server does not have it: the does-not-exist timer fired, or the server
+    /// deleted it (LDS/CDS), in which case a cached copy may still be in use (A88).
     DoesNotExist,
     /// The last update was valid.
     Acked,
@@ -240,7 +240,13 @@ impl ResourceCache {
                 out.push(ResourceDump {
                     resource_type: ty,
                     name: name.clone(),
-                    version: e.version.clone(),
+                    // The version of the copy in use: none once a data error dropped it
+                    // (`fail_on_data_errors`), as C-core's CSDS shows it.
+                    version: if e.resource.is_some() {
+                        e.version.clone()
+                    } else {
+                        String::new()
+                    },
                     state: e.status,
                     has_cached_copy: e.resource.is_some(),
                     last_error: e

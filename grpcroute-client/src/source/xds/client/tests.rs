@@ -326,9 +326,11 @@ async fn a_partial_nack_applies_the_valid_resources() {
         vec![any(&cluster_eds("good")), any(&bad)],
     );
     let nack = req(&mut s, "CDS nack").await;
+    // C-core: a response with valid resources moves the version on even when it is
+    // NACKed (the client uses those resources now).
     assert_eq!(
         (nack.version_info.as_str(), nack.response_nonce.as_str()),
-        ("", "B")
+        ("1", "B")
     );
     let msg = nack.error_detail.unwrap().message;
     assert!(
@@ -516,9 +518,12 @@ async fn deletion_of_a_cached_listener_is_ignored_by_default() {
     send(&s, LDS, "l2", "n5", vec![]);
     let ack = req(&mut s, "ack of the empty LDS").await;
     assert_eq!(ack.version_info, "l2");
+    // As C-core's CSDS shows it (under A88): DOES_NOT_EXIST, the deleting version as the
+    // failed update, and the cached copy still in use.
     let d = dump_of(&h.client, LDS, "svc");
-    assert_eq!(d.state, ResourceStatus::Acked);
+    assert_eq!(d.state, ResourceStatus::DoesNotExist);
     assert!(d.has_cached_copy);
+    assert_eq!(d.rejected_version.as_deref(), Some("l2"));
     assert!(
         d.last_error
             .unwrap()
@@ -542,10 +547,14 @@ async fn deletion_with_fail_on_data_errors_makes_it_not_exist() {
     let mut s = serve_basic(&mut h, &["a"]).await;
     send(&s, LDS, "l2", "n5", vec![]);
     req(&mut s, "ack").await;
+    let d = dump_of(&h.client, LDS, "svc");
+    assert_eq!(d.state, ResourceStatus::DoesNotExist);
+    assert!(!d.has_cached_copy);
     assert_eq!(
-        dump_of(&h.client, LDS, "svc").state,
-        ResourceStatus::DoesNotExist
+        d.version, "",
+        "no copy in use, no version (as C-core's CSDS)"
     );
+    assert_eq!(d.rejected_version.as_deref(), Some("l2"));
     let mut rx = h.client.snapshots();
     wait_for(&mut rx, "listener gone", |s| {
         listener_failed(s, "svc", FailureKind::DoesNotExist)

@@ -31,7 +31,7 @@ use super::super::{
 use super::{
     Command, Shared,
     backoff::Backoff,
-    cache::{ResourceCache, ResourceStatus},
+    cache::{FailedUpdate, ResourceCache, ResourceStatus},
     transport::{AdsTransport, ResponseStream},
 };
 
@@ -448,13 +448,17 @@ impl<T: AdsTransport> Worker<T> {
         self.shared.resource_updates_valid[ty.index()].fetch_add(valid, Ordering::Relaxed);
         self.shared.resource_updates_invalid[ty.index()].fetch_add(invalid, Ordering::Relaxed);
         if ty.all_resources_required_in_sotw() {
-            self.on_absent(ty, &seen);
+            self.on_absent(ty, &seen, &resp.version_info, now);
         }
-        // ACK or NACK.
+        // ACK or NACK. The version moves on when the response had valid resources, even
+        // if others were rejected (C-core's rule): the NACK of a partly valid response
+        // carries the new version, since the client now uses resources of it.
         let state = &mut self.types[ty.index()];
         state.nonce = resp.nonce.clone();
-        let error_detail = if errors.is_empty() {
+        if valid > 0 || errors.is_empty() {
             state.version = resp.version_info.clone();
+        }
+        let error_detail = if errors.is_empty() {
             None
         } else {
             tracing::warn!(type_url = %resp.type_url, version = %resp.version_info, errors = ?errors, "NACKing xDS response");
@@ -478,25 +482,38 @@ impl<T: AdsTransport> Worker<T> {
     }
 
     /// LDS/CDS in SotW carry every subscribed resource, so a cached one missing from the
-    /// response was deleted. A88: ignored (kept, ambient error) unless
-    /// `fail_on_data_errors`, which makes it DOES_NOT_EXIST.
-    fn on_absent(&mut self, ty: ResourceType, seen: &HashSet<String>) {
+    /// response was deleted: it becomes DOES_NOT_EXIST, with the deleting version as its
+    /// failed update (C-core's CSDS shows the same). A88: the cached copy is still used
+    /// unless `fail_on_data_errors`, which drops it.
+    fn on_absent(
+        &mut self,
+        ty: ResourceType,
+        seen: &HashSet<String>,
+        version: &str,
+        now: SystemTime,
+    ) {
         let fail = self.config.fail_on_data_errors;
         for (name, e) in self.cache.entries_mut(ty).iter_mut() {
             if seen.contains(name) || e.resource.is_none() {
                 continue;
             }
-            if fail {
+            let error = if fail {
                 tracing::warn!(%ty, %name, "xDS resource deleted by the control plane (fail_on_data_errors)");
                 e.resource = None;
-                e.status = ResourceStatus::DoesNotExist;
-                e.ambient_error = None;
+                format!("{ty} resource {name} was deleted by the control plane")
             } else {
                 tracing::warn!(%ty, %name, "xDS resource deleted by the control plane; keeping the cached copy (A88)");
-                e.ambient_error = Some(format!(
+                format!(
                     "{ty} resource {name} was deleted by the control plane; ignoring the deletion and using the cached copy"
-                ));
-            }
+                )
+            };
+            e.status = ResourceStatus::DoesNotExist;
+            e.ambient_error = None;
+            e.failed = Some(FailedUpdate {
+                version: version.to_owned(),
+                error,
+                time: now,
+            });
         }
     }
 

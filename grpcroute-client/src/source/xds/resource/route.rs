@@ -328,6 +328,13 @@ pub(crate) fn string_matcher(v: &mut Validator, s: &StringMatcher) -> Option<Str
             value: fold(x, ic),
             ignore_case: ic,
         }),
+        // C-core rejects `ignore_case` on a regex rather than ignore it (its
+        // `StringMatcher::Create`); so does this client, or a route config C-core NACKs
+        // would route here.
+        Some(MatchPattern::SafeRegex(_)) if ic => {
+            v.error_at("ignore_case", "not supported for regex matcher");
+            None
+        }
         Some(MatchPattern::SafeRegex(r)) => v
             .field("safe_regex", |v| regex(v, r))
             .map(StringMatch::Regex),

@@ -597,6 +597,34 @@ fn header_matchers_validate_and_normalize() {
 }
 
 #[test]
+fn string_match_regex_with_ignore_case_is_rejected_as_c_core_does() {
+    let matcher = |ignore_case| {
+        let mut r = route_prefix("", "c");
+        r.r#match.as_mut().unwrap().headers = vec![HeaderProto {
+            name: "x".into(),
+            header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
+                ignore_case,
+                match_pattern: Some(MatchPattern::SafeRegex(RegexMatcher {
+                    regex: "[a-z]+".into(),
+                    ..Default::default()
+                })),
+            })),
+            ..Default::default()
+        }];
+        rc_with_routes(vec![r])
+    };
+    assert_eq!(
+        errors(route::validate(&matcher(true))),
+        "[virtual_hosts[0].routes[0].match.headers[0].string_match.ignore_case: not supported for regex matcher]"
+    );
+    let vh = only_vh(&matcher(false));
+    assert!(matches!(
+        vh.routes[0].matcher.headers[0].kind,
+        HeaderMatch::String(StringMatch::Regex(_))
+    ));
+}
+
+#[test]
 fn runtime_fraction_is_normalized_to_per_million() {
     let cases = [
         (DenominatorType::Hundred, 25, 250_000),
