@@ -248,7 +248,6 @@ impl Shared {
                 backend
             })
             .collect();
-        let bound: HashSet<*const Backend> = backends.iter().map(Arc::as_ptr).collect();
         // The xDS part (with the `xds` feature) stays as it is.
         #[allow(clippy::needless_update)]
         let snapshot = Arc::new(Snapshot {
@@ -257,14 +256,10 @@ impl Shared {
             kube_synced: true,
             ..self.current().as_deref().cloned().unwrap_or_default()
         });
-        let previous = self.core.snapshot.swap(Some(snapshot.clone()));
-        if let Some(previous) = previous {
-            for b in previous.backends.iter() {
-                if !bound.contains(&Arc::as_ptr(b)) {
-                    b.set_endpoints(&[]);
-                }
-            }
-        }
+        // Backends the new table no longer binds keep their endpoints: a call that loaded
+        // the previous snapshot an instant ago still picks from them. They leave the pool
+        // when the last snapshot or call holding them drops them (`Backend`'s `Drop`).
+        drop(self.core.snapshot.swap(Some(snapshot.clone())));
         self.registry.prune();
         // Series of routes, rules and backends that are gone leave with them.
         self.core
@@ -523,7 +518,7 @@ mod tests {
     }
 
     #[test]
-    fn a_backend_no_table_names_stops_taking_calls_at_once() {
+    fn a_backend_no_table_names_drains_once_its_last_holder_drops_it() {
         let mesh = Mesh::builder().namespace("shop").build();
         mesh.update(&config("10.0.0.1"));
         let before = mesh.shared.core.snapshot.load_full().unwrap();
@@ -535,10 +530,15 @@ mod tests {
             .endpoints()
             .all()[0]
             .clone();
-        // Service b and its route go away; `before` is still held, as a call would.
-        let report =
-            mesh.update(&Resources::new().with(service("shop", "front").port("grpc", 50051)));
-        assert_eq!(report.endpoints_removed, 1);
-        assert!(endpoint.is_retired());
+        // Service b and its route go away while `before` is held, as by a call that loaded
+        // it an instant earlier: that call can still pick b's endpoint (emptying b at once
+        // failed such calls UNAVAILABLE during ordinary route changes).
+        mesh.update(&Resources::new().with(service("shop", "front").port("grpc", 50051)));
+        assert!(!endpoint.is_retired());
+        drop(before);
+        assert!(
+            endpoint.is_retired(),
+            "once no snapshot or call holds the backend, its endpoint leaves the pool"
+        );
     }
 }

@@ -194,21 +194,18 @@ impl Shared {
                     backend
                 })
                 .collect();
-            let bound: HashSet<*const Backend> = backends.iter().map(Arc::as_ptr).collect();
             let next = Snapshot {
                 xds: table,
                 xds_backends: backends,
                 ..current.as_deref().cloned().unwrap_or_default()
             };
             let next = Arc::new(next);
-            let previous = self.core.snapshot.swap(Some(next.clone()));
-            if let Some(previous) = previous {
-                for b in previous.xds_backends.iter() {
-                    if !bound.contains(&Arc::as_ptr(b)) {
-                        b.set_endpoints(&[]);
-                    }
-                }
-            }
+            // Clusters the new table no longer reaches keep their endpoints: a call that
+            // loaded the previous snapshot an instant ago still picks from them (emptying
+            // them here failed such calls `UNAVAILABLE`, found by the convergence
+            // benchmark). They leave the pool when the last holder drops them.
+            drop(current);
+            drop(self.core.snapshot.swap(Some(next.clone())));
             self.registry.prune();
             self.core.series.retain_reachable(|key| next.reaches(key));
         }
