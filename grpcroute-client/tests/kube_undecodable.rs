@@ -199,6 +199,23 @@ async fn undecodable_objects_in_the_initial_list_are_rejected_alone() {
         let mut bad_grant = value(grant("mesh", "bad-grant", "web", None));
         bad_grant["spec"]["from"] = json!("everyone");
         server.apply(bad_grant).unwrap();
+        // A BackendTLSPolicy with an enum value of a later release (a SAN type); it
+        // targets a Service no call here uses.
+        server
+            .apply(json!({
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "BackendTLSPolicy",
+                "metadata": {"namespace": "mesh", "name": "future-tls"},
+                "spec": {
+                    "targetRefs": [{"group": "", "kind": "Service", "name": "unused"}],
+                    "validation": {
+                        "hostname": "unused.mesh",
+                        "wellKnownCACertificates": "System",
+                        "subjectAltNames": [{"type": "IPAddress", "ipAddress": "10.0.0.1"}]
+                    }
+                }
+            }))
+            .unwrap();
 
         let mesh = mesh_for(&server);
         tokio::time::timeout(Duration::from_secs(10), mesh.ready())
@@ -239,6 +256,10 @@ async fn undecodable_objects_in_the_initial_list_are_rejected_alone() {
                     "spec.rules[0].matches[0].method.type"
                 ),
                 ("mesh/bad-grant".to_string(), "spec.from"),
+                (
+                    "mesh/future-tls".to_string(),
+                    "spec.validation.subjectAltNames[0].type"
+                ),
             ]
         );
         assert!(
@@ -248,7 +269,7 @@ async fn undecodable_objects_in_the_initial_list_are_rejected_alone() {
         );
         assert_eq!(
             gauge(&mesh.metrics().encode(), "grpcroute_config_rejected_objects"),
-            3.0
+            4.0
         );
 
         let statuses = mesh.statuses();
@@ -270,6 +291,7 @@ async fn undecodable_objects_in_the_initial_list_are_rejected_alone() {
             "GRPCRoute mesh/future-filter: spec.rules[0].filters[0].type: unknown variant `FutureFilter`",
             "GRPCRoute mesh/future-match: spec.rules[0].matches[0].method.type: unknown variant `Prefix`",
             "ReferenceGrant mesh/bad-grant: spec.from: invalid type",
+            "BackendTLSPolicy mesh/future-tls: spec.validation.subjectAltNames[0].type: unknown variant `IPAddress`",
             "spec.rules[0].backendRefs[0].futureKnob, spec.rules[0].sessionPersistence",
         ] {
             assert!(logs.contains(expected), "no {expected:?} in the logs:\n{logs}");

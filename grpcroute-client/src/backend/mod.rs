@@ -196,6 +196,8 @@ impl Backend {
     }
 
     /// Replaces the endpoints with one flat group of `addrs` (a Kubernetes Service port).
+    // Only xDS clusters that fail are emptied this way now (and the tests use it).
+    #[cfg_attr(not(feature = "xds"), allow(dead_code))]
     pub(crate) fn set_endpoints(&self, addrs: &[SocketAddr]) -> EndpointsDelta {
         self.set_spec(EndpointsSpec::flat(addrs.to_vec()))
     }

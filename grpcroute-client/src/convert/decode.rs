@@ -88,6 +88,38 @@ pub(crate) fn reference_grant(
     })
 }
 
+/// A BackendTLSPolicy from its metadata and the rest of its JSON, decoded on its own for
+/// the same reason as routes: a newer release's enum value in one policy must not stop
+/// the watch of all of them.
+#[cfg(feature = "kube")]
+pub(crate) fn backend_tls_policy(
+    metadata: &ObjectMeta,
+    data: &Value,
+    default_namespace: &str,
+) -> Result<Decoded<gateway_api::backendtlspolicies::BackendTlsPolicy>, InvalidObject> {
+    use gateway_api::backendtlspolicies::{BackendTlsPolicy, BackendTlsPolicySpec};
+    let (spec, unknown) = match spec_from::<BackendTlsPolicySpec>(spec_of(data)) {
+        Ok(decoded) => decoded,
+        Err((field, message)) => {
+            let key = object_key(ObjectKind::BackendTlsPolicy, metadata, default_namespace)?;
+            return Err(InvalidObject::new(
+                ObjectKind::BackendTlsPolicy,
+                &key,
+                field,
+                message,
+            ));
+        }
+    };
+    Ok(Decoded {
+        object: BackendTlsPolicy {
+            metadata: metadata.clone(),
+            spec,
+            status: None,
+        },
+        unknown,
+    })
+}
+
 /// Logs the ignored fields of an object (once per object version: callers decode each
 /// version once).
 #[cfg(feature = "kube")]

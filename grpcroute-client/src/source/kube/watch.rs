@@ -4,7 +4,6 @@
 use std::{pin::Pin, time::Duration};
 
 use futures_util::{Stream, StreamExt, stream::select_all};
-use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Service},
     discovery::v1::EndpointSlice,
@@ -42,7 +41,8 @@ enum Update {
     Route(usize, Box<Event<DynamicObject>>),
     /// ReferenceGrants, `v1` or `v1beta1` (clusters older than Gateway API v1.5).
     Grant(usize, Box<Event<DynamicObject>>),
-    TlsPolicy(usize, Box<Event<BackendTlsPolicy>>),
+    /// BackendTLSPolicies, decoded one at a time like routes.
+    TlsPolicy(usize, Box<Event<DynamicObject>>),
     ConfigMap(usize, Box<Event<ConfigMap>>),
 }
 
@@ -194,7 +194,11 @@ fn apply(state: &mut ClusterState, update: Update) -> bool {
             state.note(&applied)
         }
         Update::TlsPolicy(i, e) => {
-            let applied = state.tls_policies[i].apply(*e, |o| convert::backend_tls_policy(o, NS));
+            let applied = state.tls_policies[i].apply(*e, |o| {
+                let decoded = decode::backend_tls_policy(&o.metadata, &o.data, NS)?;
+                decode::warn_unknown(ObjectKind::BackendTlsPolicy, &o.key(), &decoded.unknown);
+                convert::backend_tls_policy(&decoded.object, NS)
+            });
             state.note(&applied)
         }
         Update::ConfigMap(i, e) => {
@@ -271,7 +275,7 @@ fn streams(
         if backend_tls {
             let i = push(&mut state.tls_policies);
             out.push(stream(
-                typed_api::<BackendTlsPolicy>(client, ns),
+                dynamic_api(client, ns, "v1", "BackendTLSPolicy", "backendtlspolicies"),
                 (config(), backoff()),
                 move |e| Update::TlsPolicy(i, Box::new(e)),
             ));
