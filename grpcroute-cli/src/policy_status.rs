@@ -14,12 +14,10 @@ use gateway_api::backendtlspolicies::{
     BackendTlsPolicyStatusAncestorsAncestorRef as AncestorRef,
 };
 use grpcroute_client::{BackendTlsPolicyStatus, ObjectKey};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The CRD allows at most this many entries in `status.ancestors`.
 const MAX_ANCESTORS: usize = 16;
-/// `metav1.Condition.message` is at most this long.
-const MAX_MESSAGE: usize = 32_768;
 
 /// The new `status.ancestors` of a policy whose current status is `current`, so that this
 /// controller's entries say what `desired` says; `None` when they already do.
@@ -94,25 +92,12 @@ fn entry_for(
     controller: &str,
     now: &Time,
 ) -> Ancestor {
-    let conditions = desired
-        .conditions
-        .iter()
-        .map(|c| {
-            let status = c.status.to_string();
-            let last_transition_time = old
-                .and_then(|o| o.conditions.iter().find(|p| p.type_ == c.type_))
-                .filter(|p| p.status == status)
-                .map_or_else(|| now.clone(), |p| p.last_transition_time.clone());
-            Condition {
-                type_: c.type_.to_string(),
-                status,
-                reason: c.reason.clone(),
-                message: truncate(&c.message, MAX_MESSAGE),
-                observed_generation: desired.generation,
-                last_transition_time,
-            }
-        })
-        .collect();
+    let conditions = crate::route_status::conditions(
+        &desired.conditions,
+        old.map_or(&[], |o| &o.conditions),
+        desired.generation,
+        now,
+    );
     Ancestor {
         ancestor_ref: AncestorRef {
             group: Some(String::new()),
@@ -125,17 +110,6 @@ fn entry_for(
         conditions,
         controller_name: controller.into(),
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max.saturating_sub(3);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
 }
 
 #[cfg(test)]

@@ -106,25 +106,12 @@ fn entry_for(
     controller: &str,
     now: &Time,
 ) -> GrpcRouteStatusParents {
-    let conditions = desired
-        .conditions
-        .iter()
-        .map(|c| {
-            let status = c.status.to_string();
-            let last_transition_time = old
-                .and_then(|o| o.conditions.iter().find(|p| p.type_ == c.type_))
-                .filter(|p| p.status == status)
-                .map_or_else(|| now.clone(), |p| p.last_transition_time.clone());
-            Condition {
-                type_: c.type_.to_string(),
-                status,
-                reason: c.reason.clone(),
-                message: truncate(&c.message, MAX_MESSAGE),
-                observed_generation: route.generation,
-                last_transition_time,
-            }
-        })
-        .collect();
+    let conditions = conditions(
+        &desired.conditions,
+        old.map_or(&[], |o| &o.conditions),
+        route.generation,
+        now,
+    );
     let p = &desired.parent_ref;
     GrpcRouteStatusParents {
         conditions,
@@ -256,6 +243,35 @@ fn describe_change(
             parts.join(", ")
         ));
     }
+}
+
+/// Our conditions as `metav1.Condition`s, each keeping its `lastTransitionTime` from `old`
+/// while its status is the same (route parents and policy ancestors alike).
+pub(crate) fn conditions(
+    desired: &[grpcroute_client::Condition],
+    old: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    desired
+        .iter()
+        .map(|c| {
+            let status = c.status.to_string();
+            let last_transition_time = old
+                .iter()
+                .find(|p| p.type_ == c.type_)
+                .filter(|p| p.status == status)
+                .map_or_else(|| now.clone(), |p| p.last_transition_time.clone());
+            Condition {
+                type_: c.type_.to_string(),
+                status,
+                reason: c.reason.clone(),
+                message: truncate(&c.message, MAX_MESSAGE),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
 }
 
 fn truncate(s: &str, max: usize) -> String {
