@@ -79,6 +79,8 @@ mod backend;
 pub mod build;
 mod channel;
 mod convert;
+#[cfg(feature = "tls")]
+mod crypto;
 mod deadline;
 mod dispatch;
 mod error;

@@ -129,7 +129,7 @@ impl Credentials {
         let names = SubjectAltNames::of(leaf.as_ref()).map_err(CredentialsError::NotAnSvid)?;
         let not_after = SystemTime::UNIX_EPOCH
             + Duration::from_secs(u64::try_from(names.not_after).unwrap_or(0));
-        let key = CertifiedKey::from_der(chain, key, &crate::transport::tls::provider())
+        let key = CertifiedKey::from_der(chain, key, &crate::crypto::provider())
             .map_err(|e| CredentialsError::Key(e.to_string()))?;
         let store = |certs: Vec<CertificateDer<'static>>| {
             let mut store = RootCertStore::empty();

@@ -5,7 +5,7 @@ use std::hash::{Hash, Hasher};
 #[cfg(feature = "tls")]
 use std::sync::Arc;
 
-use crate::{backend::BackendKey, route::backend_tls::AppliedTls};
+use crate::route::{BackendKey, backend_tls::AppliedTls};
 
 /// How an endpoint's connections are made. Compared (and hashed) by settings, not by
 /// connector instance: equal settings may share an endpoint and its connection.

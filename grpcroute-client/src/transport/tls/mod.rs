@@ -11,16 +11,11 @@ mod failure;
 mod first_read;
 mod verify;
 
-use std::{
-    fmt,
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{fmt, sync::Arc, time::Duration};
 
 use rustls::{
     ClientConfig,
     client::Resumption,
-    crypto::CryptoProvider,
     pki_types::{IpAddr as PkiIpAddr, ServerName},
 };
 use tokio::net::TcpStream;
@@ -29,16 +24,7 @@ use tokio_rustls::client::TlsStream;
 pub use self::config::{BackendTls, ExpectedServerIdentity, ServerIdentity, TlsMode, TrustRoots};
 use self::verify::{ClientCertificate, Roots, Verifier};
 pub(crate) use self::{failure::TlsFailure, first_read::FirstRead};
-use crate::{BackendService, backend::BackendKey, identity::Identity};
-
-/// The ring provider, built once (rustls' process default is left alone: the application
-/// may have installed another).
-pub(crate) fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
-}
+use crate::{BackendService, crypto::provider, identity::Identity, route::BackendKey};
 
 /// The mesh-wide TLS configuration, from [`MeshBuilder`](crate::MeshBuilder).
 #[derive(Clone, Default)]
