@@ -504,6 +504,7 @@ mod tests {
             lb_policy: LbPolicyConfig::RoundRobin,
             max_requests: 10,
             outlier_detection: None,
+            tls: None,
         }
     }
 
@@ -517,6 +518,7 @@ mod tests {
             lb_policy: LbPolicyConfig::LeastRequest { choice_count: 2 },
             max_requests: 5,
             outlier_detection: None,
+            tls: None,
         }
     }
 
