@@ -310,10 +310,20 @@ impl Shared {
                     None => {
                         // One watch of the three files: the CA instance's roots are read
                         // (and reloaded) with the certificate as the identity's bundle.
+                        // Read once now as well: the watch's first read is
+                        // asynchronous, and the cluster's first handshakes (made as soon as
+                        // this returns) would otherwise find no certificate to present.
+                        let first =
+                            [&cert, &key, &ca_file].map(|p| std::fs::read(p).unwrap_or_default());
                         let files = CredentialFiles::new(cert, key, ca_file)
                             .refresh_interval(id.refresh_interval);
                         match Identity::from_files(files) {
                             Ok(identity) => {
+                                if let Ok(credentials) = crate::identity::Credentials::from_pem(
+                                    &first[0], &first[1], &first[2],
+                                ) {
+                                    identity.replace(credentials);
+                                }
                                 slot.identities.insert(key_of, identity.clone());
                                 identity
                             }
