@@ -19,7 +19,6 @@ use crate::{
         ClusterConfig, ClusterConfigKind, ClusterState, ListenerState,
         cluster::{LbPolicyConfig, UpstreamTls},
         endpoint::EndpointConfig,
-        route::StringMatch,
     },
     route::xds::XdsTable,
     snapshot::Snapshot,
@@ -273,6 +272,7 @@ impl Shared {
     fn xds_security(&self, tls: Option<&UpstreamTls>, current: &Security) -> ResolvedSecurity {
         use crate::{
             identity::{CredentialFiles, Identity},
+            model::xds::route::StringMatch,
             transport::tls::{SanMatcher, TlsConnector, TlsSettings, TrustRoots, XdsServerCheck},
         };
         let Some(tls) = tls else {
@@ -406,12 +406,12 @@ fn cluster_tls<'a>(
     snapshot: &'a XdsSnapshot,
 ) -> Result<Option<&'a UpstreamTls>, String> {
     let ClusterConfigKind::Aggregate { leaves } = &config.kind else {
-        return Ok(config.tls.as_ref());
+        return Ok(config.tls.as_deref());
     };
     let mut ready = leaves
         .iter()
         .filter_map(|l| match snapshot.clusters.get(l) {
-            Some(ClusterState::Ready(c)) => Some(c.tls.as_ref()),
+            Some(ClusterState::Ready(c)) => Some(c.tls.as_deref()),
             _ => None,
         });
     let first = ready.next().flatten();

@@ -23,6 +23,7 @@ exits when stdin closes.
 """
 
 import json
+import os
 import platform
 import sys
 import threading
@@ -66,7 +67,17 @@ def channel(target):
     with CHANNELS_LOCK:
         ch = CHANNELS.get(target)
         if ch is None:
-            ch = grpc.insecure_channel(target)
+            if os.environ.get("XDS_DRIVER_XDS_CREDENTIALS") == "1":
+                # gRFC A29: TLS clusters use the bootstrap's certificate providers; other
+                # clusters fall back to plaintext.
+                import grpc.experimental  # noqa: PLC0415 (only this mode needs it)
+
+                creds = grpc.xds_channel_credentials(
+                    grpc.experimental.insecure_channel_credentials()
+                )
+                ch = grpc.secure_channel(target, creds)
+            else:
+                ch = grpc.insecure_channel(target)
             CHANNELS[target] = ch
         return ch
 

@@ -16,7 +16,7 @@ use grpcroute_test_identity::{
     server::{Presented, TlsServer, TlsServerOptions},
 };
 use grpcroute_xds_control_plane::{
-    Bootstrap, CallSpec, ControlPlane, Resource, Sut,
+    Bootstrap, CallReport, CallSpec, ControlPlane, Oracle, OracleKind, Resource, Sut,
     builders::{
         ApiListener, ClusterBuilder, RouteBuilder, load_assignment, route_configuration,
         virtual_host,
@@ -190,6 +190,86 @@ async fn san_mismatch_fails_unavailable_naming_it() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             ensure!(ok, "calls did not recover after the matcher changed");
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// The same bootstrap, certificates and clusters given to gRPC C-core (`grpcio` with
+/// `xds_channel_credentials`): both connect with matching SANs and both fail every call
+/// `UNAVAILABLE` on a mismatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differential_against_grpcio() -> anyhow::Result<()> {
+    bounded(
+        "differential_against_grpcio",
+        Duration::from_secs(120),
+        async {
+            let s = setup().await?;
+            let oracle = match Oracle::start(
+                OracleKind::Python,
+                &s.bootstrap,
+                &[("XDS_DRIVER_XDS_CREDENTIALS", "1")],
+            )
+            .await
+            {
+                Ok(o) => o,
+                Err(e) if e.is_missing_tool() && std::env::var("CI").as_deref() != Ok("true") => {
+                    eprintln!("SKIPPED (not under CI=true): {e}");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let sut = Sut::start(&s.bootstrap)?;
+            let ready = CallSpec::new("xds:///svc", UNARY)
+                .count(10)
+                .wait_for_ready(true)
+                .timeout(Duration::from_secs(10));
+            s.cp.set(resources(&s.server, vec![exact(SERVER_ID)]));
+            let ours = sut.call(&ready).await?;
+            let theirs = oracle.call(&ready).await?;
+            println!(
+                "matching: ours {:?}, grpcio {:?} {:?}",
+                ours.by_status, theirs.by_status, theirs.errors
+            );
+            ensure!(
+                ours.ok() == 10 && theirs.ok() == 10,
+                "matching SAN: ours {ours:?}; grpcio {theirs:?}"
+            );
+
+            s.cp.set(resources(
+                &s.server,
+                vec![exact("spiffe://xds.test/ns/default/sa/other")],
+            ));
+            let failing = CallSpec::new("xds:///svc", UNARY)
+                .count(3)
+                .timeout(Duration::from_secs(5));
+            // Both keep their connections open under the old cluster until it changes: wait
+            // until each applies the new one (every call fails) or give up.
+            async fn settle(
+                mut call: impl AsyncFnMut() -> anyhow::Result<CallReport>,
+            ) -> anyhow::Result<CallReport> {
+                let mut last = None;
+                for _ in 0..50 {
+                    let r = call().await?;
+                    if r.ok() == 0 {
+                        return Ok(r);
+                    }
+                    last = Some(r);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                anyhow::bail!("calls still succeed: {last:?}")
+            }
+            let ours = settle(async || Ok(sut.call(&failing).await?)).await?;
+            let theirs = settle(async || Ok(oracle.call(&failing).await?)).await?;
+            println!(
+                "mismatch: ours {:?} {:?}; grpcio {:?} {:?}",
+                ours.by_status, ours.errors, theirs.by_status, theirs.errors
+            );
+            ensure!(
+                ours.status("UNAVAILABLE") == 3 && theirs.status("UNAVAILABLE") == 3,
+                "SAN mismatch: ours {ours:?}; grpcio {theirs:?}"
+            );
             Ok(())
         },
     )

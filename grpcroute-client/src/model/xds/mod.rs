@@ -76,7 +76,7 @@ pub(crate) struct ClusterConfig {
     /// A50 outlier detection.
     pub(crate) outlier_detection: Option<OutlierDetectionConfig>,
     /// A29 TLS to the endpoints.
-    pub(crate) tls: Option<cluster::UpstreamTls>,
+    pub(crate) tls: Option<Arc<cluster::UpstreamTls>>,
 }
 
 /// The resolved form of a cluster.

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 pub use self::config::{BackendTls, ExpectedServerIdentity, ServerIdentity, TlsMode, TrustRoots};
+#[cfg(feature = "xds")]
 pub(crate) use self::san_match::SanMatcher;
 use self::verify::{ClientCertificate, Roots, Verifier};
 pub(crate) use self::{failure::TlsFailure, first_read::FirstRead};
@@ -73,7 +74,7 @@ pub(crate) struct XdsServerCheck {
     /// The certificate-provider instances, as messages name them.
     pub(crate) providers: String,
     /// Any SAN of the leaf must match one; empty: the chain alone is verified.
-    pub(crate) san_matchers: Vec<SanMatcher>,
+    pub(crate) san_matchers: Vec<san_match::SanMatcher>,
 }
 
 impl TlsSettings {
@@ -111,6 +112,7 @@ impl TlsSettings {
 
     /// The settings of an xDS cluster with an `UpstreamTlsContext` (gRFC A29): no SNI
     /// (A29 ignores `sni`), the server authorized by `check`.
+    #[cfg(feature = "xds")]
     pub(crate) fn xds(roots: TrustRoots, client_certificate: bool, check: XdsServerCheck) -> Self {
         Self {
             server_name: String::new(),

@@ -58,7 +58,7 @@ pub(crate) struct Cluster {
     /// Outlier detection (A50), when configured.
     pub(crate) outlier_detection: Option<OutlierDetectionConfig>,
     /// TLS to the endpoints (A29), when `transport_socket` asks for it.
-    pub(crate) tls: Option<UpstreamTls>,
+    pub(crate) tls: Option<std::sync::Arc<UpstreamTls>>,
 }
 
 /// The discovery type of a cluster.
@@ -116,6 +116,7 @@ pub(crate) fn validate_with(
         v.field("transport_socket", |v| {
             upstream_tls::transport_socket(v, socket, providers)
         })
+        .map(std::sync::Arc::new)
     });
     let cluster = match (kind, lb_policy) {
         (Some(kind), Some(lb_policy)) => Some(Cluster {
