@@ -710,6 +710,64 @@ mod tests {
         }
     }
 
+    fn tls(ca: &str) -> Option<Arc<UpstreamTls>> {
+        Some(Arc::new(UpstreamTls {
+            ca_instance: ca.into(),
+            identity_instance: None,
+            san_matchers: Vec::new(),
+        }))
+    }
+
+    fn aggregate(name: &str, leaves: &[&str]) -> ClusterConfig {
+        ClusterConfig {
+            kind: ClusterConfigKind::Aggregate {
+                leaves: leaves.iter().map(ToString::to_string).collect(),
+            },
+            ..eds(name, &[])
+        }
+    }
+
+    #[test]
+    fn an_aggregate_takes_the_tls_its_leaves_agree_on() {
+        let same = snapshot(vec![
+            ClusterConfig {
+                tls: tls("ca"),
+                ..eds("a", &[1])
+            },
+            ClusterConfig {
+                tls: tls("ca"),
+                ..eds("b", &[2])
+            },
+            aggregate("agg", &["a", "b"]),
+        ]);
+        let ClusterState::Ready(agg) = &same.clusters["agg"] else {
+            panic!("not ready")
+        };
+        assert_eq!(
+            cluster_tls(agg, &same)
+                .unwrap()
+                .map(|t| t.ca_instance.as_str()),
+            Some("ca")
+        );
+        // One leaf in plaintext, one with TLS: the aggregate cannot be honoured.
+        let differ = snapshot(vec![
+            ClusterConfig {
+                tls: tls("ca"),
+                ..eds("a", &[1])
+            },
+            eds("b", &[2]),
+            aggregate("agg", &["a", "b"]),
+        ]);
+        let ClusterState::Ready(agg) = &differ.clusters["agg"] else {
+            panic!("not ready")
+        };
+        let e = cluster_tls(agg, &differ).unwrap_err();
+        assert!(
+            e.contains("differ in TLS settings") && e.contains("agg"),
+            "{e}"
+        );
+    }
+
     /// Each priority's addresses.
     fn by_priority(spec: &EndpointsSpec) -> Vec<Vec<SocketAddr>> {
         spec.priorities

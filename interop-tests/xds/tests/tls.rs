@@ -12,7 +12,7 @@ use anyhow::{Context as _, ensure};
 use common::{UNARY, bounded};
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use grpcroute_test_identity::{
-    pki::{Ca, Leaf, spiffe_id_of},
+    pki::{Ca, Issued, Leaf, spiffe_id_of},
     server::{Presented, TlsServer, TlsServerOptions},
 };
 use grpcroute_xds_control_plane::{
@@ -42,6 +42,14 @@ fn prefix(value: &str) -> StringMatcher {
 }
 
 fn resources(server: &TlsServer, sans: Vec<StringMatcher>) -> Vec<Resource> {
+    resources_with(server, Some("id"), sans)
+}
+
+fn resources_with(
+    server: &TlsServer,
+    identity: Option<&str>,
+    sans: Vec<StringMatcher>,
+) -> Vec<Resource> {
     vec![
         ApiListener::rds("svc", "svc-rc").build().into(),
         route_configuration(
@@ -54,7 +62,7 @@ fn resources(server: &TlsServer, sans: Vec<StringMatcher>) -> Vec<Resource> {
         )
         .into(),
         ClusterBuilder::eds("svc-c")
-            .upstream_tls("ca", Some("id"), sans)
+            .upstream_tls("ca", identity, sans)
             .build()
             .into(),
         load_assignment("svc-c", [server.addr()]).into(),
@@ -66,6 +74,7 @@ fn resources(server: &TlsServer, sans: Vec<StringMatcher>) -> Vec<Resource> {
 struct Setup {
     _dir: tempfile::TempDir,
     server: TlsServer,
+    server_cert: Issued,
     bootstrap: Bootstrap,
     cp: ControlPlane,
 }
@@ -100,6 +109,7 @@ async fn setup() -> anyhow::Result<Setup> {
     Ok(Setup {
         _dir: dir,
         server,
+        server_cert,
         bootstrap,
         cp,
     })
@@ -137,6 +147,72 @@ async fn matching_sans_connect_with_mutual_tls() -> anyhow::Result<()> {
         ensure!(!presented.is_empty(), "no connection was made");
         Ok(())
     })
+    .await
+}
+
+/// TLS without a client certificate (no `tls_certificate_provider_instance`) and without
+/// SAN matchers: the chain alone is verified (A29) against the CA instance's file, and no
+/// certificate is presented. A server of another CA fails `UNAVAILABLE` naming the issuer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_only_tls_without_matchers_verifies_the_chain() -> anyhow::Result<()> {
+    bounded(
+        "server_only_tls_without_matchers_verifies_the_chain",
+        TEST_LIMIT,
+        async {
+            let s = setup().await?;
+            let server_only = |cert: &Issued, name: &str| {
+                let mut options = TlsServerOptions::mutual(name, &cert.cert_pem, &cert.key_pem, "");
+                options.client_ca_pem = None;
+                options
+            };
+            let trusted = TlsServer::start(server_only(&s.server_cert, "trusted")).await?;
+            let other_ca = Ca::new("another CA")?;
+            let untrusted = TlsServer::start(server_only(
+                &other_ca.issue(&Leaf::spiffe(SERVER_ID))?,
+                "untrusted",
+            ))
+            .await?;
+            let sut = Sut::start(&s.bootstrap)?;
+            s.cp.set(resources_with(&trusted, None, vec![]));
+            let ready = CallSpec::new("xds:///svc", UNARY)
+                .count(5)
+                .wait_for_ready(true)
+                .timeout(Duration::from_secs(10));
+            let r = sut.call(&ready).await?;
+            ensure!(
+                r.ok() == 5,
+                "trusted server: {:?} {:?}",
+                r.by_status,
+                r.errors
+            );
+            let presented = trusted.presented();
+            ensure!(
+                !presented.is_empty()
+                    && presented.iter().all(|p| *p == Presented::Certificate(None)),
+                "the trusted server saw {presented:?}"
+            );
+            s.cp.set(resources_with(&untrusted, None, vec![]));
+            let spec = CallSpec::new("xds:///svc", UNARY)
+                .count(3)
+                .timeout(Duration::from_secs(5));
+            let mut last = None;
+            for _ in 0..50 {
+                let r = sut.call(&spec).await?;
+                if r.status("UNAVAILABLE") == 3 {
+                    last = Some(r);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let r = last.context("calls to an untrusted server never failed UNAVAILABLE")?;
+            ensure!(
+                !r.errors.is_empty() && r.errors.iter().all(|e| e.contains("issuer")),
+                "errors: {:?}",
+                r.errors
+            );
+            Ok(())
+        },
+    )
     .await
 }
 

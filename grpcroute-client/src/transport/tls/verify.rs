@@ -273,3 +273,56 @@ impl ResolvesClientCert for ClientCertificate {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::tls::san_match::SanMatcher;
+
+    fn names() -> SubjectAltNames {
+        SubjectAltNames {
+            uris: vec!["spiffe://td/ns/a/sa/server".into()],
+            dns: vec!["*.svc.example".into()],
+            ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+            ..SubjectAltNames::default()
+        }
+    }
+
+    fn check(matchers: Vec<SanMatcher>) -> Result<(), String> {
+        let compiled: Vec<CompiledSanMatcher> =
+            matchers.into_iter().map(CompiledSanMatcher::new).collect();
+        check_sans(&compiled, &names()).map_err(|e| format!("{e:?}"))
+    }
+
+    fn exact(value: &str) -> SanMatcher {
+        SanMatcher::Exact {
+            value: value.into(),
+            ignore_case: false,
+        }
+    }
+
+    #[test]
+    fn any_san_matched_by_any_matcher_is_accepted() {
+        assert!(check(vec![]).is_ok(), "no matchers: the chain alone");
+        assert!(check(vec![exact("nope"), exact("spiffe://td/ns/a/sa/server")]).is_ok());
+        assert!(
+            check(vec![exact("api.svc.example")]).is_ok(),
+            "DNS wildcard"
+        );
+        assert!(check(vec![exact("127.0.0.1")]).is_ok(), "IP SAN");
+    }
+
+    #[test]
+    fn a_mismatch_names_the_matchers_and_the_sans() {
+        let e = check(vec![exact("spiffe://td/ns/a/sa/other")]).unwrap_err();
+        assert!(e.contains("IdentityMismatch"), "{e}");
+        assert!(
+            e.contains(r#"SAN exact \"spiffe://td/ns/a/sa/other\""#),
+            "{e}"
+        );
+        assert!(
+            e.contains("URI:spiffe://td/ns/a/sa/server") && e.contains("DNS:*.svc.example"),
+            "{e}"
+        );
+    }
+}
