@@ -31,6 +31,7 @@ import time
 from importlib import metadata as importlib_metadata
 
 import grpc
+import grpc.experimental  # insecure_channel_credentials: the xDS credentials' fallback
 from grpc._cython import cygrpc
 
 # The config types, imported so that CSDS dumps can be turned into JSON (their Any
@@ -70,8 +71,6 @@ def channel(target):
             if os.environ.get("XDS_DRIVER_XDS_CREDENTIALS") == "1":
                 # gRFC A29: TLS clusters use the bootstrap's certificate providers; other
                 # clusters fall back to plaintext.
-                import grpc.experimental  # noqa: PLC0415 (only this mode needs it)
-
                 creds = grpc.xds_channel_credentials(
                     grpc.experimental.insecure_channel_credentials()
                 )
