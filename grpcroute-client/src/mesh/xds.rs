@@ -16,12 +16,14 @@ use crate::{
         accrual::{Accrual, FailureAccrual},
     },
     model::xds::{
-        ClusterConfig, ClusterConfigKind, ClusterState, ListenerState, cluster::LbPolicyConfig,
+        ClusterConfig, ClusterConfigKind, ClusterState, ListenerState,
+        cluster::{LbPolicyConfig, UpstreamTls},
         endpoint::EndpointConfig,
     },
     route::xds::XdsTable,
     snapshot::Snapshot,
     source::xds::{Bootstrap, XdsClient, XdsSnapshot},
+    transport::{ResolvedSecurity, Security},
 };
 
 /// How often a LOGICAL_DNS cluster's host is resolved again.
@@ -32,6 +34,10 @@ const DNS_REFRESH: Duration = Duration::from_secs(30);
 pub(crate) struct XdsSlot {
     bootstrap: Option<Bootstrap>,
     running: Option<Arc<XdsPart>>,
+    /// The identities of TLS clusters (gRFC A29), one per (certificate instance, CA
+    /// instance) pair: clusters naming the same instances share one file watch.
+    #[cfg(feature = "tls")]
+    identities: HashMap<(String, String), crate::identity::Identity>,
 }
 
 impl XdsSlot {
@@ -39,6 +45,8 @@ impl XdsSlot {
         Self {
             bootstrap,
             running: None,
+            #[cfg(feature = "tls")]
+            identities: HashMap::new(),
         }
     }
 }
@@ -55,6 +63,8 @@ impl Shared {
             Some(b) => b,
             None => Bootstrap::from_env().map_err(|e| e.to_string())?,
         };
+        // Kept: TLS clusters read its certificate providers.
+        slot.bootstrap = Some(bootstrap.clone());
         let part = Arc::new(XdsPart::start(bootstrap, Arc::downgrade(self))?);
         slot.running = Some(part.clone());
         Ok(part)
@@ -213,12 +223,17 @@ impl Shared {
         self.published(&mut state, "xds");
     }
 
-    /// Gives a cluster's backend the endpoints and policy `snapshot` has for it.
+    /// Gives a cluster's backend the endpoints, policy and security `snapshot` has for it.
     fn set_cluster(&self, backend: &Arc<Backend>, name: &str, snapshot: &XdsSnapshot) {
         let Some(ClusterState::Ready(config)) = snapshot.clusters.get(name) else {
             backend.set_endpoints(&[]);
             return;
         };
+        let security = match cluster_tls(config, snapshot) {
+            Ok(tls) => self.xds_security(tls, &backend.security()),
+            Err(reason) => ResolvedSecurity::Unusable(reason),
+        };
+        backend.set_resolved_security(security);
         match &config.kind {
             ClusterConfigKind::LogicalDns { host, port } => {
                 let policy = policy(config, self.accrual.as_ref());
@@ -245,6 +260,168 @@ impl Shared {
                 });
             }
         }
+    }
+}
+
+impl Shared {
+    /// The security of a cluster's connections: plaintext, or TLS with the certificate
+    /// providers and SAN matchers of its `UpstreamTlsContext` (gRFC A29). A provider that
+    /// cannot be used makes the cluster's calls fail `UNAVAILABLE` with the reason (never
+    /// plaintext instead).
+    #[cfg(feature = "tls")]
+    fn xds_security(&self, tls: Option<&UpstreamTls>, current: &Security) -> ResolvedSecurity {
+        use crate::{
+            identity::{CredentialFiles, Identity},
+            model::xds::route::StringMatch,
+            transport::tls::{SanMatcher, TlsConnector, TlsSettings, TrustRoots, XdsServerCheck},
+        };
+        let Some(tls) = tls else {
+            return ResolvedSecurity::Usable(Security::Plaintext);
+        };
+        let mut slot = self.xds.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(bootstrap) = slot.bootstrap.clone() else {
+            return ResolvedSecurity::Unusable("TLS cluster: no bootstrap".into());
+        };
+        let unusable = |m: String| ResolvedSecurity::Unusable(format!("TLS cluster: {m}"));
+        let ca = match bootstrap.file_watcher(&tls.ca_instance) {
+            Ok(ca) => ca,
+            Err(e) => return unusable(e),
+        };
+        let Some(ca_file) = ca.ca_certificate_file else {
+            return unusable(format!(
+                "certificate provider instance {:?} has no ca_certificate_file",
+                tls.ca_instance
+            ));
+        };
+        let (identity, roots) = match &tls.identity_instance {
+            Some(name) => {
+                let id = match bootstrap.file_watcher(name) {
+                    Ok(id) => id,
+                    Err(e) => return unusable(e),
+                };
+                let (Some(cert), Some(key)) = (id.certificate_file, id.private_key_file) else {
+                    return unusable(format!(
+                        "certificate provider instance {name:?} has no certificate_file"
+                    ));
+                };
+                let key_of = (name.clone(), tls.ca_instance.clone());
+                let identity = match slot.identities.get(&key_of) {
+                    Some(identity) => identity.clone(),
+                    None => {
+                        // One watch of the three files: the CA instance's roots are read
+                        // (and reloaded) with the certificate as the identity's bundle.
+                        // Read once now as well: the watch's first read is
+                        // asynchronous, and the cluster's first handshakes (made as soon as
+                        // this returns) would otherwise find no certificate to present.
+                        let first =
+                            [&cert, &key, &ca_file].map(|p| std::fs::read(p).unwrap_or_default());
+                        let files = CredentialFiles::new(cert, key, ca_file)
+                            .refresh_interval(id.refresh_interval);
+                        match Identity::from_files(files) {
+                            Ok(identity) => {
+                                if let Ok(credentials) = crate::identity::Credentials::from_pem(
+                                    &first[0], &first[1], &first[2],
+                                ) {
+                                    identity.replace(credentials);
+                                }
+                                slot.identities.insert(key_of, identity.clone());
+                                identity
+                            }
+                            Err(e) => return unusable(e.to_string()),
+                        }
+                    }
+                };
+                (Some(identity), TrustRoots::Mesh)
+            }
+            // TLS without a client certificate: the CA file is read now (again at each
+            // update of the cluster), not watched.
+            None => match std::fs::read(&ca_file)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| TrustRoots::from_pem(&pem).map_err(|e| e.to_string()))
+            {
+                Ok(roots) => (None, roots),
+                Err(e) => return unusable(format!("{}: {e}", ca_file.display())),
+            },
+        };
+        drop(slot);
+        let san_matchers = tls
+            .san_matchers
+            .iter()
+            .map(|m| match m {
+                StringMatch::Exact { value, ignore_case } => SanMatcher::Exact {
+                    value: value.clone(),
+                    ignore_case: *ignore_case,
+                },
+                StringMatch::Prefix { value, ignore_case } => SanMatcher::Prefix {
+                    value: value.clone(),
+                    ignore_case: *ignore_case,
+                },
+                StringMatch::Suffix { value, ignore_case } => SanMatcher::Suffix {
+                    value: value.clone(),
+                    ignore_case: *ignore_case,
+                },
+                StringMatch::Contains { value, ignore_case } => SanMatcher::Contains {
+                    value: value.clone(),
+                    ignore_case: *ignore_case,
+                },
+                StringMatch::Regex(r) => SanMatcher::Regex(r.pattern.clone()),
+            })
+            .collect();
+        let providers = match &tls.identity_instance {
+            Some(id) => format!("certificate {id:?}, CA {:?}", tls.ca_instance),
+            None => format!("CA {:?}", tls.ca_instance),
+        };
+        let settings = TlsSettings::xds(
+            roots,
+            identity.is_some(),
+            XdsServerCheck {
+                providers,
+                san_matchers,
+            },
+        );
+        if current.settings() == Some(&settings) {
+            return ResolvedSecurity::Usable(current.clone());
+        }
+        ResolvedSecurity::Usable(Security::Tls(Arc::new(TlsConnector::new(
+            settings, identity,
+        ))))
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[allow(clippy::unused_self)]
+    fn xds_security(&self, tls: Option<&UpstreamTls>, _current: &Security) -> ResolvedSecurity {
+        match tls {
+            None => ResolvedSecurity::Usable(Security::Plaintext),
+            Some(_) => ResolvedSecurity::Unusable(
+                "TLS cluster: this build has no TLS support (feature `tls`)".into(),
+            ),
+        }
+    }
+}
+
+/// The TLS of a cluster: its own, or for an aggregate that of its leaves, which must
+/// agree (a backend has one security; leaves that differ cannot be honoured).
+fn cluster_tls<'a>(
+    config: &'a ClusterConfig,
+    snapshot: &'a XdsSnapshot,
+) -> Result<Option<&'a UpstreamTls>, String> {
+    let ClusterConfigKind::Aggregate { leaves } = &config.kind else {
+        return Ok(config.tls.as_deref());
+    };
+    let mut ready = leaves
+        .iter()
+        .filter_map(|l| match snapshot.clusters.get(l) {
+            Some(ClusterState::Ready(c)) => Some(c.tls.as_deref()),
+            _ => None,
+        });
+    let first = ready.next().flatten();
+    if ready.all(|t| t == first) {
+        Ok(first)
+    } else {
+        Err(format!(
+            "aggregate cluster {:?}: its leaf clusters differ in TLS settings, which is not supported",
+            config.name
+        ))
     }
 }
 
@@ -504,6 +681,7 @@ mod tests {
             lb_policy: LbPolicyConfig::RoundRobin,
             max_requests: 10,
             outlier_detection: None,
+            tls: None,
         }
     }
 
@@ -517,6 +695,7 @@ mod tests {
             lb_policy: LbPolicyConfig::LeastRequest { choice_count: 2 },
             max_requests: 5,
             outlier_detection: None,
+            tls: None,
         }
     }
 
@@ -529,6 +708,64 @@ mod tests {
                 .map(|c| (c.name.clone(), ClusterState::Ready(Arc::new(c))))
                 .collect(),
         }
+    }
+
+    fn tls(ca: &str) -> Option<Arc<UpstreamTls>> {
+        Some(Arc::new(UpstreamTls {
+            ca_instance: ca.into(),
+            identity_instance: None,
+            san_matchers: Vec::new(),
+        }))
+    }
+
+    fn aggregate(name: &str, leaves: &[&str]) -> ClusterConfig {
+        ClusterConfig {
+            kind: ClusterConfigKind::Aggregate {
+                leaves: leaves.iter().map(ToString::to_string).collect(),
+            },
+            ..eds(name, &[])
+        }
+    }
+
+    #[test]
+    fn an_aggregate_takes_the_tls_its_leaves_agree_on() {
+        let same = snapshot(vec![
+            ClusterConfig {
+                tls: tls("ca"),
+                ..eds("a", &[1])
+            },
+            ClusterConfig {
+                tls: tls("ca"),
+                ..eds("b", &[2])
+            },
+            aggregate("agg", &["a", "b"]),
+        ]);
+        let ClusterState::Ready(agg) = &same.clusters["agg"] else {
+            panic!("not ready")
+        };
+        assert_eq!(
+            cluster_tls(agg, &same)
+                .unwrap()
+                .map(|t| t.ca_instance.as_str()),
+            Some("ca")
+        );
+        // One leaf in plaintext, one with TLS: the aggregate cannot be honoured.
+        let differ = snapshot(vec![
+            ClusterConfig {
+                tls: tls("ca"),
+                ..eds("a", &[1])
+            },
+            eds("b", &[2]),
+            aggregate("agg", &["a", "b"]),
+        ]);
+        let ClusterState::Ready(agg) = &differ.clusters["agg"] else {
+            panic!("not ready")
+        };
+        let e = cluster_tls(agg, &differ).unwrap_err();
+        assert!(
+            e.contains("differ in TLS settings") && e.contains("agg"),
+            "{e}"
+        );
     }
 
     /// Each priority's addresses.

@@ -21,7 +21,7 @@ pub(crate) enum Security {
 
 impl Security {
     #[cfg(feature = "tls")]
-    fn settings(&self) -> Option<&super::tls::TlsSettings> {
+    pub(crate) fn settings(&self) -> Option<&super::tls::TlsSettings> {
         match self {
             Self::Plaintext => None,
             Self::Tls(tls) => Some(tls.settings()),
@@ -29,7 +29,7 @@ impl Security {
     }
 
     #[cfg(not(feature = "tls"))]
-    fn settings(&self) -> Option<&()> {
+    pub(crate) fn settings(&self) -> Option<&()> {
         None
     }
 }

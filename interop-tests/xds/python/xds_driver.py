@@ -23,6 +23,7 @@ exits when stdin closes.
 """
 
 import json
+import os
 import platform
 import sys
 import threading
@@ -30,6 +31,7 @@ import time
 from importlib import metadata as importlib_metadata
 
 import grpc
+import grpc.experimental  # insecure_channel_credentials: the xDS credentials' fallback
 from grpc._cython import cygrpc
 
 # The config types, imported so that CSDS dumps can be turned into JSON (their Any
@@ -66,7 +68,15 @@ def channel(target):
     with CHANNELS_LOCK:
         ch = CHANNELS.get(target)
         if ch is None:
-            ch = grpc.insecure_channel(target)
+            if os.environ.get("XDS_DRIVER_XDS_CREDENTIALS") == "1":
+                # gRFC A29: TLS clusters use the bootstrap's certificate providers; other
+                # clusters fall back to plaintext.
+                creds = grpc.xds_channel_credentials(
+                    grpc.experimental.insecure_channel_credentials()
+                )
+                ch = grpc.secure_channel(target, creds)
+            else:
+                ch = grpc.insecure_channel(target)
             CHANNELS[target] = ch
         return ch
 

@@ -29,6 +29,8 @@ pub struct Bootstrap {
     pub locality: Option<NodeLocality>,
     /// `node.metadata`.
     pub metadata: serde_json::Map<String, Value>,
+    /// `certificate_providers` (gRFC A29), omitted when empty.
+    pub certificate_providers: serde_json::Map<String, Value>,
 }
 
 impl Bootstrap {
@@ -46,7 +48,36 @@ impl Bootstrap {
                 sub_zone: String::new(),
             }),
             metadata: serde_json::Map::new(),
+            certificate_providers: serde_json::Map::new(),
         }
+    }
+
+    /// Adds a `file_watcher` certificate-provider instance `name` (gRFC A29); `None`
+    /// leaves a file out.
+    #[must_use]
+    pub fn file_watcher(
+        mut self,
+        name: &str,
+        certificate_and_key: Option<(&std::path::Path, &std::path::Path)>,
+        ca_certificate: Option<&std::path::Path>,
+    ) -> Self {
+        let mut config = serde_json::Map::new();
+        if let Some((cert, key)) = certificate_and_key {
+            config.insert("certificate_file".into(), json!(cert.display().to_string()));
+            config.insert("private_key_file".into(), json!(key.display().to_string()));
+        }
+        if let Some(ca) = ca_certificate {
+            config.insert(
+                "ca_certificate_file".into(),
+                json!(ca.display().to_string()),
+            );
+        }
+        config.insert("refresh_interval".into(), json!("1s"));
+        self.certificate_providers.insert(
+            name.to_string(),
+            json!({"plugin_name": "file_watcher", "config": config}),
+        );
+        self
     }
 
     /// Adds a server feature (e.g. `fail_on_data_errors`, `ignore_resource_deletion`).
@@ -76,14 +107,23 @@ impl Bootstrap {
                 json!({"region": l.region, "zone": l.zone, "sub_zone": l.sub_zone}),
             );
         }
-        json!({
+        let mut root = json!({
             "xds_servers": [{
                 "server_uri": self.server_uri,
                 "channel_creds": [{"type": "insecure"}],
                 "server_features": self.server_features,
             }],
             "node": node,
-        })
+        });
+        if !self.certificate_providers.is_empty()
+            && let Some(root) = root.as_object_mut()
+        {
+            root.insert(
+                "certificate_providers".into(),
+                Value::Object(self.certificate_providers.clone()),
+            );
+        }
+        root
     }
 
     /// Writes the JSON to `path`.

@@ -58,3 +58,16 @@ pub(crate) struct FailurePercentageEjection {
     /// Minimum calls per interval (default 50).
     pub(crate) request_volume: u32,
 }
+
+/// A cluster's TLS (gRFC A29): CDS `transport_socket` with an `UpstreamTlsContext` whose
+/// certificates come from the bootstrap's `certificate_providers` instances.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct UpstreamTls {
+    /// The instance whose CA certificates verify the server's chain.
+    pub(crate) ca_instance: String,
+    /// The instance whose certificate and key the client presents (mutual TLS), if any.
+    pub(crate) identity_instance: Option<String>,
+    /// `match_subject_alt_names`: a SAN of the server's leaf must match one; empty: only
+    /// the chain is verified.
+    pub(crate) san_matchers: Vec<super::route::StringMatch>,
+}

@@ -75,6 +75,8 @@ pub(crate) struct ClusterConfig {
     pub(crate) max_requests: u32,
     /// A50 outlier detection.
     pub(crate) outlier_detection: Option<OutlierDetectionConfig>,
+    /// A29 TLS to the endpoints.
+    pub(crate) tls: Option<Arc<cluster::UpstreamTls>>,
 }
 
 /// The resolved form of a cluster.

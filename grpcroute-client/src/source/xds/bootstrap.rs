@@ -40,7 +40,8 @@ pub struct Bootstrap {
     pub(crate) xds_servers: Vec<XdsServer>,
     /// Who this client is.
     pub(crate) node: NodeInfo,
-    /// `certificate_providers`, kept raw for the mTLS work (A29).
+    /// `certificate_providers` (A29), kept raw: an instance's plugin config is read
+    /// ([`Bootstrap::file_watcher`]) when a TLS cluster names it.
     pub(crate) certificate_providers: Map<String, Json>,
     /// `client_default_listener_resource_name_template` (A47), default `%s`.
     pub(crate) client_default_listener_resource_name_template: String,
@@ -88,6 +89,90 @@ pub(crate) struct NodeLocality {
     pub(crate) zone: String,
     /// `sub_zone`.
     pub(crate) sub_zone: String,
+}
+
+/// The config of a `file_watcher` certificate-provider instance (gRFC A29).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileWatcher {
+    /// `certificate_file` (with `private_key_file`: the identity).
+    pub(crate) certificate_file: Option<PathBuf>,
+    /// `private_key_file`.
+    pub(crate) private_key_file: Option<PathBuf>,
+    /// `ca_certificate_file` (the roots).
+    pub(crate) ca_certificate_file: Option<PathBuf>,
+    /// `refresh_interval` (default 600 s).
+    pub(crate) refresh_interval: std::time::Duration,
+}
+
+impl Bootstrap {
+    /// The `file_watcher` config of certificate-provider instance `name`.
+    ///
+    /// # Errors
+    ///
+    /// When there is no such instance, its plugin is not `file_watcher`, or its config is
+    /// not the plugin's (gRPC's rules: the certificate and key come together, and at least
+    /// one of certificate and CA file is given).
+    pub(crate) fn file_watcher(&self, name: &str) -> Result<FileWatcher, String> {
+        let at = |m: &str| format!("certificate_providers[{name:?}]: {m}");
+        let instance = self
+            .certificate_providers
+            .get(name)
+            .and_then(Json::as_object)
+            .ok_or_else(|| at("no such instance"))?;
+        match instance.get("plugin_name").and_then(Json::as_str) {
+            Some("file_watcher") => {}
+            Some(other) => {
+                return Err(at(&format!(
+                    "unsupported plugin {other:?} (only file_watcher)"
+                )));
+            }
+            None => return Err(at("plugin_name is missing")),
+        }
+        let empty = Map::new();
+        let config = match instance.get("config") {
+            None => &empty,
+            Some(Json::Object(c)) => c,
+            Some(_) => return Err(at("config must be an object")),
+        };
+        let path = |field: &str| -> Result<Option<PathBuf>, String> {
+            match config.get(field) {
+                None => Ok(None),
+                Some(Json::String(p)) if !p.is_empty() => Ok(Some(PathBuf::from(p))),
+                Some(_) => Err(at(&format!("config.{field} must be a non-empty string"))),
+            }
+        };
+        let certificate_file = path("certificate_file")?;
+        let private_key_file = path("private_key_file")?;
+        let ca_certificate_file = path("ca_certificate_file")?;
+        if certificate_file.is_some() != private_key_file.is_some() {
+            return Err(at(
+                "config: certificate_file and private_key_file must be given together",
+            ));
+        }
+        if certificate_file.is_none() && ca_certificate_file.is_none() {
+            return Err(at(
+                "config: at least one of certificate_file and ca_certificate_file is needed",
+            ));
+        }
+        let refresh_interval = match config.get("refresh_interval") {
+            None => std::time::Duration::from_secs(600),
+            Some(Json::String(d)) => parse_json_duration(d)
+                .ok_or_else(|| at("config.refresh_interval must be a duration such as \"60s\""))?,
+            Some(_) => return Err(at("config.refresh_interval must be a string")),
+        };
+        Ok(FileWatcher {
+            certificate_file,
+            private_key_file,
+            ca_certificate_file,
+            refresh_interval,
+        })
+    }
+}
+
+/// A JSON protobuf Duration (`"60s"`, `"1.5s"`), positive.
+fn parse_json_duration(text: &str) -> Option<std::time::Duration> {
+    let seconds: f64 = text.strip_suffix('s')?.parse().ok()?;
+    (seconds.is_finite() && seconds > 0.0).then(|| std::time::Duration::from_secs_f64(seconds))
 }
 
 /// Why a bootstrap could not be loaded.
@@ -531,5 +616,41 @@ mod tests {
         assert_eq!(b.server().unwrap().server_uri, "127.0.0.1:1");
         assert_eq!(b.node_proto().id, "n");
         assert_eq!(b.listener_resource_name("x"), "x");
+    }
+
+    #[test]
+    fn file_watcher_instances() {
+        let b = Bootstrap::from_json(
+            r#"{"xds_servers": [{"server_uri": "localhost:1", "channel_creds": [{"type": "insecure"}]}],
+            "node": {"id": "n"},
+            "certificate_providers": {
+                "both": {"plugin_name": "file_watcher", "config": {"certificate_file": "/c", "private_key_file": "/k", "ca_certificate_file": "/ca", "refresh_interval": "1.5s"}},
+                "ca": {"plugin_name": "file_watcher", "config": {"ca_certificate_file": "/ca"}},
+                "half": {"plugin_name": "file_watcher", "config": {"certificate_file": "/c"}},
+                "none": {"plugin_name": "file_watcher", "config": {}},
+                "other": {"plugin_name": "meshca", "config": {}}
+            }}"#,
+        )
+        .unwrap();
+        let both = b.file_watcher("both").unwrap();
+        assert_eq!(both.private_key_file, Some(PathBuf::from("/k")));
+        assert_eq!(
+            both.refresh_interval,
+            std::time::Duration::from_millis(1500)
+        );
+        let ca = b.file_watcher("ca").unwrap();
+        assert_eq!(
+            (ca.certificate_file, ca.refresh_interval),
+            (None, std::time::Duration::from_secs(600))
+        );
+        for (name, error) in [
+            ("half", "must be given together"),
+            ("none", "at least one of"),
+            ("other", "unsupported plugin \"meshca\""),
+            ("missing", "no such instance"),
+        ] {
+            let e = b.file_watcher(name).unwrap_err();
+            assert!(e.contains(error) && e.contains(name), "{name}: {e}");
+        }
     }
 }

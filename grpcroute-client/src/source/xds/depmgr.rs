@@ -312,6 +312,7 @@ impl Walk<'_> {
             lb_policy: c.lb_policy,
             max_requests: c.max_requests,
             outlier_detection: c.outlier_detection.clone(),
+            tls: c.tls.clone(),
         };
         match &c.kind {
             ClusterKind::Eds { eds_service_name } => {

@@ -9,6 +9,7 @@
 mod config;
 mod failure;
 mod first_read;
+mod san_match;
 mod verify;
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -22,6 +23,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 pub use self::config::{BackendTls, ExpectedServerIdentity, ServerIdentity, TlsMode, TrustRoots};
+#[cfg(feature = "xds")]
+pub(crate) use self::san_match::SanMatcher;
 use self::verify::{ClientCertificate, Roots, Verifier};
 pub(crate) use self::{failure::TlsFailure, first_read::FirstRead};
 use crate::{BackendService, crypto::provider, identity::Identity, route::BackendKey};
@@ -58,6 +61,20 @@ pub(crate) struct TlsSettings {
     identities: Vec<ServerIdentity>,
     roots: TrustRoots,
     client_certificate: bool,
+    /// xDS clusters (gRFC A29): the server is authorized by these SAN matchers instead
+    /// of `identities` / the server name.
+    xds: Option<XdsServerCheck>,
+}
+
+/// How an xDS cluster's servers are authorized, and whose credentials its connections
+/// use (part of the settings: clusters with other certificate providers must not share
+/// connections).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct XdsServerCheck {
+    /// The certificate-provider instances, as messages name them.
+    pub(crate) providers: String,
+    /// Any SAN of the leaf must match one; empty: the chain alone is verified.
+    pub(crate) san_matchers: Vec<san_match::SanMatcher>,
 }
 
 impl TlsSettings {
@@ -69,6 +86,16 @@ impl TlsSettings {
     /// The identities a server may present, as messages name them (the server name as a
     /// DNS name when nothing else is expected).
     pub(crate) fn expected(&self) -> Vec<String> {
+        if let Some(xds) = &self.xds {
+            if xds.san_matchers.is_empty() {
+                return vec!["any name (no match_subject_alt_names)".into()];
+            }
+            return xds
+                .san_matchers
+                .iter()
+                .map(|m| format!("SAN {m}"))
+                .collect();
+        }
         if self.identities.is_empty() {
             return vec![format!("DNS:{}", self.server_name)];
         }
@@ -81,6 +108,19 @@ impl TlsSettings {
 
     pub(crate) fn client_certificate(&self) -> bool {
         self.client_certificate
+    }
+
+    /// The settings of an xDS cluster with an `UpstreamTlsContext` (gRFC A29): no SNI
+    /// (A29 ignores `sni`), the server authorized by `check`.
+    #[cfg(feature = "xds")]
+    pub(crate) fn xds(roots: TrustRoots, client_certificate: bool, check: XdsServerCheck) -> Self {
+        Self {
+            server_name: String::new(),
+            identities: Vec::new(),
+            roots,
+            client_certificate,
+            xds: Some(check),
+        }
     }
 }
 
@@ -135,6 +175,7 @@ impl TlsPolicy {
             client_certificate: policy
                 .client_certificate
                 .unwrap_or(self.mode == TlsMode::Mutual || self.identity.is_some()),
+            xds: None,
         })
     }
 }
@@ -202,16 +243,29 @@ impl fmt::Debug for TlsConnector {
 
 impl TlsConnector {
     pub(crate) fn new(settings: TlsSettings, identity: Option<Identity>) -> Self {
-        let server_name = ServerName::try_from(settings.server_name.clone()).unwrap_or_else(|_| {
-            tracing::warn!(server_name = %settings.server_name, "not a DNS name: sending no SNI");
-            ServerName::IpAddress(PkiIpAddr::from(std::net::Ipv4Addr::UNSPECIFIED))
-        });
+        // An IP address as the name: rustls sends no SNI.
+        let no_sni = ServerName::IpAddress(PkiIpAddr::from(std::net::Ipv4Addr::UNSPECIFIED));
+        let server_name = if settings.server_name.is_empty() {
+            no_sni
+        } else {
+            ServerName::try_from(settings.server_name.clone()).unwrap_or_else(|_| {
+                tracing::warn!(server_name = %settings.server_name, "not a DNS name: sending no SNI");
+                no_sni
+            })
+        };
         let provider = provider();
         let verifier = Verifier {
             provider: provider.clone(),
             identity: identity.clone(),
             roots: Roots::new(&settings.roots),
             identities: settings.identities.clone(),
+            san_matchers: settings.xds.as_ref().map(|x| {
+                x.san_matchers
+                    .iter()
+                    .cloned()
+                    .map(san_match::CompiledSanMatcher::new)
+                    .collect()
+            }),
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

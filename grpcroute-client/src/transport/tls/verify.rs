@@ -23,7 +23,7 @@ use rustls::{
     sign::CertifiedKey,
 };
 
-use super::{ServerIdentity, TlsFailure, TrustRoots};
+use super::{ServerIdentity, TlsFailure, TrustRoots, san_match::CompiledSanMatcher};
 use crate::identity::{Credentials, Identity, SpiffeId, san::SubjectAltNames};
 
 /// Verifies servers of one backend's TLS settings.
@@ -34,6 +34,9 @@ pub(super) struct Verifier {
     pub(super) roots: Roots,
     /// Accepted if any matches; empty: the SNI name must be a DNS name of the certificate.
     pub(super) identities: Vec<ServerIdentity>,
+    /// xDS (A29): when set, replaces `identities`: any SAN must match any matcher (none:
+    /// the chain alone is verified).
+    pub(super) san_matchers: Option<Vec<CompiledSanMatcher>>,
 }
 
 #[derive(Debug)]
@@ -110,6 +113,9 @@ impl Verifier {
             [one] => SpiffeId::parse(one).ok(),
             _ => None,
         };
+        if let Some(matchers) = &self.san_matchers {
+            return check_sans(matchers, &names);
+        }
         if self.identities.is_empty() {
             return verify_server_name(parsed, server_name).map_err(|_| {
                 ours(TlsFailure::IdentityMismatch {
@@ -152,6 +158,32 @@ impl Verifier {
             presented: names.describe(),
         }))
     }
+}
+
+/// A29 server authorization: any SAN of the leaf matched by any matcher.
+fn check_sans(matchers: &[CompiledSanMatcher], names: &SubjectAltNames) -> Result<(), RustlsError> {
+    if matchers.is_empty() {
+        return Ok(());
+    }
+    let ips: Vec<String> = names.ips.iter().map(ToString::to_string).collect();
+    let sans = names
+        .uris
+        .iter()
+        .map(|u| (u.as_str(), false))
+        .chain(names.dns.iter().map(|d| (d.as_str(), true)))
+        .chain(ips.iter().map(|i| (i.as_str(), false)));
+    let mut sans = sans;
+    if sans.any(|(san, is_dns)| matchers.iter().any(|m| m.matches(san, is_dns))) {
+        return Ok(());
+    }
+    let expected: Vec<String> = matchers
+        .iter()
+        .map(|m| format!("SAN {}", m.matcher()))
+        .collect();
+    Err(ours(TlsFailure::IdentityMismatch {
+        expected: expected.join(" or "),
+        presented: names.describe(),
+    }))
 }
 
 impl ServerCertVerifier for Verifier {
@@ -239,5 +271,58 @@ impl ResolvesClientCert for ClientCertificate {
 
     fn has_certs(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::tls::san_match::SanMatcher;
+
+    fn names() -> SubjectAltNames {
+        SubjectAltNames {
+            uris: vec!["spiffe://td/ns/a/sa/server".into()],
+            dns: vec!["*.svc.example".into()],
+            ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+            ..SubjectAltNames::default()
+        }
+    }
+
+    fn check(matchers: Vec<SanMatcher>) -> Result<(), String> {
+        let compiled: Vec<CompiledSanMatcher> =
+            matchers.into_iter().map(CompiledSanMatcher::new).collect();
+        check_sans(&compiled, &names()).map_err(|e| format!("{e:?}"))
+    }
+
+    fn exact(value: &str) -> SanMatcher {
+        SanMatcher::Exact {
+            value: value.into(),
+            ignore_case: false,
+        }
+    }
+
+    #[test]
+    fn any_san_matched_by_any_matcher_is_accepted() {
+        assert!(check(vec![]).is_ok(), "no matchers: the chain alone");
+        assert!(check(vec![exact("nope"), exact("spiffe://td/ns/a/sa/server")]).is_ok());
+        assert!(
+            check(vec![exact("api.svc.example")]).is_ok(),
+            "DNS wildcard"
+        );
+        assert!(check(vec![exact("127.0.0.1")]).is_ok(), "IP SAN");
+    }
+
+    #[test]
+    fn a_mismatch_names_the_matchers_and_the_sans() {
+        let e = check(vec![exact("spiffe://td/ns/a/sa/other")]).unwrap_err();
+        assert!(e.contains("IdentityMismatch"), "{e}");
+        assert!(
+            e.contains(r#"SAN exact \"spiffe://td/ns/a/sa/other\""#),
+            "{e}"
+        );
+        assert!(
+            e.contains("URI:spiffe://td/ns/a/sa/server") && e.contains("DNS:*.svc.example"),
+            "{e}"
+        );
     }
 }

@@ -10,11 +10,20 @@ use envoy_types::pb::envoy::{
             circuit_breakers::Thresholds,
             cluster::{ClusterDiscoveryType, CustomClusterType, DiscoveryType, EdsClusterConfig},
         },
-        core::v3::RoutingPriority,
+        core::v3::{RoutingPriority, TransportSocket, transport_socket},
         endpoint::v3::ClusterLoadAssignment,
     },
-    extensions::clusters::aggregate::v3::ClusterConfig,
+    extensions::{
+        clusters::aggregate::v3::ClusterConfig,
+        transport_sockets::tls::v3::{
+            CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
+            UpstreamTlsContext, common_tls_context::ValidationContextType,
+        },
+    },
+    r#type::matcher::v3::StringMatcher,
 };
+use envoy_types::pb::google::protobuf::Any;
+use prost::{Message as _, Name as _};
 
 pub use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
 
@@ -126,6 +135,46 @@ impl ClusterBuilder {
     #[must_use]
     pub fn outlier_detection(mut self, outlier_detection: OutlierDetection) -> Self {
         self.cluster.outlier_detection = Some(outlier_detection);
+        self
+    }
+
+    /// TLS to the endpoints (gRFC A29): `transport_socket` with an `UpstreamTlsContext`
+    /// whose roots come from certificate-provider instance `ca_instance`, whose client
+    /// certificate (mutual TLS) comes from `identity_instance`, and whose server is
+    /// authorized by `san_matchers` (`match_subject_alt_names`).
+    #[must_use]
+    #[allow(deprecated)] // `match_subject_alt_names` is the field gRPC reads.
+    pub fn upstream_tls(
+        mut self,
+        ca_instance: &str,
+        identity_instance: Option<&str>,
+        san_matchers: Vec<StringMatcher>,
+    ) -> Self {
+        let instance = |name: &str| CertificateProviderPluginInstance {
+            instance_name: name.to_string(),
+            certificate_name: String::new(),
+        };
+        let context = UpstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificate_provider_instance: identity_instance.map(instance),
+                validation_context_type: Some(ValidationContextType::ValidationContext(
+                    CertificateValidationContext {
+                        ca_certificate_provider_instance: Some(instance(ca_instance)),
+                        match_subject_alt_names: san_matchers,
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.cluster.transport_socket = Some(TransportSocket {
+            name: "envoy.transport_sockets.tls".to_string(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(Any {
+                type_url: UpstreamTlsContext::type_url(),
+                value: context.encode_to_vec(),
+            })),
+        });
         self
     }
 

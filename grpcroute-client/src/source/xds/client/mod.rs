@@ -136,6 +136,10 @@ impl XdsClient {
             resource_timeout: RESOURCE_DOES_NOT_EXIST_TIMEOUT,
             backoff: BackoffConfig::default(),
             seed,
+            certificate_providers:
+                crate::source::xds::resource::upstream_tls::CertificateProviderNames(
+                    bootstrap.certificate_providers.keys().cloned().collect(),
+                ),
         };
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (snapshot_tx, snapshots) = watch::channel(Arc::new(XdsSnapshot::default()));

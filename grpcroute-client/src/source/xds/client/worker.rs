@@ -51,6 +51,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) backoff: super::backoff::BackoffConfig,
     /// Seed of the backoff jitter.
     pub(crate) seed: u64,
+    /// The bootstrap's certificate-provider instances, which TLS clusters may name (A29).
+    pub(crate) certificate_providers: resource::upstream_tls::CertificateProviderNames,
 }
 
 /// Per-type protocol state.
@@ -405,7 +407,7 @@ impl<T: AdsTransport> Worker<T> {
         let mut seen: HashSet<String> = HashSet::new();
         let (mut valid, mut invalid) = (0u64, 0u64);
         for (i, any) in resp.resources.iter().enumerate() {
-            let decoded = match resource::decode(ty, any) {
+            let decoded = match resource::decode_with(ty, any, &self.config.certificate_providers) {
                 Ok(d) => d,
                 Err(e) => {
                     invalid += 1;

@@ -5,8 +5,8 @@
 //! `round_robin` and `least_request` endpoint-picking policies (locality picking is always
 //! weighted, as gRPC's `xds_wrr_locality`). **Ring hash is not supported**: a cluster that
 //! asks for it (or Maglev, random, ...) is NACKed with a reason, as gRPC asks of a client
-//! that cannot honour a configured policy. TLS clusters are NACKed until the mTLS work
-//! lands.
+//! that cannot honour a configured policy. TLS clusters (`transport_socket`, A29) are
+//! validated in [`super::upstream_tls`].
 
 use std::time::Duration;
 
@@ -32,7 +32,10 @@ use envoy_types::pb::{
 };
 use prost::{Message, Name};
 
-use super::{ValidationErrors, Validator, config_source_is_ads, duration};
+use super::{
+    ValidationErrors, Validator, config_source_is_ads, duration,
+    upstream_tls::{self, CertificateProviderNames},
+};
 pub(crate) use crate::model::xds::cluster::*;
 
 /// A52: nested `load_balancing_policy` configs deeper than this NACK.
@@ -54,6 +57,8 @@ pub(crate) struct Cluster {
     pub(crate) max_requests: u32,
     /// Outlier detection (A50), when configured.
     pub(crate) outlier_detection: Option<OutlierDetectionConfig>,
+    /// TLS to the endpoints (A29), when `transport_socket` asks for it.
+    pub(crate) tls: Option<std::sync::Arc<UpstreamTls>>,
 }
 
 /// The discovery type of a cluster.
@@ -78,8 +83,18 @@ pub(crate) enum ClusterKind {
     },
 }
 
-/// Validates a Cluster.
+/// Validates a Cluster for a bootstrap without certificate providers (tests).
+#[cfg(test)]
 pub(crate) fn validate(proto: &proto::Cluster) -> Result<Cluster, ValidationErrors> {
+    validate_with(proto, &CertificateProviderNames::default())
+}
+
+/// Validates a Cluster; `providers` are the bootstrap's certificate-provider instances a
+/// TLS cluster may name.
+pub(crate) fn validate_with(
+    proto: &proto::Cluster,
+    providers: &CertificateProviderNames,
+) -> Result<Cluster, ValidationErrors> {
     let mut v = Validator::new();
     let kind = discovery(&mut v, proto);
     let lb_policy = lb_policy(&mut v, proto);
@@ -97,9 +112,12 @@ pub(crate) fn validate(proto: &proto::Cluster) -> Result<Cluster, ValidationErro
     {
         v.error_at("lrs_server", "ConfigSource is not self");
     }
-    if proto.transport_socket.is_some() {
-        v.error_at("transport_socket", "TLS clusters are not supported yet");
-    }
+    let tls = proto.transport_socket.as_ref().and_then(|socket| {
+        v.field("transport_socket", |v| {
+            upstream_tls::transport_socket(v, socket, providers)
+        })
+        .map(std::sync::Arc::new)
+    });
     let cluster = match (kind, lb_policy) {
         (Some(kind), Some(lb_policy)) => Some(Cluster {
             name: proto.name.clone(),
@@ -107,6 +125,7 @@ pub(crate) fn validate(proto: &proto::Cluster) -> Result<Cluster, ValidationErro
             lb_policy,
             max_requests,
             outlier_detection,
+            tls,
         }),
         _ => None,
     };

@@ -15,6 +15,7 @@ pub(crate) mod cluster;
 pub(crate) mod endpoint;
 pub(crate) mod listener;
 pub(crate) mod route;
+pub(crate) mod upstream_tls;
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -262,6 +263,16 @@ pub(crate) struct Decoded {
 /// The `envoy.service.discovery.v3.Resource` wrapper is unwrapped first: the client
 /// advertises `xds.config.resource-in-sotw`, which lets a server send it in SotW.
 pub(crate) fn decode(ty: ResourceType, any: &Any) -> Result<Decoded, DecodeError> {
+    decode_with(ty, any, &upstream_tls::CertificateProviderNames::default())
+}
+
+/// [`decode`] for a bootstrap whose certificate-provider instances are `providers` (the
+/// names a TLS cluster may refer to, gRFC A29).
+pub(crate) fn decode_with(
+    ty: ResourceType,
+    any: &Any,
+    providers: &upstream_tls::CertificateProviderNames,
+) -> Result<Decoded, DecodeError> {
     let unwrapped;
     let any = if any.type_url == ResourceWrapper::type_url() {
         let wrapper =
@@ -304,7 +315,8 @@ pub(crate) fn decode(ty: ResourceType, any: &Any) -> Result<Decoded, DecodeError
             let proto = ClusterProto::decode(bytes).map_err(proto_err)?;
             Decoded {
                 name: proto.name.clone(),
-                result: cluster::validate(&proto).map(|c| Resource::Cluster(Arc::new(c))),
+                result: cluster::validate_with(&proto, providers)
+                    .map(|c| Resource::Cluster(Arc::new(c))),
             }
         }
         ResourceType::ClusterLoadAssignment => {

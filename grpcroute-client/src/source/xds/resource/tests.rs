@@ -952,14 +952,261 @@ fn lrs_server_must_be_self() {
     assert!(cluster::validate(&c).is_ok());
 }
 
-#[test]
-fn tls_clusters_are_nacked_for_now() {
-    let mut c = cluster_eds("c");
-    c.transport_socket = Some(TransportSocket::default());
-    assert_eq!(
-        errors(cluster::validate(&c)),
-        "[transport_socket: TLS clusters are not supported yet]"
-    );
+mod tls {
+    //! CDS `transport_socket` with an `UpstreamTlsContext` (gRFC A29).
+
+    use envoy_types::pb::envoy::{
+        config::core::v3::transport_socket::ConfigType as SocketConfig,
+        extensions::transport_sockets::tls::v3::{
+            CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
+            UpstreamTlsContext,
+            common_tls_context::{
+                CertificateProviderInstance, CombinedCertificateValidationContext,
+                ValidationContextType,
+            },
+        },
+    };
+    use prost::{Message, Name};
+
+    use super::*;
+    use crate::source::xds::resource::upstream_tls::CertificateProviderNames;
+
+    fn providers() -> CertificateProviderNames {
+        CertificateProviderNames(["ca".to_string(), "id".to_string()].into())
+    }
+
+    fn instance(name: &str) -> Option<CertificateProviderPluginInstance> {
+        Some(CertificateProviderPluginInstance {
+            instance_name: name.into(),
+            certificate_name: String::new(),
+        })
+    }
+
+    fn san(pattern: MatchPattern, ignore_case: bool) -> StringMatcher {
+        StringMatcher {
+            match_pattern: Some(pattern),
+            ignore_case,
+        }
+    }
+
+    #[allow(deprecated)]
+    fn context(sans: Vec<StringMatcher>) -> UpstreamTlsContext {
+        UpstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificate_provider_instance: instance("id"),
+                validation_context_type: Some(ValidationContextType::ValidationContext(
+                    CertificateValidationContext {
+                        ca_certificate_provider_instance: instance("ca"),
+                        match_subject_alt_names: sans,
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn with_socket(ctx: &UpstreamTlsContext) -> ClusterProto {
+        let mut c = cluster_eds("c");
+        c.transport_socket = Some(TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(SocketConfig::TypedConfig(
+                envoy_types::pb::google::protobuf::Any {
+                    type_url: UpstreamTlsContext::type_url(),
+                    value: ctx.encode_to_vec(),
+                },
+            )),
+        });
+        c
+    }
+
+    fn check(ctx: &UpstreamTlsContext) -> Result<cluster::Cluster, ValidationErrors> {
+        cluster::validate_with(&with_socket(ctx), &providers())
+    }
+
+    const CTC: &str = "transport_socket.typed_config.common_tls_context";
+
+    #[test]
+    fn mutual_tls_with_every_san_matcher_kind() {
+        let ctx = context(vec![
+            san(MatchPattern::Exact("spiffe://td/ns/a/sa/b".into()), false),
+            san(MatchPattern::Prefix("SPIFFE://td/".into()), true),
+            san(MatchPattern::Suffix(".example.com".into()), false),
+            san(MatchPattern::Contains("/ns/".into()), false),
+            san(
+                MatchPattern::SafeRegex(RegexMatcher {
+                    regex: "spiffe://td/.*".into(),
+                    ..Default::default()
+                }),
+                false,
+            ),
+        ]);
+        let tls = check(&ctx).unwrap().tls.unwrap();
+        assert_eq!(tls.ca_instance, "ca");
+        assert_eq!(tls.identity_instance.as_deref(), Some("id"));
+        assert_eq!(tls.san_matchers.len(), 5);
+        assert_eq!(
+            tls.san_matchers[1],
+            StringMatch::Prefix {
+                value: "spiffe://td/".into(),
+                ignore_case: true
+            }
+        );
+        assert!(matches!(tls.san_matchers[4], StringMatch::Regex(_)));
+    }
+
+    #[test]
+    fn tls_without_client_certificate_and_without_matchers() {
+        let mut ctx = context(vec![]);
+        ctx.common_tls_context
+            .as_mut()
+            .unwrap()
+            .tls_certificate_provider_instance = None;
+        let tls = check(&ctx).unwrap().tls.unwrap();
+        assert_eq!(tls.identity_instance, None);
+        assert!(tls.san_matchers.is_empty());
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn combined_context_and_deprecated_instance_fields() {
+        // The A29 shape: `combined_validation_context` with the CA instance beside the
+        // default context (which carries the matchers), the identity in the old field.
+        let ctx = UpstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificate_certificate_provider_instance: Some(CertificateProviderInstance {
+                    instance_name: "id".into(),
+                    certificate_name: String::new(),
+                }),
+                validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+                    CombinedCertificateValidationContext {
+                        default_validation_context: Some(CertificateValidationContext {
+                            match_subject_alt_names: vec![san(
+                                MatchPattern::Exact("x".into()),
+                                false,
+                            )],
+                            ..Default::default()
+                        }),
+                        validation_context_certificate_provider_instance: Some(
+                            CertificateProviderInstance {
+                                instance_name: "ca".into(),
+                                certificate_name: String::new(),
+                            },
+                        ),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let tls = check(&ctx).unwrap().tls.unwrap();
+        assert_eq!(
+            (tls.ca_instance.as_str(), tls.identity_instance.as_deref()),
+            ("ca", Some("id"))
+        );
+        assert_eq!(tls.san_matchers.len(), 1);
+    }
+
+    #[test]
+    fn unknown_instances_are_named() {
+        let mut ctx = context(vec![]);
+        let common = ctx.common_tls_context.as_mut().unwrap();
+        common.tls_certificate_provider_instance = instance("nope");
+        let e = errors(check(&ctx));
+        assert_eq!(
+            e,
+            format!(
+                "[{CTC}.tls_certificate_provider_instance.instance_name: unrecognized certificate provider instance name: \"nope\"]"
+            )
+        );
+        // Without the bootstrap's instances, the same cluster NACKs.
+        let e = errors(cluster::validate(&with_socket(&context(vec![]))));
+        assert!(
+            e.contains("validation_context.ca_certificate_provider_instance.instance_name: unrecognized certificate provider instance name: \"ca\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_ca_instance_is_required() {
+        let mut ctx = context(vec![]);
+        ctx.common_tls_context
+            .as_mut()
+            .unwrap()
+            .validation_context_type = None;
+        assert_eq!(
+            errors(check(&ctx)),
+            format!("[{CTC}: no CA certificate provider instance configured]")
+        );
+        let ctx = UpstreamTlsContext::default();
+        assert_eq!(
+            errors(check(&ctx)),
+            format!("[{CTC}: no CA certificate provider instance configured]")
+        );
+    }
+
+    #[test]
+    fn unsupported_settings_nack_naming_the_field() {
+        let mut ctx = context(vec![san(
+            MatchPattern::SafeRegex(RegexMatcher {
+                regex: "a".into(),
+                ..Default::default()
+            }),
+            true,
+        )]);
+        ctx.sni = "server.example".into();
+        ctx.allow_renegotiation = true;
+        let common = ctx.common_tls_context.as_mut().unwrap();
+        common.tls_params = Some(Default::default());
+        common.tls_certificates = vec![Default::default()];
+        if let Some(ValidationContextType::ValidationContext(cvc)) =
+            &mut common.validation_context_type
+        {
+            cvc.verify_certificate_hash = vec!["ab".into()];
+            cvc.crl = Some(Default::default());
+            cvc.trusted_ca = Some(Default::default());
+            cvc.allow_expired_certificate = true;
+        }
+        let e = errors(check(&ctx));
+        for field in [
+            "transport_socket.typed_config.sni: setting SNI is not supported",
+            "transport_socket.typed_config.allow_renegotiation: TLS renegotiation is not supported",
+            &format!("{CTC}.tls_params: unsupported"),
+            &format!("{CTC}.tls_certificates: unsupported"),
+            &format!(
+                "{CTC}.validation_context.match_subject_alt_names[0].ignore_case: not supported for regex matcher"
+            ),
+            &format!("{CTC}.validation_context.verify_certificate_hash: unsupported"),
+            &format!("{CTC}.validation_context.crl: unsupported"),
+            &format!("{CTC}.validation_context.trusted_ca: unsupported"),
+            &format!("{CTC}.validation_context.allow_expired_certificate: unsupported"),
+        ] {
+            assert!(e.contains(field), "{field} missing from {e}");
+        }
+    }
+
+    #[test]
+    fn other_transport_sockets_and_missing_config_nack() {
+        let mut c = cluster_eds("c");
+        c.transport_socket = Some(TransportSocket::default());
+        assert_eq!(
+            errors(cluster::validate_with(&c, &providers())),
+            "[transport_socket.typed_config: field not present]"
+        );
+        c.transport_socket = Some(TransportSocket {
+            name: "raw".into(),
+            config_type: Some(SocketConfig::TypedConfig(envoy_types::pb::google::protobuf::Any {
+                type_url: "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer".into(),
+                value: vec![],
+            })),
+        });
+        assert_eq!(
+            errors(cluster::validate_with(&c, &providers())),
+            "[transport_socket.typed_config: unsupported transport socket type type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer]"
+        );
+    }
 }
 
 // ---------- ClusterLoadAssignment ----------
