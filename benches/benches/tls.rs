@@ -362,7 +362,9 @@ async fn measure(
     let name = variant.name();
     let mut c = client(variant, setup)?;
     for _ in 0..k.warmup {
-        c.call().await.map_err(|e| format!("{name}: warm-up: {e}"))?;
+        c.call()
+            .await
+            .map_err(|e| format!("{name}: warm-up: {e}"))?;
     }
     let cpu0 = cpu::this_process();
     let mut samples = Vec::with_capacity(k.calls);
@@ -381,8 +383,7 @@ async fn measure(
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let timing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for _ in 0..CONCURRENCY {
-        let (mut c, calls, stop, timing) =
-            (c.clone(), calls.clone(), stop.clone(), timing.clone());
+        let (mut c, calls, stop, timing) = (c.clone(), calls.clone(), stop.clone(), timing.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while !stop.load(Ordering::Relaxed) {
