@@ -11,10 +11,24 @@
 //! POD_NAMESPACE=app cargo run --example kube_client
 //! curl -s localhost:9090/metrics | grep grpcroute_client_calls_total
 //! ```
+//!
+//! TLS to the backends (see `examples/kubernetes/mtls/`), by environment variable; unset,
+//! the mesh's default (`TlsMode::Policy`: TLS only where a BackendTLSPolicy asks):
+//! - `GRPCROUTE_TLS`: `plaintext`, `policy` or `mutual` (`TlsMode::Mutual`: mutual TLS to
+//!   every backend);
+//! - the client's SVID, for `mutual`: `GRPCROUTE_CREDENTIALS_DIR` (files in
+//!   csi-driver-spiffe's layout: `tls.crt`, `tls.key`, `ca.crt`), or, when that is unset
+//!   and `SPIFFE_ENDPOINT_SOCKET` is set, the SPIFFE Workload API (SPIRE).
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use grpcroute_client::{Mesh, serve_metrics, source::KubeSource};
+use grpcroute_client::{
+    Mesh, MeshBuilder,
+    identity::{CredentialFiles, Identity, WorkloadApi},
+    serve_metrics,
+    source::KubeSource,
+    tls::TlsMode,
+};
 use grpcroute_echo::BACKEND_HEADER;
 use grpcroute_examples::{
     order::v1::{PlaceOrderRequest, order_service_client::OrderServiceClient},
@@ -34,7 +48,9 @@ async fn main() -> anyhow::Result<()> {
 
     // The client's namespace comes from POD_NAMESPACE (downward API), else the service
     // account's namespace file, else `default`.
-    let mesh = Mesh::builder().build_with_source(KubeSource::new());
+    let mesh = tls(Mesh::builder())
+        .await?
+        .build_with_source(KubeSource::new());
     let metrics_addr: SocketAddr = std::env::var("METRICS_ADDR")
         .unwrap_or_else(|_| "0.0.0.0:9090".into())
         .parse()?;
@@ -80,6 +96,50 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The TLS mode and identity the environment asks for (see the module docs); the builder
+/// unchanged when `GRPCROUTE_TLS` is unset.
+async fn tls(builder: MeshBuilder) -> anyhow::Result<MeshBuilder> {
+    let Ok(mode) = std::env::var("GRPCROUTE_TLS") else {
+        return Ok(builder);
+    };
+    let mode = match mode.as_str() {
+        "plaintext" => TlsMode::Plaintext,
+        "policy" => TlsMode::Policy,
+        "mutual" => TlsMode::Mutual,
+        other => anyhow::bail!("GRPCROUTE_TLS={other:?}: expected plaintext, policy or mutual"),
+    };
+    let identity = if let Some(dir) = std::env::var_os("GRPCROUTE_CREDENTIALS_DIR") {
+        // Watched, and re-read periodically: csi-driver-spiffe renews the SVID in place.
+        let identity = Identity::from_files(CredentialFiles::csi_driver_spiffe(dir))?;
+        tokio::time::timeout(Duration::from_secs(30), identity.ready())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "no SVID in {} within 30 s: {:?}",
+                    identity.source(),
+                    identity.last_error()
+                )
+            })?;
+        Some(identity)
+    } else if std::env::var_os("SPIFFE_ENDPOINT_SOCKET").is_some() {
+        Some(Identity::from_workload_api(WorkloadApi::from_env()).await?)
+    } else {
+        None
+    };
+    if let Some(id) = identity.as_ref().and_then(Identity::spiffe_id) {
+        tracing::info!(?mode, spiffe_id = %id, "TLS to the backends");
+    } else if mode == TlsMode::Mutual {
+        anyhow::bail!(
+            "GRPCROUTE_TLS=mutual needs an identity: GRPCROUTE_CREDENTIALS_DIR or SPIFFE_ENDPOINT_SOCKET"
+        );
+    }
+    let builder = builder.tls(mode);
+    Ok(match identity {
+        Some(identity) => builder.identity(identity),
+        None => builder,
+    })
 }
 
 /// The backend that answered, or the status code of a failed call.
