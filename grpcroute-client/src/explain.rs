@@ -539,6 +539,42 @@ fn tls_explanation(snapshot: &Snapshot, t: &BackendSlot) -> Option<TlsExplanatio
     Some(out)
 }
 
+/// The TLS of an xDS cluster's connections, from its CDS transport socket (gRFC A29):
+/// `None` for plaintext.
+#[cfg(feature = "xds")]
+fn cluster_tls(backend: Option<&std::sync::Arc<Backend>>) -> Option<TlsExplanation> {
+    let mut out = TlsExplanation {
+        policy: None,
+        enabled: false,
+        server_name: None,
+        verify: Vec::new(),
+        roots: Vec::new(),
+        client_certificate: false,
+        note: None,
+    };
+    if let Some(reason) = unusable(backend) {
+        out.note = Some(reason);
+        return Some(out);
+    }
+    #[cfg(feature = "tls")]
+    if let Some(backend) = backend
+        && let crate::transport::Security::Tls(connector) = backend.security()
+    {
+        let settings = connector.settings();
+        out.enabled = true;
+        // A29 sends no SNI.
+        out.server_name = Some(settings.server_name().to_owned()).filter(|s| !s.is_empty());
+        out.verify = settings.expected();
+        out.client_certificate = settings.client_certificate();
+        out.roots = match settings.xds_providers() {
+            Some(providers) => vec![format!("certificate providers {providers}")],
+            None => vec!["mesh trust bundle".into()],
+        };
+        return Some(out);
+    }
+    None
+}
+
 fn target_backend(
     snapshot: &Snapshot,
     t: &BackendSlot,
@@ -611,7 +647,8 @@ mod xds {
     //! terms (every failure `UNAVAILABLE`).
 
     use super::{
-        BackendExplanation, CallDescription, Explanation, RouteRef, ejected_list, endpoint_list,
+        BackendExplanation, CallDescription, Explanation, RouteRef, cluster_tls, ejected_list,
+        endpoint_list, unusable,
     };
     use crate::{
         route::xds::{XdsListener, matching},
@@ -681,9 +718,13 @@ mod xds {
                 let ejected = ejected_list(backend);
                 let reason = match &c.slot {
                     Err(message) => Some(message.to_string()),
-                    Ok(_) => endpoints
-                        .is_empty()
-                        .then(|| "no usable endpoints".to_string()),
+                    // A TLS cluster whose certificate providers cannot be used fails its
+                    // calls, whatever its endpoints.
+                    Ok(_) => unusable(backend).or_else(|| {
+                        endpoints
+                            .is_empty()
+                            .then(|| "no usable endpoints".to_string())
+                    }),
                 };
                 BackendExplanation {
                     namespace: None,
@@ -701,7 +742,7 @@ mod xds {
                     endpoints,
                     ejected,
                     request_headers: out.request_headers.clone(),
-                    tls: None,
+                    tls: cluster_tls(backend),
                 }
             })
             .collect();

@@ -145,6 +145,30 @@ async fn matching_sans_connect_with_mutual_tls() -> anyhow::Result<()> {
             "the server saw {presented:?}"
         );
         ensure!(!presented.is_empty(), "no connection was made");
+        // explain says what the calls got: mutual TLS, the SAN matchers, the providers.
+        let e = sut.mesh().explain(&grpcroute_client::CallDescription {
+            target: "xds:///svc".into(),
+            path: UNARY.into(),
+            ..Default::default()
+        });
+        let tls = e.backends[0]
+            .tls
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("explain shows no TLS: {e:?}"))?;
+        ensure!(
+            tls.enabled && tls.client_certificate && tls.server_name.is_none(),
+            "{tls:?}"
+        );
+        ensure!(
+            tls.verify.iter().any(|v| v.contains(SERVER_ID)),
+            "the SAN matchers: {tls:?}"
+        );
+        ensure!(
+            tls.roots
+                .iter()
+                .any(|r| r.starts_with("certificate providers")),
+            "{tls:?}"
+        );
         Ok(())
     })
     .await

@@ -110,6 +110,12 @@ impl TlsSettings {
         self.client_certificate
     }
 
+    /// The certificate-provider instances of an xDS cluster's TLS (gRFC A29), as messages
+    /// name them; `None` for every other backend.
+    pub(crate) fn xds_providers(&self) -> Option<&str> {
+        self.xds.as_ref().map(|x| x.providers.as_str())
+    }
+
     /// The settings of an xDS cluster with an `UpstreamTlsContext` (gRFC A29): no SNI
     /// (A29 ignores `sni`), the server authorized by `check`.
     #[cfg(feature = "xds")]
