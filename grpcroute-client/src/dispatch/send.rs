@@ -144,6 +144,9 @@ pub(crate) async fn send(
             req.headers_mut().insert(GRPC_TIMEOUT, d.remaining_header());
         }
         let guard = LoadGuard::new(endpoint.clone());
+        // Calls in flight to this endpoint as this one goes out, itself included: the
+        // latency sample is counted per call in flight (transport/load.rs says why).
+        let in_flight = endpoint.load.pending();
         let started = tokio::time::Instant::now();
         let sent = within(deadline, conn.sender().try_send_request(req))
             .await
@@ -158,12 +161,12 @@ pub(crate) async fn send(
         match sent {
             Ok(response) => {
                 *reached = Some(endpoint.addr());
-                let rtt = if fails_fast(response.headers()) {
-                    endpoint.config().failure_penalty
+                let (rtt, in_flight) = if fails_fast(response.headers()) {
+                    (endpoint.config().failure_penalty, 1)
                 } else {
-                    started.elapsed()
+                    (started.elapsed(), in_flight)
                 };
-                endpoint.load.observe(rtt, endpoint.now());
+                endpoint.load.observe(rtt, in_flight, endpoint.now());
                 // A trailers-only answer settles the call's outcome now; otherwise the body
                 // reports it when its trailers come.
                 let settled = status_in_headers(response.status(), response.headers());
@@ -202,6 +205,7 @@ pub(crate) async fn send(
                 }
                 endpoint.load.observe(
                     endpoint.config().failure_penalty.max(started.elapsed()),
+                    1,
                     endpoint.now(),
                 );
                 if let (true, Some(replay)) = (refused(error.error()), &replay) {
