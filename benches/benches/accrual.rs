@@ -31,6 +31,7 @@ use std::{
 };
 
 use grpcroute_benches::{
+    harness::{env, quick},
     machine::{Load, Machine},
     stats::Spread,
 };
@@ -49,13 +50,6 @@ const NAMESPACE: &str = "bench";
 const WARMUP_CALLS: usize = 500;
 /// The window in which the clients are expected to learn; reported apart.
 const LEARNING: Duration = Duration::from_secs(1);
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Variant {
@@ -217,8 +211,7 @@ async fn measure(
 }
 
 async fn run() -> Result<(), String> {
-    let quick =
-        !std::env::args().any(|a| a == "--bench") || std::env::var_os("ACCRUAL_QUICK").is_some();
+    let quick = quick("ACCRUAL_QUICK");
     let reps: usize = env("ACCRUAL_REPS", if quick { 1 } else { 5 });
     let secs: f64 = env("ACCRUAL_SECS", if quick { 1.5 } else { 10.0 });
     let concurrency: usize = env("ACCRUAL_CONCURRENCY", 8);

@@ -28,6 +28,7 @@ use std::{
 use bytes::Bytes;
 use grpcroute_benches::{
     fixtures::{self, ECHO_TARGET, NAMESPACE, TENANT, TENANT_HEADER, TenRules, echo_path},
+    harness::{env, quick},
     machine::{Load, Machine},
     stats::Spread,
 };
@@ -37,13 +38,6 @@ use grpcroute_client::{
 };
 use http::Request;
 use tokio::time::Instant;
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A unary request as tonic hands it to a channel: encoded message in one frame, the
 /// metadata a tonic client sends.
@@ -106,10 +100,7 @@ fn rng_threads(threads: usize, shared: bool, batch: usize) -> f64 {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = !args.iter().any(|a| a == "--bench")
-        || args.iter().any(|a| a == "--test")
-        || std::env::var("CALLPATH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let quick = quick("CALLPATH_QUICK");
     let rounds: usize = env("CALLPATH_ROUNDS", if quick { 3 } else { 21 }).max(1);
     let batch: usize = env("CALLPATH_BATCH", if quick { 2_000 } else { 200_000 }).max(1);
     let machine = Machine::describe();

@@ -31,6 +31,7 @@ use std::{alloc::System, fmt::Write as _, process::ExitCode, time::Duration};
 use grpcroute_benches::{
     cpu,
     fixtures::{self, Cluster, NAMESPACE},
+    harness::{env, quick},
     machine::{Load, Machine},
     stats::{Spread, percentile},
 };
@@ -61,13 +62,6 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
         })
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| default.to_vec())
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// CPU time of the calling thread, or wall time where the kernel does not say.
@@ -254,10 +248,7 @@ fn measure(
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = !args.iter().any(|a| a == "--bench")
-        || args.iter().any(|a| a == "--test")
-        || std::env::var("CHURN_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let quick = quick("CHURN_QUICK");
     let routes = env_list(
         "CHURN_ROUTES",
         if quick { &[100, 200] } else { &[1_000, 10_000] },

@@ -29,7 +29,6 @@ use std::{
     io::{BufRead, BufReader, Write},
     net::{IpAddr, Ipv4Addr},
     process::{Child, ChildStdin, Command, ExitCode, Stdio},
-    str::FromStr,
     time::Duration,
 };
 
@@ -37,6 +36,7 @@ use bytes::Bytes;
 use grpcroute_benches::{
     cpu,
     echo_child::{self, EchoChild},
+    harness::{env, quick},
     machine::{Load, Machine},
     stats::{Spread, percentile},
 };
@@ -65,13 +65,6 @@ const HANG: Duration = Duration::from_secs(10);
 fn live_bytes() -> i64 {
     let s = GLOBAL.stats();
     s.bytes_allocated as i64 - s.bytes_deallocated as i64 + s.bytes_reallocated as i64
-}
-
-fn env<T: FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -393,10 +386,7 @@ fn main() -> ExitCode {
     if let Some(code) = serve_if_child() {
         return code;
     }
-    let args: Vec<String> = std::env::args().collect();
-    let quick = !args.iter().any(|a| a == "--bench")
-        || args.iter().any(|a| a == "--test")
-        || std::env::var("KUBE_SCALE_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let quick = quick("KUBE_SCALE_QUICK");
     let machine = Machine::describe();
     println!("## Scale through the Kubernetes API (test API server, KubeSource)");
     println!();

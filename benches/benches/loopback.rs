@@ -37,13 +37,14 @@
 //! mode in seconds that fails if any call fails, a server was never reached, or (under
 //! `CI=true`) a proxy could not be had. Knobs: see `benches/README.md`.
 
-use std::{fmt::Write as _, net::SocketAddr, process::ExitCode, str::FromStr, time::Duration};
+use std::{fmt::Write as _, net::SocketAddr, process::ExitCode, time::Duration};
 
 use bytes::Bytes;
 use grpcroute_benches::{
     cpu,
     echo_child::{self, EchoChild},
     fixtures::{self, ECHO_TARGET, NAMESPACE, TENANT, TENANT_HEADER, TenRules},
+    harness::{env, quick},
     machine::{Load, Machine},
     proxies::{self, Proxy},
     rawh2::{H2Settings, RawH2},
@@ -145,19 +146,9 @@ enum Method {
     Echo,
 }
 
-fn env<T: FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 impl Config {
     fn from_env() -> Self {
-        let args: Vec<String> = std::env::args().collect();
-        let quick = !args.iter().any(|a| a == "--bench")
-            || args.iter().any(|a| a == "--test")
-            || std::env::var("LOOPBACK_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let quick = quick("LOOPBACK_QUICK");
         let (warmup, calls, secs, reps, tail_secs, tail_reps) = if quick {
             (50, 300, 0.3, 2, 0.3, 1)
         } else {
@@ -514,7 +505,7 @@ async fn run(cfg: &Config) -> Result<bool, BoxError> {
         Method::Any => (fixtures::ECHO_SERVICE, "Unary09"),
         Method::Echo => (CONFORMANCE_SERVICE, "Echo"),
     };
-    let path = PathAndQuery::from_str(&format!("/{service_name}/{method}"))?;
+    let path = PathAndQuery::try_from(format!("/{service_name}/{method}"))?;
 
     // Every stack, built once and kept warm across repetitions.
     let mut clients: Vec<Option<Client>> = vec![None; VARIANTS.len()];

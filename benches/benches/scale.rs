@@ -15,6 +15,7 @@ use std::{hint::black_box, process::ExitCode};
 
 use grpcroute_benches::{
     fixtures::{self, NAMESPACE},
+    harness::{env, quick},
     machine::{Load, Machine},
     stats::median,
 };
@@ -27,13 +28,6 @@ struct Setup {
     _mesh: Mesh,
     decider: Decider,
     large: fixtures::Large,
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// Times `batch` decisions; nanoseconds per decision.
@@ -55,10 +49,7 @@ fn time_batch(setup: &Setup, batch: usize, seed: &mut u64) -> f64 {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = !args.iter().any(|a| a == "--bench")
-        || args.iter().any(|a| a == "--test")
-        || std::env::var("SCALE_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let quick = quick("SCALE_QUICK");
     let sizes = fixtures::route_counts_from_env("SCALE_ROUTES").unwrap_or_else(|| {
         if quick {
             vec![10, 1000]

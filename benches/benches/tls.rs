@@ -39,6 +39,7 @@ use std::{
 
 use grpcroute_benches::{
     cpu,
+    harness::{env, quick},
     machine::{Load, Machine},
     stats::{Latency, Spread, micros},
 };
@@ -68,13 +69,6 @@ const SERVER_DNS: &str = "cart.shop.svc";
 const TARGET: &str = "cart.shop:50051";
 const CONCURRENCY: usize = 32;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 // ---------------------------------------------------------------------------------------
 // The server child.
@@ -485,8 +479,7 @@ fn ratio(runs: &[(Variant, Run)], a: Variant, b: Variant, f: impl Fn(&Run) -> f6
 }
 
 async fn run() -> Result<(), String> {
-    let quick =
-        !std::env::args().any(|a| a == "--bench") || std::env::var_os("TLS_QUICK").is_some();
+    let quick = quick("TLS_QUICK");
     let reps: usize = env("TLS_REPS", if quick { 1 } else { 5 });
     let k = Knobs {
         warmup: env("TLS_WARMUP", if quick { 50 } else { 2_000 }),

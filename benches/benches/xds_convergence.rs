@@ -21,6 +21,7 @@
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use grpcroute_benches::{
+    harness::{env, quick},
     machine::{Load, Machine},
     stats::Latency,
 };
@@ -42,13 +43,6 @@ const LISTENER: &str = "conv";
 const ROUTES: &str = "conv-routes";
 /// Bound of one sample: a change that never shows fails the run.
 const SAMPLE_BOUND: Duration = Duration::from_secs(20);
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn route_to(cluster: &str) -> Resource {
     route_configuration(
@@ -102,8 +96,7 @@ async fn sample(
 }
 
 async fn run() -> Result<(), String> {
-    let quick =
-        !std::env::args().any(|a| a == "--bench") || std::env::var_os("XDS_CONV_QUICK").is_some();
+    let quick = quick("XDS_CONV_QUICK");
     let samples: usize = env("XDS_CONV_SAMPLES", if quick { 3 } else { 30 });
     let a = EchoServer::start(EchoConfig::new("a"))
         .await

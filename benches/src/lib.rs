@@ -7,6 +7,7 @@
 //! - [`machine`]: what the machine is and how busy it was, printed with every result so a
 //!   figure can be read against the conditions it was taken in;
 //! - [`cpu`]: CPU time and memory of processes and threads, from `/proc`;
+//! - [`harness`]: knobs from the environment, and the quick mode CI runs;
 //! - [`echo_child`]: the echo servers in a child process (their CPU apart from the
 //!   client's);
 //! - [`proxies`]: nginx and HAProxy as one proxy hop, configured and run by the harness;
@@ -15,6 +16,7 @@
 pub mod cpu;
 pub mod echo_child;
 pub mod fixtures;
+pub mod harness;
 pub mod machine;
 pub mod proxies;
 pub mod rawh2;
