@@ -493,48 +493,33 @@ fn tls_explanation(snapshot: &Snapshot, t: &BackendSlot) -> Option<TlsExplanatio
         port: t.port,
     };
     let applied = snapshot.table.backend_tls.get(&key);
-    let backend = snapshot.backend(t);
-    let mut out = TlsExplanation {
-        policy: applied.map(|a| a.policy.to_string()),
-        enabled: false,
-        server_name: None,
-        verify: Vec::new(),
-        roots: Vec::new(),
-        client_certificate: false,
-        note: None,
-    };
-    if let Some(reason) = unusable(backend) {
-        out.note = Some(reason);
-        return Some(out);
-    }
+    let policy = applied.map(|a| a.policy.to_string());
     #[cfg(feature = "tls")]
-    if let Some(backend) = backend
-        && let crate::transport::Security::Tls(connector) = backend.security()
-    {
-        let settings = connector.settings();
-        out.enabled = true;
-        out.server_name = Some(settings.server_name().to_owned());
-        out.verify = settings.expected();
-        out.client_certificate = settings.client_certificate();
-        out.roots = match (settings.roots(), applied.map(|a| &a.settings)) {
-            (_, Some(Ok(policy))) => match &policy.roots {
-                crate::route::backend_tls::PolicyRoots::Pem(bundles) => bundles
-                    .iter()
-                    .map(|(config_map, _)| format!("ConfigMap {config_map}"))
-                    .collect(),
-                crate::route::backend_tls::PolicyRoots::System => vec!["system".into()],
-            },
-            (crate::tls::TrustRoots::Certificates(c), _) => {
-                vec![format!("{} CA certificates", c.len())]
-            }
-            (crate::tls::TrustRoots::System, _) => vec!["system".into()],
-            _ => vec!["mesh trust bundle".into()],
-        };
+    let roots = |settings: &crate::transport::tls::TlsSettings| match (
+        settings.roots(),
+        applied.map(|a| &a.settings),
+    ) {
+        (_, Some(Ok(policy))) => match &policy.roots {
+            crate::route::backend_tls::PolicyRoots::Pem(bundles) => bundles
+                .iter()
+                .map(|(config_map, _)| format!("ConfigMap {config_map}"))
+                .collect(),
+            crate::route::backend_tls::PolicyRoots::System => vec!["system".into()],
+        },
+        (crate::tls::TrustRoots::Certificates(c), _) => {
+            vec![format!("{} CA certificates", c.len())]
+        }
+        (crate::tls::TrustRoots::System, _) => vec!["system".into()],
+        _ => vec!["mesh trust bundle".into()],
+    };
+    #[cfg(not(feature = "tls"))]
+    let roots = ();
+    if let Some(out) = connection_tls(snapshot.backend(t), policy.clone(), roots) {
         return Some(out);
     }
     // Plaintext. Only worth saying when a policy asked for TLS: the mesh's mode
     // (plaintext) leaves policies unapplied.
-    applied?;
+    let mut out = blank_tls(Some(policy?));
     out.note = Some("not applied: the mesh's TLS mode is plaintext (MeshBuilder::tls)".into());
     Some(out)
 }
@@ -543,15 +528,38 @@ fn tls_explanation(snapshot: &Snapshot, t: &BackendSlot) -> Option<TlsExplanatio
 /// `None` for plaintext.
 #[cfg(feature = "xds")]
 fn cluster_tls(backend: Option<&std::sync::Arc<Backend>>) -> Option<TlsExplanation> {
-    let mut out = TlsExplanation {
-        policy: None,
+    #[cfg(feature = "tls")]
+    let roots = |settings: &crate::transport::tls::TlsSettings| match settings.xds_providers() {
+        Some(providers) => vec![format!("certificate providers {providers}")],
+        None => vec!["mesh trust bundle".into()],
+    };
+    #[cfg(not(feature = "tls"))]
+    let roots = ();
+    connection_tls(backend, None, roots)
+}
+
+fn blank_tls(policy: Option<String>) -> TlsExplanation {
+    TlsExplanation {
+        policy,
         enabled: false,
         server_name: None,
         verify: Vec::new(),
         roots: Vec::new(),
         client_certificate: false,
         note: None,
-    };
+    }
+}
+
+/// What a backend of either source says about its connections' TLS: why it is unusable,
+/// or the settings its connector uses, with `roots` naming the trust roots in the source's
+/// terms. `None`: plaintext.
+fn connection_tls(
+    backend: Option<&std::sync::Arc<Backend>>,
+    policy: Option<String>,
+    #[cfg(feature = "tls")] roots: impl FnOnce(&crate::transport::tls::TlsSettings) -> Vec<String>,
+    #[cfg(not(feature = "tls"))] _roots: (),
+) -> Option<TlsExplanation> {
+    let mut out = blank_tls(policy);
     if let Some(reason) = unusable(backend) {
         out.note = Some(reason);
         return Some(out);
@@ -562,14 +570,11 @@ fn cluster_tls(backend: Option<&std::sync::Arc<Backend>>) -> Option<TlsExplanati
     {
         let settings = connector.settings();
         out.enabled = true;
-        // A29 sends no SNI.
+        // Empty for xDS clusters: A29 sends no SNI.
         out.server_name = Some(settings.server_name().to_owned()).filter(|s| !s.is_empty());
         out.verify = settings.expected();
         out.client_certificate = settings.client_certificate();
-        out.roots = match settings.xds_providers() {
-            Some(providers) => vec![format!("certificate providers {providers}")],
-            None => vec!["mesh trust bundle".into()],
-        };
+        out.roots = roots(settings);
         return Some(out);
     }
     None

@@ -112,6 +112,7 @@ impl TlsSettings {
 
     /// The certificate-provider instances of an xDS cluster's TLS (gRFC A29), as messages
     /// name them; `None` for every other backend.
+    #[cfg(feature = "xds")]
     pub(crate) fn xds_providers(&self) -> Option<&str> {
         self.xds.as_ref().map(|x| x.providers.as_str())
     }
