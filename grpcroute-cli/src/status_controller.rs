@@ -737,123 +737,142 @@ impl Writer {
     }
 
     /// Writes a policy's `status.ancestors` (a merge patch replaces the list whole, so it
-    /// carries the other controllers' entries too), re-reading and re-planning on 409.
+    /// carries the other controllers' entries too).
     async fn write_policy(
         &self,
         policy: &BackendTlsPolicy,
         want: &BackendTlsPolicyStatus,
-        mut ancestors: Vec<gateway_api::backendtlspolicies::BackendTlsPolicyStatusAncestors>,
+        ancestors: Vec<gateway_api::backendtlspolicies::BackendTlsPolicyStatusAncestors>,
         now: &Time,
         leadership: &Leadership,
     ) -> Result<Written, kube::Error> {
-        let name = policy.name_any();
         let api: Api<BackendTlsPolicy> =
             Api::namespaced(self.client.clone(), want.policy.namespace());
-        let mut version = policy.resource_version();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if !leadership.is_leader() {
-                return Ok(Written::NotLeader);
-            }
-            let patch = json!({
-                "metadata": {"resourceVersion": version},
-                "status": {"ancestors": ancestors},
-            });
-            match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(policy = %want.policy, generation = want.generation, "status written");
-                    return Ok(Written::Yes);
-                }
-                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Written::Gone),
-                Err(kube::Error::Api(status)) if status.code == 409 && attempt < MAX_ATTEMPTS => {
-                    let fresh = match api.get_status(&name).await {
-                        Ok(fresh) => fresh,
-                        Err(kube::Error::Api(status)) if status.code == 404 => {
-                            return Ok(Written::Gone);
-                        }
-                        Err(e) => return Err(e),
-                    };
-                    if fresh.metadata.generation != want.generation {
-                        return Ok(Written::Stale);
-                    }
-                    version = fresh.resource_version();
-                    match policy_status::plan(fresh.status.as_ref(), want, &self.controller, now) {
-                        Some(again) => ancestors = again,
-                        None => return Ok(Written::AlreadyUpToDate),
-                    }
-                }
-                Err(e) => return Err(e),
-            }
+        let (written, _) = patch_status(
+            &api,
+            &policy.name_any(),
+            policy.resource_version(),
+            want.generation,
+            ancestors,
+            |ancestors| json!({"ancestors": ancestors}),
+            |fresh: &BackendTlsPolicy| {
+                Ok(policy_status::plan(
+                    fresh.status.as_ref(),
+                    want,
+                    &self.controller,
+                    now,
+                ))
+            },
+            leadership,
+        )
+        .await?;
+        if written == Written::Yes {
+            tracing::info!(policy = %want.policy, generation = want.generation, "status written");
         }
+        Ok(written)
     }
 
+    /// Writes a route's `status.parents` (the whole list, the other controllers' entries
+    /// included).
     async fn write(
         &self,
         route: &DynamicObject,
         want: &RouteStatus,
-        mut plan: Plan,
+        plan: Plan,
         now: &Time,
         leadership: &Leadership,
     ) -> Result<Written, kube::Error> {
-        let name = route.name_any();
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), want.route.namespace(), &grpc_routes());
-        let mut version = route.resource_version();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if !leadership.is_leader() {
-                return Ok(Written::NotLeader);
-            }
-            let patch = json!({
-                "metadata": {"resourceVersion": version},
-                "status": {"parents": plan.parents},
-            });
-            match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(
-                        route = %want.route,
-                        generation = want.generation,
-                        changes = %plan.changes.join("; "),
-                        "status written"
-                    );
-                    return Ok(Written::Yes);
+        let (written, plan) = patch_status(
+            &api,
+            &route.name_any(),
+            route.resource_version(),
+            want.generation,
+            plan,
+            |plan| json!({"parents": plan.parents}),
+            |fresh: &DynamicObject| {
+                let status = status_of(fresh).map_err(|e| {
+                    kube::Error::Service(format!("cannot read the status: {e}").into())
+                })?;
+                Ok(route_status::plan(
+                    status.as_ref(),
+                    want,
+                    &self.controller,
+                    now,
+                ))
+            },
+            leadership,
+        )
+        .await?;
+        if written == Written::Yes {
+            tracing::info!(
+                route = %want.route,
+                generation = want.generation,
+                changes = %plan.changes.join("; "),
+                "status written"
+            );
+        }
+        Ok(written)
+    }
+}
+
+/// Patches one object's status: a merge patch carrying the `resourceVersion` that was read,
+/// so another writer's update in between is never overwritten. On 409 the object is read
+/// again and `replan` plans from the fresh copy (`None`: it already says what we would
+/// write), up to [`MAX_ATTEMPTS`] times. `status` renders a plan as the patch's `status`.
+/// Returns how the write ended and the plan last tried.
+#[allow(clippy::too_many_arguments)]
+async fn patch_status<K, T>(
+    api: &Api<K>,
+    name: &str,
+    mut version: Option<String>,
+    generation: Option<i64>,
+    mut plan: T,
+    status: impl Fn(&T) -> serde_json::Value,
+    replan: impl Fn(&K) -> Result<Option<T>, kube::Error>,
+    leadership: &Leadership,
+) -> Result<(Written, T), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        if !leadership.is_leader() {
+            return Ok((Written::NotLeader, plan));
+        }
+        let patch = json!({
+            "metadata": {"resourceVersion": version},
+            "status": status(&plan),
+        });
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok((Written::Yes, plan)),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok((Written::Gone, plan)),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < MAX_ATTEMPTS => {
+                tracing::debug!(
+                    object = name,
+                    attempt,
+                    "conflict writing the status; reading the object again"
+                );
+                let fresh = match api.get_status(name).await {
+                    Ok(fresh) => fresh,
+                    Err(kube::Error::Api(e)) if e.code == 404 => return Ok((Written::Gone, plan)),
+                    Err(e) => return Err(e),
+                };
+                if fresh.meta().generation != generation {
+                    return Ok((Written::Stale, plan));
                 }
-                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Written::Gone),
-                Err(kube::Error::Api(status)) if status.code == 409 && attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(
-                        route = %want.route,
-                        attempt,
-                        "conflict writing the status; reading the route again"
-                    );
-                    let fresh = match api.get_status(&name).await {
-                        Ok(fresh) => fresh,
-                        Err(kube::Error::Api(status)) if status.code == 404 => {
-                            return Ok(Written::Gone);
-                        }
-                        Err(e) => return Err(e),
-                    };
-                    if fresh.metadata.generation != want.generation {
-                        return Ok(Written::Stale);
-                    }
-                    version = fresh.resource_version();
-                    let status = status_of(&fresh).map_err(|e| {
-                        kube::Error::Service(format!("cannot read the status: {e}").into())
-                    })?;
-                    match route_status::plan(status.as_ref(), want, &self.controller, now) {
-                        Some(again) => plan = again,
-                        None => return Ok(Written::AlreadyUpToDate),
-                    }
+                version = fresh.meta().resource_version.clone();
+                match replan(&fresh)? {
+                    Some(again) => plan = again,
+                    None => return Ok((Written::AlreadyUpToDate, plan)),
                 }
-                Err(e) => return Err(e),
             }
+            Err(e) => return Err(e),
         }
     }
 }
