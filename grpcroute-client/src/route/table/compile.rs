@@ -1,20 +1,17 @@
 //! [`Model`] → [`Table`].
 
-use std::{
-    cmp::Reverse,
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::{cmp::Reverse, collections::HashMap, sync::Arc};
 
 use super::{
     BackendSlot, Candidate, CompiledBackend, CompiledMirror, CompiledRule, FastMap, Filters,
     Frontend, InvalidBackend, RouteSet, RouteSetKind, RuleSeries, ServiceEntry, Table,
-    status::{self, Attachment, ParentOutcome},
+    memo::{Memo, PortRoutes, RouteMemo, Rules},
+    status::{self, ParentOutcome},
 };
 use crate::{
     model::{
-        AppProtocol, BackendRef, Filter, GrpcRoute, Model, ObjectKey, ReferenceGrant, Rule,
-        Service, ServiceType,
+        AppProtocol, BackendRef, Filter, GrpcRoute, Model, ObjectKey, ParentRef, ReferenceGrant,
+        Rule, Service, ServiceType,
     },
     route::BackendKey,
     series::SeriesSlot,
@@ -31,33 +28,62 @@ pub(crate) enum GrantPolicy {
     Strict,
 }
 
-/// Builds the routing table. Pure: the same model gives the same table.
-pub(crate) fn compile(model: &Model, policy: GrantPolicy) -> Table {
+/// Builds the routing table. Pure: the same model gives the same table, whatever
+/// `previous` is.
+///
+/// `previous`, the table in force, only saves work: the routes, statuses and frontends it
+/// compiled from the same inputs are reused instead of compiled again (see
+/// [`memo`](super::memo)), so a change to one route costs about that route and the
+/// frontends it attaches to.
+pub(crate) fn compile(model: &Model, policy: GrantPolicy, previous: Option<&Table>) -> Table {
     let mut cx = Context::new(model, policy);
+    let reuse = previous.filter(|p| p.memo.reusable_for(model, policy));
+    let mut memo = Memo::new(model, policy);
 
     // Rules are compiled once per route and shared by every frontend the route attaches to.
-    let compiled: Vec<(Arc<GrpcRoute>, Vec<Arc<CompiledRule>>)> = model
+    let routes: Vec<RouteMemo> = model
         .routes
         .iter()
-        .map(|route| {
-            let rules = route
-                .rules
-                .iter()
-                .enumerate()
-                .map(|(i, rule)| Arc::new(cx.rule(route, i, rule)))
-                .collect();
-            (route.clone(), rules)
+        .map(|route| match reuse.and_then(|p| p.memo.route(route)) {
+            Some(kept) => RouteMemo {
+                route: route.clone(),
+                ..kept.clone()
+            },
+            None => {
+                let rules: Rules = route
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, rule)| Arc::new(cx.rule(route, i, rule)))
+                    .collect();
+                let parents: Arc<[(ParentRef, ParentOutcome)]> = route
+                    .parent_refs
+                    .iter()
+                    .filter(|p| p.is_service())
+                    .map(|p| (p.clone(), cx.attach(p)))
+                    .collect();
+                let status = status::accepted_route(route, &rules, &parents);
+                RouteMemo {
+                    route: route.clone(),
+                    rules,
+                    parents,
+                    status,
+                }
+            }
         })
         .collect();
 
     // Which routes attach to which (Service, port), and as producer or consumer.
     let mut attachments: HashMap<(ObjectKey, u16), PortRoutes> = HashMap::new();
-    let mut parent_outcomes = Vec::with_capacity(compiled.len());
-    for (route, rules) in &compiled {
-        let mut outcomes = Vec::new();
-        for parent in route.parent_refs.iter().filter(|p| p.is_service()) {
-            let outcome = cx.attach(parent);
-            if let ParentOutcome::Attached { service, ports } = &outcome {
+    for RouteMemo {
+        route,
+        rules,
+        parents,
+        ..
+    } in &routes
+    {
+        for (_, outcome) in parents.iter() {
+            if let ParentOutcome::Attached { service, ports } = outcome {
                 for port in ports {
                     let entry = attachments.entry((service.clone(), *port)).or_default();
                     let list = if route.key.namespace() == service.namespace() {
@@ -74,37 +100,53 @@ pub(crate) fn compile(model: &Model, policy: GrantPolicy) -> Table {
                     }
                 }
             }
-            outcomes.push((parent.clone(), outcome));
         }
-        parent_outcomes.push((route.clone(), rules.clone(), outcomes));
     }
 
-    // Frontends: every port of every Service.
+    // Frontends: every port of every Service. One whose routes are the ones the previous
+    // table built it from is that table's frontend (its series slots included: they name
+    // the same series).
     let mut services: FastMap<Box<str>, FastMap<Box<str>, ServiceEntry>> = FastMap::default();
     let mut cluster_ips = FastMap::default();
     let all_services: Vec<&Service> = cx.services.values().copied().collect();
     for svc in all_services {
         let mut ports = Vec::with_capacity(svc.ports.len());
         for port in &svc.ports {
-            let routes = attachments
-                .remove(&(svc.key.clone(), port.port))
-                .unwrap_or_default();
-            let passthrough = cx.target(svc, port.port);
-            let frontend = Frontend {
-                service: svc.key.clone(),
-                port: port.port,
-                producer: (!routes.producer.is_empty())
-                    .then(|| Arc::new(route_set(RouteSetKind::Producer, routes.producer))),
-                consumers: routes
-                    .consumers
-                    .into_iter()
-                    .map(|(ns, list)| (ns, Arc::new(route_set(RouteSetKind::Consumer, list))))
-                    .collect(),
-                passthrough,
-                passthrough_series: SeriesSlot::default(),
-                unmatched_series: SeriesSlot::default(),
+            let key = (svc.key.clone(), port.port);
+            let routes = attachments.remove(&key).unwrap_or_default();
+            let kept = reuse.and_then(|p| {
+                p.memo
+                    .frontends
+                    .get(&key)
+                    .filter(|built_from| built_from.same_as(&routes))?;
+                p.service(svc.key.namespace(), svc.key.name())?
+                    .frontend(port.port)
+                    .cloned()
+            });
+            let frontend = match kept {
+                Some(frontend) => frontend,
+                None => Arc::new(Frontend {
+                    service: svc.key.clone(),
+                    port: port.port,
+                    producer: (!routes.producer.is_empty())
+                        .then(|| Arc::new(route_set(RouteSetKind::Producer, &routes.producer))),
+                    consumers: routes
+                        .consumers
+                        .iter()
+                        .map(|(ns, list)| {
+                            (
+                                ns.clone(),
+                                Arc::new(route_set(RouteSetKind::Consumer, list)),
+                            )
+                        })
+                        .collect(),
+                    passthrough: cx.target(svc, port.port),
+                    passthrough_series: SeriesSlot::default(),
+                    unmatched_series: SeriesSlot::default(),
+                }),
             };
-            ports.push((port.port, Arc::new(frontend)));
+            memo.frontends.insert(key, routes);
+            ports.push((port.port, frontend));
         }
         for ip in &svc.cluster_ips {
             cluster_ips.insert(*ip, svc.key.clone());
@@ -121,15 +163,14 @@ pub(crate) fn compile(model: &Model, policy: GrantPolicy) -> Table {
             );
     }
 
-    let attachments: Vec<Attachment<'_>> = parent_outcomes
-        .iter()
-        .map(|(route, rules, outcomes)| Attachment {
-            route,
-            rules,
-            parents: outcomes,
-        })
+    let statuses = status::compute(
+        routes.iter().map(|r| r.status.clone()).collect(),
+        &model.rejected,
+    );
+    memo.routes = routes
+        .into_iter()
+        .map(|r| (r.route.key.clone(), r))
         .collect();
-    let statuses = status::compute(&attachments, &model.rejected);
 
     Table {
         services,
@@ -138,25 +179,18 @@ pub(crate) fn compile(model: &Model, policy: GrantPolicy) -> Table {
         rejected: model.rejected.clone(),
         backends: cx.backends,
         backend_tls: crate::route::backend_tls::BackendTlsTable::compile(model),
+        memo,
     }
-}
-
-type RouteRules = (Arc<GrpcRoute>, Vec<Arc<CompiledRule>>);
-
-#[derive(Default)]
-struct PortRoutes {
-    producer: Vec<RouteRules>,
-    consumers: BTreeMap<Box<str>, Vec<RouteRules>>,
 }
 
 /// Orders every match of every rule of the set by the spec's precedence, continuing on
 /// ties: characters of service, characters of method, number of header matches (all
 /// larger first), then the oldest route, then `{namespace}/{name}`, then rule order (and
 /// match order, which never changes the outcome since matches of one rule share a target).
-fn route_set(kind: RouteSetKind, routes: Vec<RouteRules>) -> RouteSet {
+fn route_set(kind: RouteSetKind, routes: &[(Arc<GrpcRoute>, Rules)]) -> RouteSet {
     let mut keyed = Vec::new();
-    for (route, rules) in &routes {
-        for rule in rules {
+    for (route, rules) in routes {
+        for rule in rules.iter() {
             let series = Arc::new(RuleSeries::new(rule));
             let source = &route.rules[rule.index];
             for (m, matcher) in source.matches.iter().enumerate() {
@@ -240,13 +274,29 @@ impl<'a> Context<'a> {
         for grant in &model.grants {
             grants.entry(grant.key.namespace()).or_default().push(grant);
         }
-        Self {
+        let mut cx = Self {
             policy,
             services,
             grants,
             targets: HashMap::new(),
             backends: Vec::new(),
+        };
+        // Every port of every Service gets its slot up front, in the model's order: slot
+        // ids then depend on the Services alone, not on which routes name them first, so
+        // a table that reuses rules compiled by the previous one (whose slots carry those
+        // ids) is the table a fresh compile would build.
+        for svc in &model.services {
+            if cx
+                .services
+                .get(&svc.key)
+                .is_some_and(|kept| std::ptr::eq(*kept, &**svc))
+            {
+                for port in &svc.ports {
+                    cx.target(svc, port.port);
+                }
+            }
         }
+        cx
     }
 
     fn rule(&mut self, route: &GrpcRoute, index: usize, rule: &Rule) -> CompiledRule {

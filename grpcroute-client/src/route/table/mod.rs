@@ -1,5 +1,7 @@
 //! The compiled GRPCRoute table: immutable, built from a [`Model`], indexed for the
-//! per-call path, and replaced whole when routes, Services or grants change.
+//! per-call path, and replaced whole when routes, Services or grants change. When only
+//! routes changed, the new table shares with the one it replaces every route and frontend
+//! the change did not touch (see `memo`), so a route change costs about what it touches.
 //!
 //! Building it resolves every reference once (parentRefs to frontends, backendRefs to the
 //! backends they name, grants), precomputes the spec's precedence order, and records the
@@ -8,6 +10,7 @@
 //! runtime state, so an endpoint change never recompiles a table.
 
 mod compile;
+mod memo;
 mod status;
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
@@ -39,6 +42,8 @@ pub(crate) struct Table {
     pub(crate) backends: Vec<BackendKey>,
     /// The BackendTLSPolicy each Service port connects under, and each policy's outcome.
     pub(crate) backend_tls: super::backend_tls::BackendTlsTable,
+    /// What the next compile may reuse.
+    memo: memo::Memo,
 }
 
 #[derive(Debug)]

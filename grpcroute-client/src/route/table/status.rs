@@ -121,17 +121,9 @@ pub(super) enum ParentOutcome {
     NoMatchingParent(String),
 }
 
-pub(super) struct Attachment<'a> {
-    pub(super) route: &'a Arc<GrpcRoute>,
-    pub(super) rules: &'a [Arc<CompiledRule>],
-    pub(super) parents: &'a [(ParentRef, ParentOutcome)],
-}
-
-pub(super) fn compute(
-    attachments: &[Attachment<'_>],
-    rejected: &[InvalidObject],
-) -> Vec<RouteStatus> {
-    let mut out: Vec<RouteStatus> = attachments.iter().map(accepted_route).collect();
+/// The statuses of the accepted routes (`accepted`, from [`accepted_route`]) and of the
+/// rejected ones, sorted by route.
+pub(super) fn compute(mut out: Vec<RouteStatus>, rejected: &[InvalidObject]) -> Vec<RouteStatus> {
     for invalid in rejected
         .iter()
         .filter(|i| i.kind() == ObjectKind::GrpcRoute)
@@ -160,10 +152,14 @@ pub(super) fn compute(
     out
 }
 
-fn accepted_route(a: &Attachment<'_>) -> RouteStatus {
-    let resolved = resolved_refs(a.rules);
-    let unsupported: Vec<String> = a
-        .rules
+/// The status of a route that compiled to `rules` and attached as `parents` say.
+pub(super) fn accepted_route(
+    route: &GrpcRoute,
+    rules: &[Arc<CompiledRule>],
+    parents: &[(ParentRef, ParentOutcome)],
+) -> RouteStatus {
+    let resolved = resolved_refs(rules);
+    let unsupported: Vec<String> = rules
         .iter()
         .filter_map(|r| {
             r.filters
@@ -172,10 +168,9 @@ fn accepted_route(a: &Attachment<'_>) -> RouteStatus {
                 .map(|why| format!("{}: {why}", r.describe()))
         })
         .collect();
-    let all_unsupported = !a.rules.is_empty() && unsupported.len() == a.rules.len();
+    let all_unsupported = !rules.is_empty() && unsupported.len() == rules.len();
 
-    let parents = a
-        .parents
+    let parents = parents
         .iter()
         .map(|(parent, outcome)| {
             let accepted = match outcome {
@@ -211,8 +206,8 @@ fn accepted_route(a: &Attachment<'_>) -> RouteStatus {
         })
         .collect();
     RouteStatus {
-        route: a.route.key.clone(),
-        generation: a.route.generation,
+        route: route.key.clone(),
+        generation: route.generation,
         parents,
     }
 }

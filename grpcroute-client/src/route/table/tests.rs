@@ -16,7 +16,7 @@ use crate::{
 };
 
 fn compile_with(resources: &Resources, policy: GrantPolicy) -> Table {
-    compile(&resources.to_model(), policy)
+    compile(&resources.to_model(), policy, None)
 }
 
 fn snapshot(resources: &Resources) -> Table {
@@ -983,4 +983,331 @@ fn a_table_reaches_the_call_series_of_its_frontends_rules_and_backends() {
         None
     )));
     assert!(s.reaches(&key(None, None, None)), "unrouted calls");
+}
+
+// --- 11. incremental compilation -----------------------------------------------------------
+
+/// Everything calls and statuses can observe of a table, in a canonical order: every
+/// frontend with its route sets (candidates in order, their matches, rules, backends with
+/// their slots and weights, filters), pass-through slots, Cluster IPs, the backend of
+/// every slot, statuses and rejected objects.
+fn observe(t: &Table) -> String {
+    use std::fmt::Write as _;
+    fn set(out: &mut String, name: &str, s: &RouteSet) {
+        let _ = writeln!(out, "  {name} {:?} [{}]", s.kind, s.routes_label);
+        let mut by_service: Vec<_> = s.by_service.iter().collect();
+        by_service.sort_by(|a, b| a.0.cmp(b.0));
+        let lists = std::iter::once(("*", &s.generic))
+            .chain(by_service.into_iter().map(|(k, v)| (&**k, v)));
+        for (service, candidates) in lists {
+            let _ = writeln!(out, "   {service}:");
+            for c in candidates.iter() {
+                let _ = writeln!(
+                    out,
+                    "    {:?} indexed={} slots={} {:?} cumulative={:?}",
+                    c.matcher,
+                    c.service_indexed,
+                    c.series.backends.len(),
+                    c.rule,
+                    c.rule.cumulative
+                );
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut services: Vec<_> = t.services.values().flat_map(|m| m.values()).collect();
+    services.sort_by(|a, b| a.key.cmp(&b.key));
+    for s in services {
+        for (port, f) in &s.ports {
+            let _ = writeln!(
+                out,
+                "{}:{port} ({}:{}) passthrough {:?}",
+                s.key, f.service, f.port, f.passthrough
+            );
+            if let Some(p) = &f.producer {
+                set(&mut out, "producer", p);
+            }
+            let mut consumers: Vec<_> = f.consumers.iter().collect();
+            consumers.sort_by(|a, b| a.0.cmp(b.0));
+            for (ns, c) in consumers {
+                set(&mut out, &format!("consumer {ns}"), c);
+            }
+        }
+    }
+    let mut ips: Vec<_> = t.cluster_ips.iter().collect();
+    ips.sort();
+    let _ = writeln!(out, "cluster IPs {ips:?}");
+    let _ = writeln!(out, "backends {:?}", t.backends);
+    let _ = writeln!(out, "statuses {:#?}", t.statuses);
+    let _ = writeln!(out, "rejected {:?}", t.rejected);
+    out
+}
+
+/// A small deterministic generator, so a failure names the step that caused it.
+struct Steps(u64);
+
+impl Steps {
+    fn next(&mut self, n: u64) -> u64 {
+        // xorshift64
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A route whose parent, matches, backends and filters all follow from `seed`: producer
+/// and consumer routes, unknown ports and Services, cross-namespace backends, mirrors.
+fn varied_route(ns: &str, name: &str, seed: u64) -> GrpcRoute {
+    let pick = |shift: u32, n: u64| (seed >> shift) % n;
+    let parent_port = [None, Some(50051), Some(50052), Some(50053)][pick(0, 4) as usize];
+    let mut r = if pick(2, 3) == 0 && ns == "web" {
+        route(ns, name).parent_service_in("shop", "front", parent_port)
+    } else {
+        route(ns, name).parent_service(["front", "front2"][pick(4, 2) as usize], parent_port)
+    };
+    let matches = [
+        Match::method("p.S", "A"),
+        Match::method("p.S", "B"),
+        Match::service("p.S"),
+        Match::any(),
+        Match::method("p.T", "A").header("x-tier", "gold"),
+        Match::regex(Some("p\\..*"), None),
+    ];
+    let backend = |shift: u32| {
+        Backend::service(
+            ["a", "b", "c", "gone"][pick(shift, 4) as usize],
+            [50051, 50051, 50052, 9999][pick(shift + 2, 4) as usize],
+        )
+        .namespace(["shop", "web"][pick(shift + 4, 2) as usize])
+        .weight(pick(shift + 5, 3) as u32)
+    };
+    let mut first = Rule::new()
+        .matches(matches[pick(8, 6) as usize].clone())
+        .backend(backend(11));
+    if pick(17, 2) == 0 {
+        first = first.backend(backend(18));
+    }
+    r = r.rule(first);
+    if pick(24, 2) == 0 {
+        let mut second = Rule::new()
+            .name("second")
+            .matches(matches[pick(25, 6) as usize].clone())
+            .backend(backend(28));
+        if pick(35, 2) == 0 {
+            second = second.mirror(["b", "c", "gone"][pick(36, 3) as usize], 50051, 50);
+        }
+        if pick(38, 2) == 0 {
+            second = second.set_request_header("x-from", name);
+        }
+        r = r.rule(second);
+    }
+    r.build()
+}
+
+/// The configuration a step of the incremental test compiles.
+#[derive(Clone)]
+struct World {
+    routes: Vec<(&'static str, String, u64)>,
+    extra_port: bool,
+    b_protocol: Option<&'static str>,
+    with_c: bool,
+    grants: Vec<(&'static str, String, &'static str, Option<&'static str>)>,
+    policy: GrantPolicy,
+}
+
+impl World {
+    fn resources(&self) -> Resources {
+        let mut r = Resources::new();
+        for (ns, names) in [
+            ("shop", &["front", "front2", "a", "b", "c"][..]),
+            ("web", &["w", "a", "b"][..]),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                if *name == "c" && !self.with_c {
+                    continue;
+                }
+                let mut s = service(ns, name)
+                    .cluster_ip(&format!("10.96.{}.{}", ns.len(), i + 1))
+                    .port("grpc", 50051);
+                if self.extra_port && *name == "a" {
+                    s = s.port("extra", 50052);
+                }
+                let mut s = s.build();
+                if *name == "b"
+                    && let Some(p) = self.b_protocol
+                {
+                    s.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].app_protocol =
+                        Some(p.into());
+                }
+                r.push(s);
+            }
+        }
+        for (ns, name, seed) in &self.routes {
+            r.push(varied_route(ns, name, *seed));
+        }
+        for (ns, name, from, to) in &self.grants {
+            r.push(grant(ns, name, from, *to));
+        }
+        r
+    }
+}
+
+#[test]
+fn an_incremental_compile_gives_the_table_a_fresh_compile_gives() {
+    for seed in [1u64, 7, 42, 1234] {
+        let mut steps = Steps(0x9e37_79b9_7f4a_7c15 ^ seed);
+        let mut world = World {
+            routes: (0..8)
+                .map(|i| {
+                    (
+                        ["shop", "web"][i % 2],
+                        format!("r{i}"),
+                        steps.next(u64::MAX),
+                    )
+                })
+                .collect(),
+            extra_port: false,
+            b_protocol: None,
+            with_c: true,
+            grants: Vec::new(),
+            policy: GrantPolicy::Permissive,
+        };
+        let mut previous = compile(&world.resources().to_model(), world.policy, None);
+        let mut names = world.routes.len();
+        for step in 0..150 {
+            let what = match steps.next(10) {
+                0..=2 if !world.routes.is_empty() => {
+                    let i = steps.next(world.routes.len() as u64) as usize;
+                    world.routes[i].2 = steps.next(u64::MAX);
+                    "route edited"
+                }
+                3 => {
+                    names += 1;
+                    let ns = ["shop", "web"][steps.next(2) as usize];
+                    world
+                        .routes
+                        .push((ns, format!("r{names}"), steps.next(u64::MAX)));
+                    "route added"
+                }
+                4 if !world.routes.is_empty() => {
+                    let i = steps.next(world.routes.len() as u64) as usize;
+                    world.routes.remove(i);
+                    "route removed"
+                }
+                5 => {
+                    world.extra_port = !world.extra_port;
+                    "Service port added or removed"
+                }
+                6 => {
+                    world.b_protocol = match world.b_protocol {
+                        None => Some("http"),
+                        Some(_) => None,
+                    };
+                    "appProtocol changed"
+                }
+                7 => {
+                    if world.grants.is_empty() || steps.next(2) == 0 {
+                        let to = [None, Some("a"), Some("b")][steps.next(3) as usize];
+                        let ns = ["shop", "web"][steps.next(2) as usize];
+                        let from = if ns == "shop" { "web" } else { "shop" };
+                        world.grants.push((ns, format!("g{step}"), from, to));
+                        "grant added"
+                    } else {
+                        world.grants.remove(0);
+                        "grant removed"
+                    }
+                }
+                8 => {
+                    if steps.next(2) == 0 {
+                        world.with_c = !world.with_c;
+                        "Service removed or added"
+                    } else {
+                        world.policy = match world.policy {
+                            GrantPolicy::Permissive => GrantPolicy::Strict,
+                            GrantPolicy::Strict => GrantPolicy::Permissive,
+                        };
+                        "policy changed"
+                    }
+                }
+                _ => "nothing changed",
+            };
+            let model = world.resources().to_model();
+            let fresh = compile(&model, world.policy, None);
+            let incremental = compile(&model, world.policy, Some(&previous));
+            assert_eq!(
+                observe(&incremental),
+                observe(&fresh),
+                "seed {seed}, step {step}: {what}"
+            );
+            previous = incremental;
+        }
+    }
+}
+
+/// The rules of the route `name` in `t`, by their place in memory.
+fn rules_of(t: &Table, name: &str) -> Vec<*const CompiledRule> {
+    t.memo
+        .routes
+        .values()
+        .find(|m| m.route.key.name() == name)
+        .map(|m| m.rules.iter().map(Arc::as_ptr).collect())
+        .unwrap_or_default()
+}
+
+fn frontend_of(t: &Table, service: &str) -> Arc<Frontend> {
+    t.service("shop", service)
+        .and_then(|s| s.frontend(50051))
+        .cloned()
+        .unwrap()
+}
+
+#[test]
+fn a_route_change_compiles_that_route_and_its_frontend_only() {
+    let world = |b_weight: u32| {
+        base("shop")
+            .with(service("shop", "front2").port("grpc", 50051))
+            .with(
+                route("shop", "one")
+                    .parent_service("front", None)
+                    .rule(Rule::new().backend(Backend::service("a", 50051).weight(b_weight))),
+            )
+            .with(
+                route("shop", "two")
+                    .parent_service("front2", None)
+                    .rule(Rule::new().backend(Backend::service("b", 50051))),
+            )
+    };
+    let first = compile(&world(1).to_model(), GrantPolicy::Permissive, None);
+    let second = compile(&world(2).to_model(), GrantPolicy::Permissive, Some(&first));
+    assert_eq!(
+        rules_of(&first, "two"),
+        rules_of(&second, "two"),
+        "the unchanged route's rules are reused"
+    );
+    assert!(Arc::ptr_eq(
+        &frontend_of(&first, "front2"),
+        &frontend_of(&second, "front2")
+    ));
+    assert_ne!(rules_of(&first, "one"), rules_of(&second, "one"));
+    assert!(!Arc::ptr_eq(
+        &frontend_of(&first, "front"),
+        &frontend_of(&second, "front")
+    ));
+    assert_eq!(
+        second
+            .statuses
+            .iter()
+            .map(|s| s.route.name())
+            .collect::<Vec<_>>(),
+        ["one", "two"]
+    );
+
+    // A change to what rules resolve against (here the policy) reuses nothing.
+    let strict = compile(&world(2).to_model(), GrantPolicy::Strict, Some(&second));
+    assert_ne!(rules_of(&second, "two"), rules_of(&strict, "two"));
+    assert!(!Arc::ptr_eq(
+        &frontend_of(&second, "front2"),
+        &frontend_of(&strict, "front2")
+    ));
 }
