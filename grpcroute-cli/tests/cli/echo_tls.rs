@@ -426,3 +426,93 @@ fn unusable_files_stop_it_at_start_naming_the_file() {
     std::fs::write(&key, "not a key\n").unwrap();
     echo_tls(dir.path()).input_error(&[path_str(&key), "has no PEM private key"]);
 }
+
+/// Every document of a shipped manifest file under `examples/kubernetes/`.
+fn shipped(file: &str) -> Vec<serde_json::Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/kubernetes")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.split("\n---\n")
+        .map(|doc| serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{file}: {e}")))
+        .filter(|doc: &serde_json::Value| !doc.is_null())
+        .collect()
+}
+
+/// The mTLS example's backends are the plaintext ones (same Deployments, labels, ports)
+/// with `--tls-dir` on the csi-driver-spiffe volume, no gRPC probe (it cannot present a
+/// certificate), and a ServiceAccount the driver may create CertificateRequests for.
+#[test]
+fn the_mtls_example_backends_are_the_plaintext_ones_with_tls_dir() {
+    let plain = shipped("backends.yaml");
+    let mtls = shipped("mtls/backends.yaml");
+    assert_eq!(plain.len(), mtls.len());
+    let rbac = shipped("mtls/rbac.yaml");
+    let bound: Vec<&serde_json::Value> = rbac
+        .iter()
+        .filter(|d| d["kind"] == "RoleBinding")
+        .flat_map(|d| d["subjects"].as_array().unwrap())
+        .map(|s| &s["name"])
+        .collect();
+    for (p, m) in plain.iter().zip(&mtls) {
+        let name = &m["metadata"]["name"];
+        assert_eq!(p["metadata"], m["metadata"]);
+        assert_eq!(p["spec"]["selector"], m["spec"]["selector"], "{name}");
+        assert_eq!(
+            p["spec"]["template"]["metadata"],
+            m["spec"]["template"]["metadata"]
+        );
+        let (pc, mc) = (
+            &p["spec"]["template"]["spec"]["containers"][0],
+            &m["spec"]["template"]["spec"]["containers"][0],
+        );
+        assert_eq!(pc["ports"], mc["ports"], "{name}");
+        let args: Vec<&str> = mc["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let plain_args: Vec<&str> = pc["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args[..plain_args.len()], plain_args[..], "{name}");
+        let ["--tls-dir", dir] = args[plain_args.len()..] else {
+            panic!("{name}: {args:?}");
+        };
+        let mount = mc["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["mountPath"] == dir)
+            .unwrap_or_else(|| panic!("{name}: nothing mounted at {dir}"));
+        let volume = m["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        assert_eq!(
+            volume["csi"]["driver"], "spiffe.csi.cert-manager.io",
+            "{name}"
+        );
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert!(
+                mc[probe]["grpc"].is_null() && !mc[probe]["tcpSocket"].is_null(),
+                "{name} {probe}"
+            );
+        }
+        let account = &m["spec"]["template"]["spec"]["serviceAccountName"];
+        assert!(
+            bound.contains(&account),
+            "{name}: {account} may not create CertificateRequests"
+        );
+    }
+    assert!(
+        bound.iter().any(|s| *s == "mesh-client"),
+        "the client's ServiceAccount is bound"
+    );
+}
