@@ -154,6 +154,13 @@ pub(crate) struct EchoArgs {
     /// The name reported in x-echo-backend (default: $POD_NAME, $HOSTNAME, or "echo").
     #[arg(long, value_name = "NAME")]
     pub(crate) name: Option<String>,
+    /// Serve gRPC over mutual TLS (ALPN h2) with the X.509 SVID in DIR, in cert-manager
+    /// csi-driver-spiffe's layout: tls.crt (certificate chain), tls.key (its key), ca.crt
+    /// (the CAs client certificates must chain to). Every caller must present a
+    /// certificate; its SPIFFE ID is echoed in x-echo-peer. Renewed files are used from the
+    /// next connection on, without a restart.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) tls_dir: Option<PathBuf>,
     /// Print the bound address as a JSON line.
     #[arg(long)]
     pub(crate) json: bool,

@@ -18,6 +18,7 @@ mod args;
 mod call;
 mod check;
 mod echo;
+mod echo_tls;
 mod explain;
 mod input;
 mod leader;

@@ -10,11 +10,22 @@ use std::{
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 
-use crate::{AUTHORITY_HEADER, BACKEND_HEADER, REQUEST_HEADER_PREFIX};
+use crate::{AUTHORITY_HEADER, BACKEND_HEADER, PEER_HEADER, REQUEST_HEADER_PREFIX};
 
 /// The `:authority` of the request, for handlers (tonic passes request extensions on).
 #[derive(Clone, Debug)]
 pub(crate) struct RequestAuthority(pub(crate) String);
+
+/// Who the caller is, as its connection authenticated it: the `Connected::ConnectInfo` of
+/// the connections given to
+/// [`EchoServer::start_with_incoming`](crate::EchoServer::start_with_incoming) (tonic puts
+/// it in each request's extensions), reported in [`PEER_HEADER`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The SPIFFE ID (URI SAN) of the client certificate; `None` when it has none (then
+    /// no header is sent).
+    pub spiffe_id: Option<String>,
+}
 
 /// A request as the server received it: what tests check of mirrored and routed calls.
 #[derive(Clone, Debug)]
@@ -116,7 +127,15 @@ where
                     .map(String::from)
             })
             .unwrap_or_default();
-        let extra = echoed(req.headers(), &authority, &self.backend);
+        let mut extra = echoed(req.headers(), &authority, &self.backend);
+        let peer = req
+            .extensions()
+            .get::<PeerIdentity>()
+            .and_then(|p| p.spiffe_id.as_deref())
+            .and_then(|id| HeaderValue::from_str(id).ok());
+        if let Some(peer) = peer {
+            extra.insert(PEER_HEADER, peer);
+        }
         {
             let mut log = self.received.lock().unwrap_or_else(|e| e.into_inner());
             if log.len() == RECEIVED_KEPT {

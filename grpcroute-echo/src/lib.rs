@@ -13,7 +13,10 @@
 //!   any protobuf response type;
 //! - `grpc.health.v1.Health` reports SERVING, so Kubernetes gRPC probes work.
 //!
-//! Every accepted connection has TCP_NODELAY set.
+//! Every accepted connection has TCP_NODELAY set. [`EchoServer::start_with_incoming`] serves
+//! connections accepted by the caller instead (the `grpcroute echo --tls-dir` command's
+//! mutual TLS); when they name the caller ([`PeerIdentity`]), responses carry
+//! `x-echo-peer: <caller's SPIFFE ID>`.
 
 mod codec;
 mod headers;
@@ -21,7 +24,7 @@ mod server;
 
 pub use self::{
     codec::RawCodec,
-    headers::Received,
+    headers::{PeerIdentity, Received},
     server::{EchoConfig, EchoServer, StartError},
 };
 
@@ -41,5 +44,8 @@ pub mod pb {
 pub const BACKEND_HEADER: &str = "x-echo-backend";
 /// Response metadata carrying the request's `:authority`.
 pub const AUTHORITY_HEADER: &str = "x-echo-authority";
+/// Response metadata with the caller's SPIFFE ID, when its connection authenticated one
+/// ([`PeerIdentity`]).
+pub const PEER_HEADER: &str = "x-echo-peer";
 /// Prefix of the response metadata echoing each request metadata key.
 pub const REQUEST_HEADER_PREFIX: &str = "x-echo-request-";

@@ -17,11 +17,20 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Frame;
 use http_body_util::StreamBody;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::oneshot,
+    task::JoinHandle,
+};
+use tokio_stream::Stream;
 use tonic::{
     server::NamedService,
     service::Routes,
-    transport::{Server, server::TcpIncoming},
+    transport::{
+        Server,
+        server::{Connected, TcpIncoming},
+    },
 };
 
 use crate::{
@@ -145,6 +154,34 @@ impl EchoServer {
             addr: config.listen,
             source,
         })?;
+        // tonic's `serve_with_incoming` ignores `Server::tcp_nodelay`; the incoming stream
+        // must set it, or Nagle plus delayed ACKs adds ~40 ms to small responses.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        Self::start_with_incoming(config, addr, incoming).await
+    }
+
+    /// Starts serving the connections `incoming` yields (e.g. TLS streams accepted by the
+    /// caller), in the background; `addr` is what [`EchoServer::addr`] reports, and
+    /// `config.listen` is not used. Setting TCP_NODELAY on the sockets is the caller's
+    /// job. When the connections' [`Connected::ConnectInfo`] is a
+    /// [`PeerIdentity`](crate::PeerIdentity) naming the caller, every response on them
+    /// carries [`PEER_HEADER`](crate::PEER_HEADER).
+    ///
+    /// Errors `incoming` yields are skipped (tonic logs them at trace level).
+    ///
+    /// # Errors
+    ///
+    /// When the name is not a valid metadata value.
+    pub async fn start_with_incoming<I, IO, IE>(
+        config: EchoConfig,
+        addr: SocketAddr,
+        incoming: I,
+    ) -> Result<Self, StartError>
+    where
+        I: Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
         let backend = HeaderValue::from_str(&config.name)
             .map_err(|_| StartError::Name(config.name.clone()))?;
         let calls = Arc::new(AtomicU64::new(0));
@@ -163,9 +200,6 @@ impl EchoServer {
             .into_axum_router()
             .fallback_service(AnyMethod { echo });
 
-        // tonic's `serve_with_incoming` ignores `Server::tcp_nodelay`; the incoming stream
-        // must set it, or Nagle plus delayed ACKs adds ~40 ms to small responses.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(
             Server::builder()

@@ -8,6 +8,7 @@ mod alerts;
 mod call;
 mod check;
 mod echo;
+mod echo_tls;
 mod explain;
 mod status_controller;
 mod support;

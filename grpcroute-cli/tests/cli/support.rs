@@ -136,6 +136,20 @@ impl Echo {
         }
     }
 
+    /// Starts one named `name` serving mutual TLS with the files in `dir`
+    /// (`--tls-dir`), and reads its `--json` line.
+    pub(crate) fn start_tls(name: &str, dir: &Path) -> Self {
+        let dir = dir.to_str().expect("a UTF-8 temporary path");
+        let (child, banner) = spawn_echo(&["--name", name, "--json", "--tls-dir", dir]);
+        let line: Value = serde_json::from_str(&banner).expect("a JSON line");
+        let addr = line["listen"].as_str().unwrap().parse().unwrap();
+        Self {
+            child,
+            addr,
+            banner,
+        }
+    }
+
     /// Starts one with the human banner.
     pub(crate) fn start_human(name: &str) -> Self {
         let (child, banner) = spawn_echo(&["--name", name]);
