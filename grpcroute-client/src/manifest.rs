@@ -292,12 +292,16 @@ fn read_object(value: Value, out: &mut Resources, problems: &mut Vec<Problem>) {
             })
         }
         ("gateway.networking.k8s.io/v1", "BackendTLSPolicy") => {
-            typed::<gateway_api::backendtlspolicies::BackendTlsPolicy>(
-                value,
-                ObjectKind::BackendTlsPolicy,
-                &name,
-            )
-                .map(|o| out.push(Object::BackendTlsPolicy(o)))
+            // Decoded as the Kubernetes source does, so that a policy whose spec does not
+            // decode still claims the targets it names (its rejection carries them).
+            metadata(&value, &kind, &name).and_then(|meta| {
+                decode::backend_tls_policy(&meta, &value, DEFAULT_NAMESPACE)
+                    .map(|d| {
+                        ignored(&kind, &name, &d.unknown);
+                        out.push(Object::BackendTlsPolicy(d.object));
+                    })
+                    .map_err(Problem::from)
+            })
         }
         ("v1", "ConfigMap") => typed::<k8s_openapi::api::core::v1::ConfigMap>(value, ObjectKind::ConfigMap, &name)
             .map(|o| out.push(Object::ConfigMap(o))),

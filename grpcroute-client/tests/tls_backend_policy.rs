@@ -2,7 +2,8 @@
 //! Service port connects with TLS, sends the policy's hostname as SNI and verifies the
 //! server against the policy's CA ConfigMap and hostname (or subjectAltNames); a policy
 //! that cannot be honoured fails the calls `UNAVAILABLE` naming the policy and the
-//! ConfigMap, never falling back to plaintext.
+//! ConfigMap, never falling back to plaintext. So does a policy this client cannot even
+//! decode (a value of a newer Gateway API release), whose targets can still be read.
 
 mod tls_support;
 
@@ -498,4 +499,270 @@ async fn kube_config_map_selector_and_turning_policies_off() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(!status.message().contains("BackendTLSPolicy"), "{status:?}");
     assert_eq!(s.calls(), served);
+}
+
+/// A BackendTLSPolicy `shop/cart-tls` this client cannot decode: a SAN `type` of a later
+/// Gateway API release. It targets `cart`'s port `grpc` and the whole of Service `plain`.
+const UNDECODABLE_POLICY: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: cart-tls, namespace: shop}
+spec:
+  targetRefs:
+  - {group: "", kind: Service, name: cart, sectionName: grpc}
+  - {group: "", kind: Service, name: plain}
+  validation:
+    caCertificateRefs: [{group: "", kind: ConfigMap, name: cart-ca}]
+    hostname: cart.example.com
+    subjectAltNames: [{type: IPAddress, ipAddress: 127.0.0.1}]
+"#;
+
+/// The field of [`UNDECODABLE_POLICY`] that does not decode.
+const UNDECODABLE_FIELD: &str = "spec.validation.subjectAltNames[0].type";
+
+/// Services `plain` and `other` (port `grpc` 50051), both served by the plaintext echo
+/// server at `addr`.
+fn plain_services_yaml(addr: SocketAddr) -> String {
+    ["plain", "other"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            format!(
+                r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  clusterIP: 10.96.0.2{i}
+  ports: [{{name: grpc, port: 50051}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: shop
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: grpc, port: {port}}}]
+endpoints: [{{addresses: ["{ip}"], conditions: {{ready: true}}}}]
+"#,
+                port = addr.port(),
+                ip = addr.ip(),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// One Echo call to `{service}.shop:50051`: the backend that answered, or the status.
+async fn echo(mesh: &Mesh, service: &str) -> Result<String, tonic::Status> {
+    use grpcroute_echo::pb::{EchoRequest, grpc_echo_client::GrpcEchoClient};
+    let channel = mesh
+        .channel(&format!("{service}.shop:50051"))
+        .expect("a Service address");
+    let mut request = tonic::Request::new(EchoRequest {});
+    request.set_timeout(Duration::from_secs(2));
+    let response = tokio::time::timeout(BOUND, GrpcEchoClient::new(channel).echo(request))
+        .await
+        .unwrap_or_else(|_| panic!("echo to {service}: the call finishes within the bound"))?;
+    Ok(response
+        .metadata()
+        .get("x-echo-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// `shop/cart-tls`'s `Accepted` condition: `(status, reason, message)`.
+fn cart_tls_accepted(mesh: &Mesh) -> (grpcroute_client::ConditionStatus, String, String) {
+    let statuses = mesh.backend_tls_policies();
+    let status = statuses
+        .iter()
+        .find(|s| s.policy.to_string() == "shop/cart-tls")
+        .unwrap_or_else(|| panic!("no status for shop/cart-tls: {statuses:#?}"));
+    let c = &status.conditions[0];
+    assert_eq!(c.type_, "Accepted");
+    (c.status, c.reason.clone(), c.message.clone())
+}
+
+/// With [`UNDECODABLE_POLICY`] in force: every call to its targets fails `UNAVAILABLE`
+/// naming the policy and the field (nothing goes out in plaintext, which `plain`'s echo
+/// server would have answered), the Service it does not target keeps working, its status
+/// and `explain` say why, and it is still counted as rejected. `step` names the check.
+async fn assert_fails_closed(mesh: &Mesh, s: &TlsServer, step: &str) {
+    let served = s.calls();
+    let routed = call_front(mesh)
+        .await
+        .expect_err("the routed call to cart fails");
+    let direct = call(mesh).await.expect_err("the direct call to cart fails");
+    let plain = echo(mesh, "plain")
+        .await
+        .expect_err("the call to plain fails: no plaintext fallback");
+    for status in [&routed, &direct, &plain] {
+        assert_eq!(status.code(), Code::Unavailable, "{step}: {status:?}");
+        for part in [
+            "BackendTLSPolicy shop/cart-tls is invalid",
+            UNDECODABLE_FIELD,
+            "unknown variant `IPAddress`",
+        ] {
+            assert!(
+                status.message().contains(part),
+                "{step}: says {part:?}: {status:?}"
+            );
+        }
+    }
+    assert!(routed.message().contains(BACKEND), "{step}: {routed:?}");
+    assert_eq!(s.calls(), served, "{step}: nothing reached cart");
+    assert_eq!(
+        echo(mesh, "other").await.as_deref().ok(),
+        Some("plain"),
+        "{step}: the Service no policy targets keeps working"
+    );
+
+    let (status, reason, message) = cart_tls_accepted(mesh);
+    assert_eq!(
+        (status, reason.as_str()),
+        (grpcroute_client::ConditionStatus::False, "Invalid"),
+        "{step}: {message}"
+    );
+    assert!(message.contains(UNDECODABLE_FIELD), "{step}: {message}");
+    let statuses = mesh.backend_tls_policies();
+    let targets: Vec<String> = statuses[0]
+        .targets
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(targets, ["shop/cart", "shop/plain"], "{step}");
+
+    let rejected = mesh.rejected();
+    assert_eq!(rejected.len(), 1, "{step}: {rejected:?}");
+    assert_eq!(rejected[0].key().to_string(), "shop/cart-tls", "{step}");
+    assert_eq!(rejected[0].field(), UNDECODABLE_FIELD, "{step}");
+
+    let explanation = mesh.explain(&grpcroute_client::CallDescription {
+        target: "plain.shop:50051".into(),
+        path: "/grpc.echo.Echo/Echo".into(),
+        ..grpcroute_client::CallDescription::default()
+    });
+    let tls = explanation.backends[0]
+        .tls
+        .as_ref()
+        .unwrap_or_else(|| panic!("{step}: explain shows the policy: {explanation:#?}"));
+    assert_eq!(tls.policy.as_deref(), Some("shop/cart-tls"), "{step}");
+    assert!(!tls.enabled, "{step}: {tls:?}");
+    let note = tls.note.as_deref().unwrap_or_default();
+    assert!(note.contains(UNDECODABLE_FIELD), "{step}: {tls:?}");
+}
+
+/// After the policy was edited to a valid one (targeting `cart` only): `cart`'s calls
+/// succeed over TLS, `plain` is plaintext again, the policy is accepted and nothing is
+/// rejected.
+async fn assert_recovered(mesh: &Mesh, s: &TlsServer, step: &str) {
+    tokio::time::timeout(BOUND, async {
+        while call_front(mesh).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{step}: cart's calls never succeeded over TLS"));
+    call(mesh).await.expect("the direct call succeeds over TLS");
+    assert!(
+        !s.presented().is_empty(),
+        "{step}: TLS handshakes completed"
+    );
+    assert_eq!(
+        echo(mesh, "plain").await.as_deref().ok(),
+        Some("plain"),
+        "{step}"
+    );
+    assert_eq!(
+        cart_tls_accepted(mesh).0,
+        grpcroute_client::ConditionStatus::True,
+        "{step}"
+    );
+    assert!(mesh.rejected().is_empty(), "{step}: {:?}", mesh.rejected());
+}
+
+/// A policy the manifests hold that this client cannot decode fails its targets closed
+/// (the documented fail-open gap, closed); fixed, TLS works; broken again, closed again.
+#[tokio::test]
+async fn manifests_an_undecodable_policy_fails_its_targets_closed() {
+    let ca = Ca::new("backend CA").unwrap();
+    let s = server(&ca.issue(&Leaf::dns(HOSTNAME)).unwrap()).await;
+    let plain = grpcroute_echo::EchoServer::start(grpcroute_echo::EchoConfig::new("plain"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "cart.yaml", &service_yaml(s.addr()));
+    write(dir.path(), "plain.yaml", &plain_services_yaml(plain.addr()));
+    write(dir.path(), "ca.yaml", &config_map_yaml("cart-ca", &ca));
+    write(dir.path(), "policy.yaml", UNDECODABLE_POLICY);
+    let mesh = mesh(dir.path()).await;
+    assert_fails_closed(&mesh, &s, "manifests, initially").await;
+
+    write(
+        dir.path(),
+        "policy.yaml",
+        &policy_yaml("cart-ca", HOSTNAME, ""),
+    );
+    assert_recovered(&mesh, &s, "manifests, fixed").await;
+
+    write(dir.path(), "policy.yaml", UNDECODABLE_POLICY);
+    tokio::time::timeout(BOUND, async {
+        while echo(&mesh, "plain").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("manifests, broken again: plain's calls fail within the bound");
+    assert_fails_closed(&mesh, &s, "manifests, broken again").await;
+}
+
+/// The same through the Kubernetes source (the test API server serving the policy's JSON
+/// as a newer CRD would): in the initial list, edited to valid, and edited back (a
+/// MODIFIED event) to undecodable.
+#[tokio::test]
+async fn kube_an_undecodable_policy_fails_its_targets_closed() {
+    use grpcroute_client::source::KubeSource;
+    use grpcroute_test_apiserver::ApiServer;
+
+    let ca = Ca::new("backend CA").unwrap();
+    let s = server(&ca.issue(&Leaf::dns(HOSTNAME)).unwrap()).await;
+    let plain = grpcroute_echo::EchoServer::start(grpcroute_echo::EchoConfig::new("plain"))
+        .await
+        .unwrap();
+    let api = ApiServer::start().await;
+    let apply = |yaml: &str| {
+        for doc in yaml.split("\n---\n").filter(|d| !d.trim().is_empty()) {
+            let object: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
+            api.apply(object).unwrap();
+        }
+    };
+    apply(&service_yaml(s.addr()));
+    apply(&plain_services_yaml(plain.addr()));
+    apply(&config_map_yaml("cart-ca", &ca));
+    apply(UNDECODABLE_POLICY);
+    let source =
+        KubeSource::with_client(api.client().unwrap()).watch_timeout(Duration::from_secs(2));
+    let mesh = Mesh::builder()
+        .namespace("web")
+        .tls(TlsMode::Policy)
+        .ready_timeout(BOUND)
+        .connect_backoff(Duration::from_millis(5), Duration::from_millis(20))
+        .build_with_source(source);
+    tokio::time::timeout(BOUND, mesh.ready())
+        .await
+        .expect("kube_an_undecodable_policy: initial sync within the bound");
+    assert_fails_closed(&mesh, &s, "kube, initial list").await;
+
+    apply(&policy_yaml("cart-ca", HOSTNAME, ""));
+    assert_recovered(&mesh, &s, "kube, fixed").await;
+
+    apply(UNDECODABLE_POLICY);
+    tokio::time::timeout(BOUND, async {
+        while echo(&mesh, "plain").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("kube, broken again: plain's calls fail within the bound");
+    assert_fails_closed(&mesh, &s, "kube, broken again").await;
 }

@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-use super::{InvalidObject, ObjectKind, object_key, route};
+use super::{InvalidObject, ObjectKind, object_key, route, tls_policy};
 
 /// A decoded object, and the fields of its spec that the API types ignored.
 #[derive(Debug)]
@@ -91,23 +91,31 @@ pub(crate) fn reference_grant(
 /// A BackendTLSPolicy from its metadata and the rest of its JSON, decoded on its own for
 /// the same reason as routes: a newer release's enum value in one policy must not stop
 /// the watch of all of them.
-#[cfg(feature = "kube")]
+///
+/// Rejecting such a policy alone would leave its targets without TLS: it would fail open
+/// to plaintext, where a policy that decodes but cannot be honoured fails its targets'
+/// connections. So when the spec does not decode but its `targetRefs` do, the rejection
+/// carries the policy, invalid and naming the field, that still claims those targets
+/// ([`InvalidObject::claimed_policy`]); with unreadable `targetRefs` there is nothing to
+/// claim and the policy is only rejected.
 pub(crate) fn backend_tls_policy(
     metadata: &ObjectMeta,
     data: &Value,
     default_namespace: &str,
 ) -> Result<Decoded<gateway_api::backendtlspolicies::BackendTlsPolicy>, InvalidObject> {
     use gateway_api::backendtlspolicies::{BackendTlsPolicy, BackendTlsPolicySpec};
-    let (spec, unknown) = match spec_from::<BackendTlsPolicySpec>(spec_of(data)) {
+    let spec = spec_of(data);
+    let (spec, unknown) = match spec_from::<BackendTlsPolicySpec>(spec) {
         Ok(decoded) => decoded,
         Err((field, message)) => {
             let key = object_key(ObjectKind::BackendTlsPolicy, metadata, default_namespace)?;
-            return Err(InvalidObject::new(
-                ObjectKind::BackendTlsPolicy,
-                &key,
-                field,
-                message,
-            ));
+            let claim =
+                tls_policy::undecodable_backend_tls_policy(metadata, spec, &key, &field, &message);
+            let invalid = InvalidObject::new(ObjectKind::BackendTlsPolicy, &key, field, message);
+            return Err(match claim {
+                Some(policy) => invalid.with_claimed_policy(policy),
+                None => invalid,
+            });
         }
     };
     Ok(Decoded {
@@ -313,6 +321,76 @@ mod tests {
         }});
         let decoded = reference_grant(&meta(1), &grant, "default").unwrap();
         assert_eq!(decoded.unknown, Vec::<String>::new());
+    }
+
+    fn policy_with_san(san: Value) -> Value {
+        json!({"spec": {
+            "targetRefs": [
+                {"group": "", "kind": "Service", "name": "cart", "sectionName": "grpc"},
+                {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"},
+            ],
+            "validation": {"hostname": "cart.example.com", "wellKnownCACertificates": "System",
+                           "subjectAltNames": [san]},
+        }})
+    }
+
+    /// An undecodable policy is rejected, and still claims the Services it targets as an
+    /// invalid policy naming the field, so that their calls fail rather than go out in
+    /// plaintext.
+    #[test]
+    fn an_undecodable_policy_with_readable_targets_still_claims_them() {
+        let mut metadata = meta(4);
+        metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-02T03:04:05Z".parse().unwrap(),
+        ));
+        let data = policy_with_san(json!({"type": "IPAddress", "ipAddress": "10.0.0.1"}));
+        let e = backend_tls_policy(&metadata, &data, "default").unwrap_err();
+        assert_eq!(e.kind(), ObjectKind::BackendTlsPolicy);
+        assert_eq!(e.field(), "spec.validation.subjectAltNames[0].type");
+        let claim = e.claimed_policy().expect("the targets are claimed");
+        assert_eq!(claim.key, ObjectKey::new("shop", "r"));
+        assert_eq!(claim.generation, Some(4));
+        assert_eq!(claim.created, metadata.creation_timestamp);
+        // Only the core Service: the Gateway is another implementation's.
+        assert_eq!(
+            claim.targets,
+            [crate::model::PolicyTarget {
+                service: "cart".into(),
+                section_name: Some("grpc".into()),
+            }]
+        );
+        let problem = claim.validation.as_ref().unwrap_err();
+        assert_eq!(problem.field, "spec.validation.subjectAltNames[0].type");
+        assert!(
+            problem.message.contains("unknown variant `IPAddress`"),
+            "{problem:?}"
+        );
+        // A valid SAN decodes: no rejection at all.
+        let data = policy_with_san(json!({"type": "URI", "uri": "spiffe://td/ns/shop/sa/cart"}));
+        assert!(backend_tls_policy(&metadata, &data, "default").is_ok());
+    }
+
+    #[test]
+    fn an_undecodable_policy_without_readable_targets_claims_nothing() {
+        let mut data = policy_with_san(json!({"type": "IPAddress"}));
+        // Targets of the wrong shape: which Services it is for is unknown.
+        data["spec"]["targetRefs"][0]["name"] = json!(7);
+        let e = backend_tls_policy(&meta(1), &data, "default").unwrap_err();
+        assert_eq!(e.field(), "spec.targetRefs[0].name");
+        assert!(e.claimed_policy().is_none());
+        // Readable, but only another implementation's kinds, or an invalid Service name.
+        let mut data = policy_with_san(json!({"type": "IPAddress"}));
+        data["spec"]["targetRefs"] = json!([{"group": "x.io", "kind": "Thing", "name": "t"}]);
+        let e = backend_tls_policy(&meta(1), &data, "default").unwrap_err();
+        assert!(e.claimed_policy().is_none());
+        data["spec"]["targetRefs"] =
+            json!([{"group": "", "kind": "Service", "name": "Not_A_Name"}]);
+        let e = backend_tls_policy(&meta(1), &data, "default").unwrap_err();
+        assert_eq!(e.field(), "spec.validation.subjectAltNames[0].type");
+        assert!(e.claimed_policy().is_none());
+        // No spec at all.
+        let e = backend_tls_policy(&meta(1), &json!({}), "default").unwrap_err();
+        assert!(e.claimed_policy().is_none());
     }
 
     #[test]

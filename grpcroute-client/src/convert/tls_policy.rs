@@ -2,19 +2,25 @@
 //!
 //! A policy whose targets can be read is kept even when its `validation` is wrong: it
 //! still claims its Service ports, whose calls then fail naming the problem, rather than
-//! fall back to plaintext (the spec: connections with an invalid policy must fail).
+//! fall back to plaintext (the spec: connections with an invalid policy must fail). The
+//! same holds for a policy whose spec does not decode at all (a value of a newer Gateway
+//! API release): if its `targetRefs` do, it is kept as an invalid policy naming the field
+//! ([`undecodable_backend_tls_policy`]), besides being rejected.
 
 use std::sync::Arc;
 
 use gateway_api::backendtlspolicies::{
-    BackendTlsPolicy as RawPolicy, BackendTlsPolicyValidationSubjectAltNamesType as SanType,
+    BackendTlsPolicy as RawPolicy, BackendTlsPolicyTargetRefs as RawTarget,
+    BackendTlsPolicyValidationSubjectAltNamesType as SanType,
 };
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use serde::Deserialize;
+use serde_json::Value;
 
 use super::{InvalidObject, ObjectKind, is_dns_label, is_dns_subdomain, object_key};
 use crate::model::{
-    BackendTlsPolicy, CaBundle, CaCertificates, CaRef, PolicyProblem, PolicyTarget, SubjectAltName,
-    TlsValidation,
+    BackendTlsPolicy, CaBundle, CaCertificates, CaRef, ObjectKey, PolicyProblem, PolicyTarget,
+    SubjectAltName, TlsValidation,
 };
 
 /// The ConfigMap key a CA bundle is read from (the spec's Core support).
@@ -29,17 +35,59 @@ pub(crate) fn backend_tls_policy(
         &raw.metadata,
         default_namespace,
     )?;
+    let targets = targets(&raw.spec.target_refs, &key)?;
+    Ok(BackendTlsPolicy {
+        key,
+        created: raw.metadata.creation_timestamp.clone(),
+        generation: raw.metadata.generation,
+        targets,
+        validation: validation(raw),
+    })
+}
+
+/// The policy a BackendTLSPolicy whose spec did not decode (`field`: `message`, e.g. a
+/// SAN `type` of a newer Gateway API release) still is for its targets, when its
+/// `spec.targetRefs` decode on their own: invalid, naming that field, so that its targets'
+/// connections fail as for any invalid policy instead of going out in plaintext. `None`
+/// when the targets cannot be read, or name no valid Service: there is nothing to claim.
+pub(crate) fn undecodable_backend_tls_policy(
+    metadata: &ObjectMeta,
+    spec: &Value,
+    key: &ObjectKey,
+    field: &str,
+    message: &str,
+) -> Option<BackendTlsPolicy> {
+    let refs = Vec::<RawTarget>::deserialize(spec.get("targetRefs")?).ok()?;
+    let targets = targets(&refs, key).ok()?;
+    if targets.is_empty() {
+        return None;
+    }
+    Some(BackendTlsPolicy {
+        key: key.clone(),
+        created: metadata.creation_timestamp.clone(),
+        generation: metadata.generation,
+        targets,
+        validation: Err(PolicyProblem {
+            field: field.to_string(),
+            message: format!("this client cannot decode it: {message}"),
+        }),
+    })
+}
+
+/// `spec.targetRefs`, checked: the core Services among them (other kinds are another
+/// implementation's), distinct and validly named.
+fn targets(refs: &[RawTarget], key: &ObjectKey) -> Result<Vec<PolicyTarget>, InvalidObject> {
     let err = |field: String, message: String| {
-        InvalidObject::new(ObjectKind::BackendTlsPolicy, &key, field, message)
+        InvalidObject::new(ObjectKind::BackendTlsPolicy, key, field, message)
     };
-    if raw.spec.target_refs.is_empty() {
+    if refs.is_empty() {
         return Err(err(
             "spec.targetRefs".into(),
             "at least one entry is required".into(),
         ));
     }
     let mut targets: Vec<PolicyTarget> = Vec::new();
-    for (i, t) in raw.spec.target_refs.iter().enumerate() {
+    for (i, t) in refs.iter().enumerate() {
         // Policies for other kinds (Gateways' backends of other implementations, ...) are
         // not this client's to honour.
         if !t.group.is_empty() || t.kind != "Service" {
@@ -65,13 +113,7 @@ pub(crate) fn backend_tls_policy(
         }
         targets.push(target);
     }
-    Ok(BackendTlsPolicy {
-        key: key.clone(),
-        created: raw.metadata.creation_timestamp.clone(),
-        generation: raw.metadata.generation,
-        targets,
-        validation: validation(raw),
-    })
+    Ok(targets)
 }
 
 fn validation(raw: &RawPolicy) -> Result<TlsValidation, PolicyProblem> {

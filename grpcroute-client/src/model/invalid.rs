@@ -1,8 +1,8 @@
 //! Objects that failed validation: what is wrong with them, for status and operators.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
-use super::{ObjectKey, ParentRef};
+use super::{BackendTlsPolicy, ObjectKey, ParentRef};
 
 /// The kinds of object this crate reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,6 +50,9 @@ struct Details {
     /// For routes: the parentRefs that could still be read, so status can be reported.
     parent_refs: Vec<ParentRef>,
     generation: Option<i64>,
+    /// For a BackendTLSPolicy whose spec did not decode but whose targets did: the policy,
+    /// invalid, that still claims those targets (so that they fail closed).
+    claimed_policy: Option<Arc<BackendTlsPolicy>>,
 }
 
 impl InvalidObject {
@@ -67,6 +70,7 @@ impl InvalidObject {
             reason: "UnsupportedValue",
             parent_refs: Vec::new(),
             generation: None,
+            claimed_policy: None,
         }))
     }
 
@@ -84,6 +88,19 @@ impl InvalidObject {
         self.0.parent_refs = parent_refs.to_vec();
         self.0.generation = generation;
         self
+    }
+
+    /// Attaches the policy a rejected BackendTLSPolicy still is for its targets: whoever
+    /// builds a [`Model`](super::Model) of the rejected object adds that policy too (see
+    /// [`Model::claim_for_rejected_policies`](super::Model::claim_for_rejected_policies)).
+    pub(crate) fn with_claimed_policy(mut self, policy: BackendTlsPolicy) -> Self {
+        self.0.claimed_policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// The invalid policy that still claims the targets of this rejected BackendTLSPolicy.
+    pub(crate) fn claimed_policy(&self) -> Option<&Arc<BackendTlsPolicy>> {
+        self.0.claimed_policy.as_ref()
     }
 
     pub(crate) fn parent_refs(&self) -> &[ParentRef] {

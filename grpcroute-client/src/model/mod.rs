@@ -88,3 +88,26 @@ pub(crate) struct Model {
     /// get a status.
     pub(crate) rejected: Vec<InvalidObject>,
 }
+
+impl Model {
+    /// Adds to the policies the invalid policy each rejected BackendTLSPolicy still is for
+    /// its targets (one whose spec did not decode but whose `targetRefs` did), so that
+    /// their connections fail rather than go out in plaintext. The rejection stays in
+    /// `rejected` (metric, log, `Mesh::rejected`): the object was not understood. A policy
+    /// of the same name already present keeps its place. Sources call this once they have
+    /// collected `rejected`.
+    pub(crate) fn claim_for_rejected_policies(&mut self) {
+        let claims: Vec<Arc<BackendTlsPolicy>> = self
+            .rejected
+            .iter()
+            .filter_map(InvalidObject::claimed_policy)
+            .filter(|p| !self.tls_policies.iter().any(|q| q.key == p.key))
+            .cloned()
+            .collect();
+        if claims.is_empty() {
+            return;
+        }
+        self.tls_policies.extend(claims);
+        self.tls_policies.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+}

@@ -8,7 +8,7 @@ use super::ObjectKey;
 
 /// A Gateway API `BackendTLSPolicy` (`gateway.networking.k8s.io/v1`): TLS, and how to
 /// verify the server, for the Service ports it targets.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct BackendTlsPolicy {
     pub(crate) key: ObjectKey,
     /// `metadata.creationTimestamp`: the older policy wins a conflict. Objects read from
@@ -18,7 +18,9 @@ pub(crate) struct BackendTlsPolicy {
     /// The Services (of the policy's namespace) it applies to.
     pub(crate) targets: Vec<PolicyTarget>,
     /// What the policy asks for, or why it cannot be honoured. An invalid policy still
-    /// claims its targets: their connections fail rather than fall back to plaintext.
+    /// claims its targets: their connections fail rather than fall back to plaintext. So
+    /// does one whose spec did not decode but whose `targetRefs` did (see
+    /// [`InvalidObject::claimed_policy`](super::InvalidObject::claimed_policy)).
     pub(crate) validation: Result<TlsValidation, PolicyProblem>,
 }
 

@@ -22,7 +22,9 @@ use crate::{
 ///   filter `type` of a later Gateway API release) is rejected alone, as the Kubernetes
 ///   source does: the rest is applied, and the object shows in
 ///   [`Mesh::rejected`](crate::Mesh::rejected), in route status, in the
-///   `grpcroute_config_rejected_objects` metric and in a warning naming the file.
+///   `grpcroute_config_rejected_objects` metric and in a warning naming the file. Such a
+///   BackendTLSPolicy whose `targetRefs` can still be read also fails its targets' calls
+///   (an invalid policy naming the field) rather than leave them in plaintext.
 #[derive(Clone, Debug)]
 pub struct ManifestDir {
     paths: Vec<PathBuf>,
@@ -138,6 +140,9 @@ impl Applicable {
         model
             .rejected
             .extend(self.rejected.iter().filter_map(|e| e.object.clone()));
+        // A BackendTLSPolicy that did not decode but whose targets did still claims them, as
+        // in the Kubernetes source.
+        model.claim_for_rejected_policies();
         model
             .rejected
             .sort_by(|a, b| (a.kind(), a.key()).cmp(&(b.kind(), b.key())));

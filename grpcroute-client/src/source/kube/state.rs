@@ -320,6 +320,8 @@ impl ClusterState {
         for s in &self.ca_bundles {
             s.collect(&mut m.ca_bundles, &mut m.rejected);
         }
+        // A BackendTLSPolicy that did not decode but whose targets did still claims them.
+        m.claim_for_rejected_policies();
         // Deterministic order, whatever the hash maps did.
         m.services.sort_by(|a, b| a.key.cmp(&b.key));
         m.endpoint_slices.sort_by(|a, b| a.key.cmp(&b.key));
