@@ -111,3 +111,72 @@ impl Model {
         self.tls_policies.sort_by(|a, b| a.key.cmp(&b.key));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str, validation: Result<TlsValidation, PolicyProblem>) -> BackendTlsPolicy {
+        BackendTlsPolicy {
+            key: ObjectKey::new("shop", name),
+            created: None,
+            generation: Some(1),
+            targets: vec![PolicyTarget {
+                service: "cart".into(),
+                section_name: None,
+            }],
+            validation,
+        }
+    }
+
+    fn problem() -> Result<TlsValidation, PolicyProblem> {
+        Err(PolicyProblem {
+            field: "spec.validation.subjectAltNames[0].type".into(),
+            message: "unknown variant".into(),
+        })
+    }
+
+    #[test]
+    fn rejected_policies_claim_their_targets_unless_their_name_is_taken() {
+        let valid = Arc::new(policy(
+            "b",
+            Ok(TlsValidation {
+                ca: CaCertificates::System,
+                hostname: "cart.example.com".into(),
+                subject_alt_names: Vec::new(),
+            }),
+        ));
+        let rejected = |name: &str| {
+            InvalidObject::new(
+                ObjectKind::BackendTlsPolicy,
+                &ObjectKey::new("shop", name),
+                "spec.validation.subjectAltNames[0].type",
+                "unknown variant",
+            )
+            .with_claimed_policy(policy(name, problem()))
+        };
+        let mut model = Model {
+            tls_policies: vec![valid.clone()],
+            rejected: vec![
+                rejected("c"),
+                rejected("a"),
+                // The same name as a policy that decoded: that one stays.
+                rejected("b"),
+                // Rejected without a claim: nothing to add.
+                InvalidObject::new(
+                    ObjectKind::BackendTlsPolicy,
+                    &ObjectKey::new("shop", "d"),
+                    "spec.targetRefs",
+                    "invalid type",
+                ),
+            ],
+            ..Model::default()
+        };
+        model.claim_for_rejected_policies();
+        let names: Vec<&str> = model.tls_policies.iter().map(|p| p.key.name()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(model.tls_policies[1], valid);
+        assert_eq!(model.tls_policies[0].validation, problem());
+        assert_eq!(model.rejected.len(), 4, "the rejections stay");
+    }
+}
