@@ -139,7 +139,10 @@ pub(crate) async fn send(
         if endpoint.is_retired() {
             continue;
         }
-        Span::current().record("endpoint", tracing::field::display(endpoint.addr()));
+        let span = Span::current();
+        if !span.is_disabled() {
+            span.record("endpoint", tracing::field::display(endpoint.addr()));
+        }
         if let Some(d) = &deadline {
             req.headers_mut().insert(GRPC_TIMEOUT, d.remaining_header());
         }

@@ -365,7 +365,11 @@ impl Endpoint {
         {
             return Ok(conn);
         }
-        self.connect_slow().await
+        // Boxed: inline, the connect path's state (TCP, TLS and HTTP/2 handshakes, ~7 KB)
+        // would be part of every call's future, which grew to 16 KB; each call moved that
+        // into its box and touched it, though a connection exists for nearly every call
+        // (issue 10: a memmove of the call future was the routed path's top symbol).
+        Box::pin(self.connect_slow()).await
     }
 
     async fn connect_slow(&self) -> Result<Arc<Connection>, ConnectError> {
