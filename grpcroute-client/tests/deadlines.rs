@@ -18,7 +18,9 @@ use tokio::time::Instant;
 use tonic::{Code, body::Body};
 use tower::ServiceExt;
 
-use self::support::{Behaviour, LOCALHOST, SLACK, TestServer, blackhole, saturated};
+use self::support::{
+    Behaviour, LOCALHOST, SLACK, TestServer, blackhole, saturated, tls_alert_server,
+};
 
 fn resources(port: u16) -> Resources {
     Resources::new()
@@ -145,6 +147,19 @@ async fn a_server_that_never_speaks_http2_ends_at_the_deadline() {
     assert_eq!(code, Code::DeadlineExceeded, "{message}");
     assert!(took < SLACK, "{took:?}");
     assert!(message.contains(&format!("endpoint {addr}")), "{message}");
+}
+
+/// A server that answers in something other than HTTP/2 (a TLS server's alert to a
+/// plaintext client) breaks the connection: the call fails UNAVAILABLE at once, as gRPC's
+/// own clients report a broken connection, not INTERNAL and not at its deadline.
+#[tokio::test]
+async fn a_server_answering_in_another_protocol_fails_the_call_unavailable() {
+    let (addr, _server) = tls_alert_server().await;
+    let mesh = mesh(Mesh::builder(), addr.port());
+    let (code, message, took) = call(&mesh, Some("5S")).await;
+    assert_eq!(code, Code::Unavailable, "{message}");
+    assert!(took < SLACK, "{took:?}");
+    assert!(message.contains(&format!("{addr}")), "{message}");
 }
 
 #[tokio::test]

@@ -238,6 +238,12 @@ pub(crate) fn status_from_hyper(error: &hyper::Error) -> tonic::Status {
                     "the server is going away and refused the stream: {h2}"
                 ));
             }
+            // A connection error this client detected (the peer sent what is not HTTP/2,
+            // e.g. a TLS server's alert to a plaintext client): the connection broke, as
+            // gRPC's clients report it (UNAVAILABLE), not a stream the server failed.
+            if h2.is_go_away() && h2.is_library() {
+                return tonic::Status::unavailable(format!("the connection broke: {h2}"));
+            }
             if let Some(reason) = h2.reason() {
                 let code = match reason {
                     h2::Reason::REFUSED_STREAM => tonic::Code::Unavailable,

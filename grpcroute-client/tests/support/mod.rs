@@ -208,6 +208,26 @@ pub async fn blackhole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
+/// A listener that answers every connection with what a TLS server sends a client that
+/// does not speak TLS (a fatal `protocol_version` alert record), then holds the socket
+/// open: the client reads bytes that are not HTTP/2, not a closed connection.
+pub async fn tls_alert_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tcp.set_nodelay(true).unwrap();
+            let _ = tcp
+                .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46])
+                .await;
+            held.push(tcp);
+        }
+    });
+    (addr, task)
+}
+
 /// An HTTP/2 server on 127.0.0.1 (TCP_NODELAY) that answers every call OK, or, while
 /// `failing` is set, `UNAVAILABLE` (trailers-only, as an overloaded server does). It counts
 /// the calls it answered each way.
