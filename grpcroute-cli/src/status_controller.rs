@@ -35,7 +35,9 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use gateway_api::{backendtlspolicies::BackendTlsPolicy, grpcroutes::GrpcRouteStatus};
+use gateway_api::{
+    backendtlspolicies::BackendTlsPolicyStatus as PolicyStatus, grpcroutes::GrpcRouteStatus,
+};
 use grpcroute_client::{
     BackendTlsPolicyStatus, Mesh, ObjectKey, RouteStatus,
     prometheus_client::{
@@ -241,6 +243,33 @@ fn grpc_routes() -> ApiResource {
     )
 }
 
+/// BackendTLSPolicies, `gateway.networking.k8s.io/v1`, read as raw JSON like routes: one
+/// policy of a newer release that the typed client cannot decode must not fail the list
+/// of all of them (the watch would then see none).
+fn backend_tls_policies() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "BackendTLSPolicy"),
+        "backendtlspolicies",
+    )
+}
+
+/// The `status` of a policy read as raw JSON (`None` when it has no `status.ancestors`).
+fn policy_status_of(policy: &DynamicObject) -> Result<Option<PolicyStatus>, String> {
+    match policy.data.get("status") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(status)
+            if status
+                .get("ancestors")
+                .is_none_or(serde_json::Value::is_null) =>
+        {
+            Ok(None)
+        }
+        Some(status) => serde_path_to_error::deserialize(status)
+            .map(Some)
+            .map_err(|e| format!("status.{}: {}", e.path(), e.inner())),
+    }
+}
+
 /// The `status` of a route read as raw JSON (`None` when it has no `status.parents`: the
 /// merge patch written then leaves any other status field alone).
 fn status_of(route: &DynamicObject) -> Result<Option<GrpcRouteStatus>, String> {
@@ -269,7 +298,7 @@ where
 /// The GRPCRoutes, read as raw JSON.
 type Routes = Reflected<DynamicObject>;
 /// The BackendTLSPolicies.
-type Policies = Reflected<BackendTlsPolicy>;
+type Policies = Reflected<DynamicObject>;
 
 impl<K> Reflected<K>
 where
@@ -361,7 +390,14 @@ impl Policies {
                         .resources
                         .iter()
                         .any(|r| r.name == "backendtlspolicies")
-                        .then(|| Self::start(client.clone(), retry, "BackendTLSPolicies", ()));
+                        .then(|| {
+                            Self::start(
+                                client.clone(),
+                                retry,
+                                "BackendTLSPolicies",
+                                backend_tls_policies(),
+                            )
+                        });
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => return None,
                 Err(error) if attempt < attempts => {
@@ -709,8 +745,15 @@ impl Writer {
                 pass.waiting += 1;
                 continue;
             }
-            let Some(ancestors) =
-                policy_status::plan(policy.status.as_ref(), want, &self.controller, now)
+            let status = match policy_status_of(&policy) {
+                Ok(status) => status,
+                Err(error) => {
+                    pass.failed += 1;
+                    tracing::warn!(policy = %key, %error, "cannot read the status; not writing it, to keep the other controllers' entries");
+                    continue;
+                }
+            };
+            let Some(ancestors) = policy_status::plan(status.as_ref(), want, &self.controller, now)
             else {
                 pass.unchanged += 1;
                 continue;
@@ -740,14 +783,17 @@ impl Writer {
     /// carries the other controllers' entries too).
     async fn write_policy(
         &self,
-        policy: &BackendTlsPolicy,
+        policy: &DynamicObject,
         want: &BackendTlsPolicyStatus,
         ancestors: Vec<gateway_api::backendtlspolicies::BackendTlsPolicyStatusAncestors>,
         now: &Time,
         leadership: &Leadership,
     ) -> Result<Written, kube::Error> {
-        let api: Api<BackendTlsPolicy> =
-            Api::namespaced(self.client.clone(), want.policy.namespace());
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            want.policy.namespace(),
+            &backend_tls_policies(),
+        );
         let (written, _) = patch_status(
             &api,
             &policy.name_any(),
@@ -755,9 +801,12 @@ impl Writer {
             want.generation,
             ancestors,
             |ancestors| json!({"ancestors": ancestors}),
-            |fresh: &BackendTlsPolicy| {
+            |fresh: &DynamicObject| {
+                let status = policy_status_of(fresh).map_err(|e| {
+                    kube::Error::Service(format!("cannot read the status: {e}").into())
+                })?;
                 Ok(policy_status::plan(
-                    fresh.status.as_ref(),
+                    status.as_ref(),
                     want,
                     &self.controller,
                     now,

@@ -1267,3 +1267,87 @@ async fn once_writes_backend_tls_policy_ancestors() {
     assert!(again.stdout.contains("0 status written"), "{again:#?}");
     cluster.shutdown().await;
 }
+
+/// A BackendTLSPolicy of a newer release (a subjectAltNames type this client does not
+/// know) neither stops the controller from seeing the others nor goes without a status:
+/// policies are read as raw JSON like routes, and the undecodable one, whose targets the
+/// mesh fails closed, is written `Accepted=False` with the field that did not decode.
+#[tokio::test]
+async fn once_writes_an_undecodable_policy_and_the_others() {
+    let cluster = Cluster::start().await;
+    for name in ["checkout", "checkout-v1"] {
+        cluster.apply(service("shop", name));
+    }
+    cluster.apply(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "ca", "namespace": "shop"},
+        "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
+    }));
+    let policy = |name: &str, service: &str, sans: Value| {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {
+                "targetRefs": [{"group": "", "kind": "Service", "name": service}],
+                "validation": {
+                    "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "ca"}],
+                    "hostname": "checkout.example.com",
+                    "subjectAltNames": sans,
+                },
+            },
+        })
+    };
+    cluster.apply(policy(
+        "a-valid",
+        "checkout",
+        json!([{"type": "Hostname", "hostname": "checkout.example.com"}]),
+    ));
+    cluster.apply(policy(
+        "z-newer",
+        "checkout-v1",
+        json!([{"type": "IPAddress", "ipAddress": "10.0.0.1"}]),
+    ));
+
+    let first = cluster.once(&[]).await;
+    first.exits(0);
+    assert!(
+        first.stdout.contains("2 status written") && first.stdout.contains("2 BackendTLSPolicies"),
+        "{first:#?}"
+    );
+    let ours = |name: &str| -> Value {
+        let ancestors = cluster
+            .server
+            .get(Resource::BackendTlsPolicies, "shop", name)
+            .unwrap()["status"]["ancestors"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mine: Vec<Value> = ancestors
+            .into_iter()
+            .filter(|a| a["controllerName"] == ME)
+            .collect();
+        assert_eq!(mine.len(), 1, "{name}: {mine:#?}");
+        mine.into_iter().next().unwrap()
+    };
+    assert_eq!(
+        conditions(&ours("a-valid"))[0],
+        ("Accepted".into(), "True".into(), "Accepted".into())
+    );
+    let newer = ours("z-newer");
+    assert_eq!(
+        newer["ancestorRef"],
+        json!({"group": "", "kind": "Service", "name": "checkout-v1", "namespace": "shop"})
+    );
+    assert_eq!(
+        conditions(&newer)[0],
+        ("Accepted".into(), "False".into(), "Invalid".into())
+    );
+    assert!(
+        newer["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("subjectAltNames"),
+        "{newer:#}"
+    );
+    cluster.shutdown().await;
+}
