@@ -265,15 +265,7 @@ async fn run() -> Result<(), String> {
     );
     println!("|---|---|---|---|---|");
     for v in Variant::ALL {
-        let of = |f: &dyn Fn(&Run) -> f64| {
-            Spread::of(
-                &runs
-                    .iter()
-                    .filter(|(w, _)| *w == v)
-                    .map(|(_, r)| f(r))
-                    .collect::<Vec<_>>(),
-            )
-        };
+        let of = |f: &dyn Fn(&Run) -> f64| Spread::of_variant(&runs, &v, f);
         println!(
             "| {} | {} | {} | {} | {} % |",
             v.name(),

@@ -76,6 +76,21 @@ impl Spread {
         }
     }
 
+    /// The spread of `f` over the runs of `variant` in `runs` (one per repetition).
+    pub fn of_variant<V: PartialEq, R>(
+        runs: &[(V, R)],
+        variant: &V,
+        f: impl Fn(&R) -> f64,
+    ) -> Self {
+        Self::of(
+            &runs
+                .iter()
+                .filter(|(v, _)| v == variant)
+                .map(|(_, r)| f(r))
+                .collect::<Vec<_>>(),
+        )
+    }
+
     /// `median [min–max]` with `decimals` decimals; `–` when empty.
     pub fn show(&self, decimals: usize) -> String {
         if self.median.is_nan() {

@@ -802,11 +802,8 @@ impl Writer {
             ancestors,
             |ancestors| json!({"ancestors": ancestors}),
             |fresh: &DynamicObject| {
-                let status = policy_status_of(fresh).map_err(|e| {
-                    kube::Error::Service(format!("cannot read the status: {e}").into())
-                })?;
                 Ok(policy_status::plan(
-                    status.as_ref(),
+                    policy_status_of(fresh)?.as_ref(),
                     want,
                     &self.controller,
                     now,
@@ -841,11 +838,8 @@ impl Writer {
             plan,
             |plan| json!({"parents": plan.parents}),
             |fresh: &DynamicObject| {
-                let status = status_of(fresh).map_err(|e| {
-                    kube::Error::Service(format!("cannot read the status: {e}").into())
-                })?;
                 Ok(route_status::plan(
-                    status.as_ref(),
+                    status_of(fresh)?.as_ref(),
                     want,
                     &self.controller,
                     now,
@@ -869,7 +863,7 @@ impl Writer {
 /// Patches one object's status: a merge patch carrying the `resourceVersion` that was read,
 /// so another writer's update in between is never overwritten. On 409 the object is read
 /// again and `replan` plans from the fresh copy (`None`: it already says what we would
-/// write), up to [`MAX_ATTEMPTS`] times. `status` renders a plan as the patch's `status`.
+/// write; an error: its status cannot be read), up to [`MAX_ATTEMPTS`] times. `status` renders a plan as the patch's `status`.
 /// Returns how the write ended and the plan last tried.
 #[allow(clippy::too_many_arguments)]
 async fn patch_status<K, T>(
@@ -879,7 +873,7 @@ async fn patch_status<K, T>(
     generation: Option<i64>,
     mut plan: T,
     status: impl Fn(&T) -> serde_json::Value,
-    replan: impl Fn(&K) -> Result<Option<T>, kube::Error>,
+    replan: impl Fn(&K) -> Result<Option<T>, String>,
     leadership: &Leadership,
 ) -> Result<(Written, T), kube::Error>
 where
@@ -916,7 +910,10 @@ where
                     return Ok((Written::Stale, plan));
                 }
                 version = fresh.meta().resource_version.clone();
-                match replan(&fresh)? {
+                let replanned = replan(&fresh).map_err(|e| {
+                    kube::Error::Service(format!("cannot read the status: {e}").into())
+                })?;
+                match replanned {
                     Some(again) => plan = again,
                     None => return Ok((Written::AlreadyUpToDate, plan)),
                 }
