@@ -311,6 +311,13 @@ fn unreadable_manifests_are_one_line_input_errors() {
         "spec.rules[0].backendRefs[0].weight",
     ]);
     with("missing.yaml").input_error(&["-f missing.yaml"]);
+    // A policy of a newer release is refused like any other document that does not decode:
+    // nothing is explained (or called) as if it did not exist.
+    with("newer-policy.yaml").input_error(&[
+        "newer-policy.yaml (document 0)",
+        "BackendTLSPolicy shop/z-newer",
+        "spec.validation.subjectAltNames[0].type",
+    ]);
 }
 
 #[test]
