@@ -88,32 +88,152 @@ impl<T: AsyncRead> AsyncRead for FirstRead<T> {
     }
 }
 
-impl<T: AsyncWrite> AsyncWrite for FirstRead<T> {
+impl<T: AsyncRead> FirstRead<T> {
+    /// A write failed before the first read completed. A server that refused our
+    /// certificate has sent its alert and closed; if the client's HTTP/2 preface went out
+    /// late (a busy machine), the write fails on the closed connection before anything is
+    /// read, and the connection would be dropped with the alert unread. The kernel keeps
+    /// received data readable after a reset, so read what is there now: the alert, or the
+    /// end of the connection, is the verdict instead of a broken write.
+    fn settle_after_write_error(self: Pin<&mut Self>, cx: &mut Context<'_>, error: &io::Error) {
+        let this = self.project();
+        let Some(tx) = this.verdict.take() else {
+            return;
+        };
+        let mut scratch = [0u8; 256];
+        let mut buf = ReadBuf::new(&mut scratch);
+        let failure = match this.inner.poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => closed(*this.presented_certificate),
+            Poll::Ready(Err(e)) => match TlsFailure::from_io(&e) {
+                TlsFailure::NoServerCertificate(_) => closed(*this.presented_certificate),
+                other => other,
+            },
+            // Data (the server accepted us and the write broke for another reason), or
+            // nothing to read yet: the write's error is all there is to say.
+            Poll::Ready(Ok(())) | Poll::Pending => TlsFailure::Handshake(format!(
+                "writing to the server failed before its first frame: {error}"
+            )),
+        };
+        // The connector may have stopped waiting (timeout); nothing to tell then.
+        let _ = tx.send(Err(failure));
+    }
+
+    /// `polled`, after settling the verdict if it is a write error before the first read.
+    fn watch_write<R>(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if let Poll::Ready(Err(error)) = &polled
+            && self.verdict.is_some()
+        {
+            self.as_mut().settle_after_write_error(cx, error);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite> AsyncWrite for FirstRead<T> {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let polled = self.as_mut().project().inner.poll_write(cx, buf);
+        self.watch_write(cx, polled)
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let polled = self.as_mut().project().inner.poll_write_vectored(cx, bufs);
+        self.watch_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = self.as_mut().project().inner.poll_flush(cx);
+        self.watch_write(cx, polled)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = self.as_mut().project().inner.poll_shutdown(cx);
+        self.watch_write(cx, polled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use rustls::AlertDescription;
+
+    use super::*;
+
+    /// A connection the server has refused and closed: writes fail, and a read returns
+    /// what is still buffered (`readable`).
+    struct Refused {
+        readable: Option<io::Error>,
+    }
+
+    impl AsyncRead for Refused {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(self.readable.take().map_or(Ok(()), Err))
+        }
+    }
+
+    impl AsyncWrite for Refused {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    async fn verdict_after_a_failed_write(readable: Option<io::Error>) -> Result<(), TlsFailure> {
+        let (stream, verdict) = FirstRead::new(Refused { readable }, true);
+        let mut stream = Box::pin(stream);
+        let wrote = poll_fn(|cx| stream.as_mut().poll_write(cx, b"PRI * HTTP/2.0")).await;
+        assert_eq!(wrote.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        drop(stream);
+        verdict
+            .await
+            .expect("a verdict is sent before the stream is dropped")
+    }
+
+    #[tokio::test]
+    async fn an_alert_behind_a_failed_write_is_the_verdict() {
+        let alert = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+        );
+        assert_eq!(
+            verdict_after_a_failed_write(Some(alert)).await,
+            Err(TlsFailure::ClientCertificateRefused(
+                "alert: unknown_ca".into()
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_close_behind_a_failed_write_is_a_refusal_without_alert() {
+        assert_eq!(verdict_after_a_failed_write(None).await, Err(closed(true)));
     }
 }
