@@ -147,7 +147,13 @@ async fn a_successful_probe_restores_the_endpoint() {
     let good = FlakyServer::start(false).await;
     let flaky = FlakyServer::start_with(true, INTERNAL).await;
     let good2 = FlakyServer::start(false).await;
-    let mesh = mesh(Some(quick()), &[&good, &flaky, &good2]);
+    // A back-off of 2 s ± 20 %: the 30 calls below must all fall within it, even on a
+    // busy machine (300 ms was not always enough).
+    let accrual = FailureAccrual {
+        base_ejection: Duration::from_secs(2),
+        ..quick()
+    };
+    let mesh = mesh(Some(accrual), &[&good, &flaky, &good2]);
     while flaky.failed.load(std::sync::atomic::Ordering::SeqCst) < 5 {
         call(&mesh).await;
     }
@@ -161,8 +167,8 @@ async fn a_successful_probe_restores_the_endpoint() {
         before,
         "ejected: no calls during the back-off"
     );
-    // After the back-off (300 ms ± 20 %), a probe succeeds and the endpoint is back.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // After the back-off (at most 2.4 s), a probe succeeds and the endpoint is back.
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
     for _ in 0..100 {
         call(&mesh).await;
     }

@@ -200,7 +200,14 @@ async fn periodic_reread_finds_changes_without_the_watch() {
         CredentialFiles::csi_driver_spiffe(&late).refresh_interval(Duration::from_millis(50)),
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first read runs on the blocking pool: wait for its failure rather than guess.
+    tokio::time::timeout(BOUND, async {
+        while identity.last_error().is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the first read fails and says so");
     assert!(identity.current().is_none());
     assert!(
         identity.last_error().unwrap().contains("tls.crt"),

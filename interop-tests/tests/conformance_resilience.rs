@@ -590,15 +590,17 @@ async fn call_follows_endpoints_replaced_twice_before_it_is_sent(
             Mesh::builder()
                 .namespace(NS)
                 .seed(48)
-                .connect_timeout(Duration::from_millis(800)),
+                // Long enough that each configuration change lands well inside the connect
+                // it must interrupt, however slowly a busy machine delivers it.
+                .connect_timeout(Duration::from_secs(3)),
         )
         .await?;
     let pending = tokio::spawn(call(mesh.channel("svc:7070")?, ECHO, &[]));
-    // t ≈ 0.1 s: e1 is replaced while the call waits for e1's connect (times out at 0.8 s).
+    // t ≈ 0.1 s: e1 is replaced while the call waits for e1's connect (times out at 3 s).
     tokio::time::sleep(Duration::from_millis(100)).await;
     feed.set(config(port2)).await?;
-    // t ≈ 1.2 s: e2 is replaced while the call waits for e2's connect (0.8 s to 1.6 s).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // t ≈ 4.5 s: e2 is replaced while the call waits for e2's connect (3 s to 6 s).
+    tokio::time::sleep(Duration::from_millis(4_400)).await;
     feed.set(config(live.servers[0].addr().port())).await?;
     let response = pending.await?;
     assert!(

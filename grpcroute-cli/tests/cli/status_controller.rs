@@ -198,6 +198,8 @@ pub(crate) async fn eventually(
 pub(crate) struct Controller {
     child: Child,
     log: Arc<Mutex<String>>,
+    /// The thread copying stderr into `log`; it ends when the child's stderr closes.
+    reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Controller {
@@ -225,7 +227,7 @@ impl Controller {
         let log = Arc::new(Mutex::new(String::new()));
         let sink = log.clone();
         let stderr = child.stderr.take().unwrap();
-        thread::spawn(move || {
+        let reader = thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let mut log = sink.lock().unwrap();
@@ -233,7 +235,11 @@ impl Controller {
                 log.push('\n');
             }
         });
-        Self { child, log }
+        Self {
+            child,
+            log,
+            reader: Some(reader),
+        }
     }
 
     pub(crate) fn log(&self) -> String {
@@ -289,8 +295,18 @@ impl Controller {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader thread drain what is left of stderr.
-                sleep(Duration::from_millis(100)).await;
+                // The child has exited, so its stderr ends: the reader has copied all of
+                // the log once it finishes.
+                if let Some(reader) = self.reader.take() {
+                    tokio::time::timeout(
+                        Duration::from_secs(5),
+                        tokio::task::spawn_blocking(move || reader.join()),
+                    )
+                    .await
+                    .expect("stderr ends when the controller exits")
+                    .unwrap()
+                    .unwrap();
+                }
                 return status.code();
             }
             assert!(
@@ -799,7 +815,12 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_stops() {
         .await;
         sleep(Duration::from_millis(700)).await;
     }
-    assert_eq!(a.writes(), 4, "{}", a.log());
+    // The store has each status before the controller has the answer, logs the write and
+    // counts the pass: wait for the log and the counter rather than race them.
+    eventually(Duration::from_secs(5), "a logs its four writes", || {
+        a.writes() == 4
+    })
+    .await;
     assert_eq!(b.writes(), 0, "{}", b.log());
     assert_eq!(cluster.lease_holder().as_deref(), Some("a"));
 
@@ -807,9 +828,12 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_stops() {
     // view of the route (its backendRef to `gone-again` does not resolve).
     let leader = "grpcroute_status_controller_leader";
     let writes = "grpcroute_status_controller_status_writes_total";
+    eventually(Duration::from_secs(5), "a counts its four passes", || {
+        a.sample(writes) == Some(4.0)
+    })
+    .await;
     assert_eq!(a.sample(leader), Some(1.0), "{}", a.metrics());
     assert_eq!(b.sample(leader), Some(0.0));
-    assert_eq!(a.sample(writes), Some(4.0));
     assert_eq!(b.sample(writes), Some(0.0));
     let condition = |c: &str| {
         format!(
@@ -817,8 +841,12 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_stops() {
         )
     };
     for controller in [&a, &b] {
-        assert_eq!(controller.sample(&condition("Accepted")), Some(1.0));
-        assert_eq!(controller.sample(&condition("ResolvedRefs")), Some(0.0));
+        // Each follows the route through its own watch.
+        eventually(Duration::from_secs(5), "the route's conditions", || {
+            controller.sample(&condition("Accepted")) == Some(1.0)
+                && controller.sample(&condition("ResolvedRefs")) == Some(0.0)
+        })
+        .await;
         assert_eq!(controller.sample("grpcroute_source_connected"), Some(1.0));
     }
 

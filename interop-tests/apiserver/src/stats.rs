@@ -16,6 +16,9 @@ pub struct ResourceStats {
     pub open_watches: usize,
     /// Successful writes through HTTP (create, update, patch, delete).
     pub writes: u64,
+    /// The highest resource version a BOOKMARK of this resource's watches has carried
+    /// (written to the watch's body; 0 before any).
+    pub bookmark_rv: u64,
 }
 
 /// A snapshot of the server's counters.
@@ -86,6 +89,12 @@ impl Recorder {
 
     pub(crate) fn write(&self, resource: Resource) {
         self.lock().resources.entry(resource).or_default().writes += 1;
+    }
+
+    pub(crate) fn bookmark(&self, resource: Resource, rv: u64) {
+        let mut stats = self.lock();
+        let entry = stats.resources.entry(resource).or_default();
+        entry.bookmark_rv = entry.bookmark_rv.max(rv);
     }
 
     /// Counts a watch and tracks it as open until the guard is dropped.

@@ -124,9 +124,11 @@ async fn run(
             _ = ticker.tick(), if request.bookmarks && !stalled => {
                 if let Some(rv) = shared.store.bookmark_rv(&start.events, &start.kill)
                     && rv >= min_rv
-                    && tx.send(bookmark(request, rv, false)).await.is_err()
                 {
-                    return;
+                    if tx.send(bookmark(request, rv, false)).await.is_err() {
+                        return;
+                    }
+                    shared.stats.bookmark(request.filter.resource, rv);
                 }
             }
         }

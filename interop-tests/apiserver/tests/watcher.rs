@@ -138,8 +138,24 @@ async fn resume_after_unrelated_churn(
             &["10.0.0.1"],
         ))?;
     }
-    // A few bookmark intervals (100 ms): bookmarks carry the latest global version.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    if bookmarks {
+        // A bookmark carrying the version of the last write is on its way to the watcher
+        // (bookmarks carry the latest global version, every 100 ms): what it reads before
+        // its watch ends.
+        let latest = server.resource_version();
+        assert!(
+            server
+                .wait_for_stats(Duration::from_secs(10), |s| {
+                    s.resource(Resource::Services).bookmark_rv >= latest
+                })
+                .await,
+            "no bookmark at version {latest}: {:?}",
+            server.stats()
+        );
+    } else {
+        // A few bookmark intervals, in which none may come.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
     server.drop_watches();
     let rewatched = server
         .wait_for_stats(Duration::from_secs(5), |s| {

@@ -351,13 +351,22 @@ async fn backends_answer_with_their_hostname_and_honour_rpc_behavior() -> anyhow
                     &ch,
                     UNARY,
                     &[("rpc-behavior", "keep-open")],
-                    Duration::from_millis(800),
+                    Duration::from_secs(3),
                 )
                 .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        ensure!(b.in_flight() == 1, "in flight: {}", b.in_flight());
+        // The server counts the call once its handler runs; polled, as a busy machine may
+        // take a while to get there (well within the 3 s deadline).
+        let held_at = tokio::time::Instant::now();
+        while b.in_flight() != 1 {
+            ensure!(
+                held_at.elapsed() < Duration::from_secs(2),
+                "in flight: {}",
+                b.in_flight()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let err = held
             .await?
             .err()
@@ -367,8 +376,17 @@ async fn backends_answer_with_their_hostname_and_honour_rpc_behavior() -> anyhow
             matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
             "{err:?}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        ensure!(b.in_flight() == 0);
+        // The server lets go of the call when its connection task handles the reset the
+        // client sent at the deadline.
+        let ended = tokio::time::Instant::now();
+        while b.in_flight() != 0 {
+            ensure!(
+                ended.elapsed() < Duration::from_secs(5),
+                "still in flight: {}",
+                b.in_flight()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
 
         // A default behaviour applies to every call.
         b.set_behavior(Some("error-code-14"));
