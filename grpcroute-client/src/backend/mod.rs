@@ -105,6 +105,17 @@ impl MirrorStats {
     }
 }
 
+/// What [`Backend::pick_endpoint`] found.
+#[derive(Debug)]
+pub(crate) enum Pick {
+    /// The endpoint, and the endpoint clock's reading it was judged available at.
+    Endpoint(Arc<Endpoint>, u64),
+    /// The backend has no endpoints.
+    NoEndpoints,
+    /// Every endpoint is unavailable (backing off, ejected) or rejected by the caller.
+    NoneUsable,
+}
+
 /// One running mirrored call; dropping it frees its slot.
 #[derive(Debug)]
 pub(crate) struct MirrorSlot(Arc<MirrorStats>);
@@ -138,6 +149,45 @@ impl Backend {
     /// The current endpoint set. Cheap: no lock, no allocation.
     pub(crate) fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
         self.endpoints.load()
+    }
+
+    /// Picks the endpoint for a call from the current set ([`EndpointSet::pick`]), with
+    /// the clock reading it was judged at. `skip` rejects endpoints the call has tried.
+    pub(crate) fn pick_endpoint<R: rand::Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        skip: impl Fn(&Endpoint) -> bool,
+    ) -> Pick {
+        self.pick_endpoint_from(self.endpoints(), rng, skip)
+    }
+
+    /// [`Backend::pick_endpoint`] from `set`, a set read earlier. An update swaps in the
+    /// new set and then retires the endpoints it dropped, so a call that read the set just
+    /// before the swap can find every endpoint of it retired while the new set has usable
+    /// ones: when nothing in the set read is usable and the set has been replaced since,
+    /// the pick is made again from the current one. (Each new try needs another update to
+    /// land during the previous pick; the bound only keeps the path finite.)
+    fn pick_endpoint_from<R: rand::Rng + ?Sized>(
+        &self,
+        mut set: arc_swap::Guard<Arc<EndpointSet>>,
+        rng: &mut R,
+        skip: impl Fn(&Endpoint) -> bool,
+    ) -> Pick {
+        for _ in 0..8 {
+            let Some(first) = set.all().first() else {
+                return Pick::NoEndpoints;
+            };
+            let now = first.now();
+            if let Some(endpoint) = set.pick(now, rng, &skip) {
+                return Pick::Endpoint(endpoint.clone(), now);
+            }
+            let current = self.endpoints();
+            if Arc::ptr_eq(&*set, &*current) {
+                break;
+            }
+            set = current;
+        }
+        Pick::NoneUsable
     }
 
     /// How its endpoints are connected to now.
@@ -387,6 +437,35 @@ mod tests {
             },
             pool.clone(),
         )
+    }
+
+    /// A call that read the set just before an update replaced it finds the old endpoint
+    /// retired: it must pick from the new set rather than fail with no usable endpoint
+    /// (seen under load in `configuration_changes_under_load_lose_nothing`).
+    #[test]
+    fn a_pick_from_a_set_replaced_meanwhile_uses_the_new_set() {
+        use rand::SeedableRng as _;
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let pool = Arc::new(Pool::new(TransportConfig::default()));
+        let b = backend(&pool, "a");
+        b.set_endpoints(&[addr(1)]);
+        let read_by_the_call = b.endpoints();
+        b.set_endpoints(&[addr(2)]);
+        assert!(read_by_the_call.all()[0].is_retired());
+        match b.pick_endpoint_from(read_by_the_call, &mut rng, |_| false) {
+            Pick::Endpoint(e, _) => assert_eq!(e.addr(), addr(2)),
+            other => panic!("{other:?}"),
+        }
+        // Nothing usable in an unchanged set is the caller's answer, at once.
+        assert!(matches!(
+            b.pick_endpoint(&mut rng, |_| true),
+            Pick::NoneUsable
+        ));
+        b.set_endpoints(&[]);
+        assert!(matches!(
+            b.pick_endpoint(&mut rng, |_| false),
+            Pick::NoEndpoints
+        ));
     }
 
     #[test]

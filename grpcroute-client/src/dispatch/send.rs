@@ -9,7 +9,7 @@ use tracing::Span;
 
 use super::Core;
 use crate::{
-    backend::Backend,
+    backend::{Backend, Pick},
     deadline::{Deadline, GRPC_TIMEOUT},
     error::CallError,
     series::{CallMeter, status_in_headers},
@@ -68,23 +68,26 @@ pub(crate) async fn send(
     loop {
         // Re-read on every attempt: an endpoint update may have replaced the set since the
         // call started (the endpoints it tried may be gone, new ones may have come).
-        let set = backend.endpoints();
-        let Some(first) = set.all().first() else {
-            return Err(CallError::NoEndpoints {
-                backend: backend.label().to_string(),
-                via: String::new(),
-            });
-        };
-        let now = first.now();
         let picked = if attempts >= MAX_CONNECT_ATTEMPTS {
-            None
+            if backend.endpoints().all().is_empty() {
+                Pick::NoEndpoints
+            } else {
+                Pick::NoneUsable
+            }
         } else {
-            set.pick(now, &mut core.rng.handle(), |e| {
+            backend.pick_endpoint(&mut core.rng.handle(), |e| {
                 tried[..attempts].contains(&Some(e.addr()))
             })
         };
-        let Some(endpoint) = picked.cloned() else {
-            return Err(CallError::Unreachable {
+        let (endpoint, now) = match picked {
+            Pick::Endpoint(endpoint, now) => (endpoint, now),
+            Pick::NoEndpoints => {
+                return Err(CallError::NoEndpoints {
+                    backend: backend.label().to_string(),
+                    via: String::new(),
+                });
+            }
+            Pick::NoneUsable => return Err(CallError::Unreachable {
                 backend: backend.label().to_string(),
                 attempts,
                 last_error: last_error.unwrap_or_else(|| {
@@ -102,9 +105,8 @@ pub(crate) async fn send(
                         None => "every endpoint is backing off after failed connects, or ejected after failed calls".into(),
                     }
                 }),
-            });
+            }),
         };
-        drop(set);
         tried[attempts] = Some(endpoint.addr());
         attempts += 1;
         // An ejected endpoint whose back-off is over takes one call, its probe: claim it,
