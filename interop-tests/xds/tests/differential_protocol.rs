@@ -360,10 +360,13 @@ async fn missing_resources_fail_after_the_timer() -> anyhow::Result<()> {
             let ((r, call_took), timer_took) = tokio::try_join!(call, timer)?;
             let line = format!("{who}: {kind} {name} DOES_NOT_EXIST after {timer_took:.1?}; the call {:?} after {call_took:.1?} {:?}", r.by_status, r.errors);
             println!("missing_resources {line}");
-            ensure!(timer_took >= Duration::from_secs(14) && timer_took <= Duration::from_secs(17), "{line}");
+            // The timer is 15 s. The upper bounds leave room for a busy machine (an oracle's
+            // call was seen failing at 18.3 s under load) while staying below the 20 s
+            // deadline: an UNAVAILABLE before it is the timer's doing, not the deadline's.
+            ensure!(timer_took >= Duration::from_secs(14) && timer_took <= Duration::from_secs(19), "{line}");
             if client.c_core_like() || kind == CDS {
                 ensure!(r.status("UNAVAILABLE") == 1, "{line}");
-                ensure!(call_took >= Duration::from_secs(14) && call_took <= Duration::from_secs(17), "{line}");
+                ensure!(call_took >= Duration::from_secs(14) && call_took < deadline - Duration::from_millis(500), "{line}");
             } else {
                 ensure!(r.status("DEADLINE_EXCEEDED") == 1 && call_took >= deadline - Duration::from_secs(1), "{line}");
             }
