@@ -92,44 +92,58 @@ impl<T: AsyncRead> FirstRead<T> {
     /// A write failed before the first read completed. A server that refused our
     /// certificate has sent its alert and closed; if the client's HTTP/2 preface went out
     /// late (a busy machine), the write fails on the closed connection before anything is
-    /// read, and the connection would be dropped with the alert unread. The kernel keeps
-    /// received data readable after a reset, so read what is there now: the alert, or the
-    /// end of the connection, is the verdict instead of a broken write.
-    fn settle_after_write_error(self: Pin<&mut Self>, cx: &mut Context<'_>, error: &io::Error) {
+    /// read, and the connection would be dropped with the alert unread. So the verdict is
+    /// read now from what the server sent: the alert, or the end of the connection. The
+    /// kernel keeps received data readable after a reset, but the runtime may not have
+    /// seen the socket become readable yet: then this is `Pending`, and the write waits
+    /// (woken when the socket is readable) instead of failing first.
+    fn settle_after_write_error(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        error: &io::Error,
+    ) -> Poll<()> {
         let this = self.project();
-        let Some(tx) = this.verdict.take() else {
-            return;
-        };
+        if this.verdict.is_none() {
+            return Poll::Ready(());
+        }
         let mut scratch = [0u8; 256];
         let mut buf = ReadBuf::new(&mut scratch);
         let failure = match this.inner.poll_read(cx, &mut buf) {
+            Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(())) if buf.filled().is_empty() => closed(*this.presented_certificate),
             Poll::Ready(Err(e)) => match TlsFailure::from_io(&e) {
                 TlsFailure::NoServerCertificate(_) => closed(*this.presented_certificate),
                 other => other,
             },
-            // Data (the server accepted us and the write broke for another reason), or
-            // nothing to read yet: the write's error is all there is to say.
-            Poll::Ready(Ok(())) | Poll::Pending => TlsFailure::Handshake(format!(
+            // Data: the server accepted us, and the write broke for another reason.
+            Poll::Ready(Ok(())) => TlsFailure::Handshake(format!(
                 "writing to the server failed before its first frame: {error}"
             )),
         };
-        // The connector may have stopped waiting (timeout); nothing to tell then.
-        let _ = tx.send(Err(failure));
+        if let Some(tx) = this.verdict.take() {
+            // The connector may have stopped waiting (timeout); nothing to tell then.
+            let _ = tx.send(Err(failure));
+        }
+        Poll::Ready(())
     }
 
-    /// `polled`, after settling the verdict if it is a write error before the first read.
+    /// `polled`, unless it is a write error before the first read: then the verdict is
+    /// settled first, and the write is `Pending` until it can be.
     fn watch_write<R>(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         polled: Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
-        if let Poll::Ready(Err(error)) = &polled
-            && self.verdict.is_some()
-        {
-            self.as_mut().settle_after_write_error(cx, error);
+        match polled {
+            Poll::Ready(Err(error)) if self.verdict.is_some() => {
+                match self.as_mut().settle_after_write_error(cx, &error) {
+                    // Polled again once the socket is readable; the write fails again then.
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => Poll::Ready(Err(error)),
+                }
+            }
+            other => other,
         }
-        polled
     }
 }
 
@@ -205,6 +219,73 @@ mod tests {
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    /// The alert has arrived but the runtime has not seen the socket readable yet: the
+    /// first read is `Pending` (and wakes the task when it is readable).
+    struct NotYetReadable {
+        polled: bool,
+        alert: Option<io::Error>,
+    }
+
+    impl AsyncRead for NotYetReadable {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if !self.polled {
+                self.polled = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(self.alert.take().map_or(Ok(()), Err))
+        }
+    }
+
+    impl AsyncWrite for NotYetReadable {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_waits_for_the_alert_the_runtime_has_not_seen_yet() {
+        let alert = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+        );
+        let inner = NotYetReadable {
+            polled: false,
+            alert: Some(alert),
+        };
+        let (stream, verdict) = FirstRead::new(inner, true);
+        let mut stream = Box::pin(stream);
+        let mut polls = 0;
+        let wrote = poll_fn(|cx| {
+            polls += 1;
+            stream.as_mut().poll_write(cx, b"PRI * HTTP/2.0")
+        })
+        .await;
+        assert_eq!(polls, 2, "pending until the read side could be read");
+        assert_eq!(wrote.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        drop(stream);
+        assert_eq!(
+            verdict.await.expect("a verdict"),
+            Err(TlsFailure::ClientCertificateRefused(
+                "alert: certificate_required".into()
+            ))
+        );
     }
 
     async fn verdict_after_a_failed_write(readable: Option<io::Error>) -> Result<(), TlsFailure> {
