@@ -189,19 +189,20 @@ async fn waiting_for_the_first_configuration_counts_against_the_deadline() {
 async fn the_default_timeout_applies_to_calls_without_one_and_is_sent_to_the_server() {
     let server = TestServer::start(Behaviour::Silent).await;
     let mesh = mesh(
-        Mesh::builder().default_timeout(Duration::from_millis(200)),
+        Mesh::builder().default_timeout(Duration::from_millis(1_000)),
         server.addr.port(),
     );
     let (code, message, took) = call(&mesh, None).await;
     assert_eq!(code, Code::DeadlineExceeded, "{message}");
-    assert!(message.contains("deadline of 200ms"), "{message}");
+    assert!(message.contains("deadline of 1s"), "{message}");
     assert!(took < SLACK, "{took:?}");
     let sent = server.timeouts.lock().unwrap()[0]
         .clone()
         .expect("grpc-timeout sent");
     let sent = grpc_timeout(&sent);
+    // What is left after the connect: most of it, however slow a busy machine connects.
     assert!(
-        sent <= Duration::from_millis(200) && sent > Duration::from_millis(100),
+        sent <= Duration::from_millis(1_000) && sent > Duration::from_millis(500),
         "the server learns the time left: {sent:?}"
     );
     server.wait_abandoned(1).await;
