@@ -102,7 +102,7 @@ async fn a_silent_partition_is_detected_by_keep_alive_and_traffic_moves() -> any
     let long = long_calls(
         &mesh,
         &servers,
-        (BODY_DELAY_HEADER, "4000"),
+        (BODY_DELAY_HEADER, "8000"),
         2,
         Duration::from_secs(20),
     )
