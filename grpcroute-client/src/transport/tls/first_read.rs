@@ -103,8 +103,15 @@ impl<T: AsyncRead> FirstRead<T> {
         error: &io::Error,
     ) -> Poll<()> {
         let this = self.project();
-        if this.verdict.is_none() {
-            return Poll::Ready(());
+        match this.verdict {
+            None => return Poll::Ready(()),
+            // The connector stopped waiting (its timeout): nobody needs the verdict, and a
+            // write must not wait for a read that may never come.
+            Some(tx) if tx.is_closed() => {
+                *this.verdict = None;
+                return Poll::Ready(());
+            }
+            Some(_) => {}
         }
         let mut scratch = [0u8; 256];
         let mut buf = ReadBuf::new(&mut scratch);
@@ -175,9 +182,9 @@ impl<T: AsyncRead + AsyncWrite> AsyncWrite for FirstRead<T> {
         self.watch_write(cx, polled)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let polled = self.as_mut().project().inner.poll_shutdown(cx);
-        self.watch_write(cx, polled)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Closing never waits for the verdict.
+        self.project().inner.poll_shutdown(cx)
     }
 }
 
@@ -285,6 +292,22 @@ mod tests {
             Err(TlsFailure::ClientCertificateRefused(
                 "alert: certificate_required".into()
             ))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_does_not_wait_once_the_connector_has_gone() {
+        let inner = NotYetReadable {
+            polled: false,
+            alert: None,
+        };
+        let (stream, verdict) = FirstRead::new(inner, true);
+        drop(verdict);
+        let mut stream = Box::pin(stream);
+        let wrote = poll_fn(|cx| Poll::Ready(stream.as_mut().poll_write(cx, b"x"))).await;
+        assert!(
+            matches!(wrote, Poll::Ready(Err(ref e)) if e.kind() == io::ErrorKind::BrokenPipe),
+            "{wrote:?}"
         );
     }
 
