@@ -125,7 +125,7 @@ mod tests {
         // Burn CPU until this thread has been charged 20 ms. Counted in CPU time, not wall
         // time: on a busy machine 50 ms of wall time may buy this thread far less. The
         // wall-time bound makes a clock that never advances fail instead of hang.
-        let start = std::time::Instant::now();
+        let start = tokio::time::Instant::now();
         let mut x = 0u64;
         let burnt = |b: Duration| this_thread().map(|a| a - b);
         loop {
