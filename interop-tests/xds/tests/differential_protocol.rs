@@ -626,23 +626,55 @@ async fn control_plane_loss_keeps_the_cache() -> anyhow::Result<()> {
             let state = csds(client, LDS, "svc").await?;
             ensure!(state.status == "ACKED" && state.version == "1", "{who}: {state:?}");
         }
+        // Streams numbered above these are the ones opened after the restart.
+        let old_streams: BTreeMap<String, u64> = clients
+            .all()
+            .into_iter()
+            .map(|c| {
+                let last = cp.requests(c.node_id()).iter().map(|r| r.stream).max().unwrap_or(0);
+                (c.node_id().to_string(), last)
+            })
+            .collect();
         let mark = cp.mark();
         cp.restart().await?;
         for client in clients.all() {
             let who = client.name();
+            let old_stream = old_streams.get(client.node_id()).copied().unwrap_or(0);
             for t in ResourceType::ALL {
                 cp.wait_for_request(client.node_id(), mark, Duration::from_secs(30), &format!("{t} after the restart"), |r| r.kind() == Some(t)).await?;
             }
             // The new target was asked for too (C-core: by its own XdsClient, on a stream
-            // of its own): look at the stream that resends `svc`.
-            let requests = cp.requests(client.node_id());
-            let svc_stream = requests
-                .iter()
-                .filter(|r| r.kind() == Some(RDS) && r.sorted_names() == ["svc-rc"])
-                .map(|r| r.stream)
-                .max()
-                .context("no RDS on a new stream")?;
-            let firsts = first_requests(&requests, svc_stream);
+            // of its own): look at the latest stream since the restart that resends `svc`,
+            // every type of it. (Under load C-core was seen with a later stream carrying
+            // RDS but not, or not yet, LDS: wait for a complete one rather than take the
+            // highest number.)
+            let started = tokio::time::Instant::now();
+            let (svc_stream, firsts) = loop {
+                let requests = cp.requests(client.node_id());
+                let mut streams: Vec<u64> = requests
+                    .iter()
+                    .filter(|r| r.stream > old_stream && r.kind() == Some(RDS) && r.sorted_names() == ["svc-rc"])
+                    .map(|r| r.stream)
+                    .collect();
+                streams.sort_unstable();
+                streams.dedup();
+                let complete = streams.iter().rev().find_map(|&s| {
+                    let firsts = first_requests(&requests, s);
+                    ResourceType::ALL
+                        .iter()
+                        .all(|t| firsts.contains_key(t.type_url()))
+                        .then_some((s, firsts))
+                });
+                if let Some(found) = complete {
+                    break found;
+                }
+                ensure!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "{who}: no stream since the restart resends every type of svc (streams with its RDS: {streams:?}):\n{}",
+                    cp.render_log(client.node_id())
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
             for (t, v) in [(LDS, "1"), (RDS, "1"), (CDS, "1"), (EDS, "1")] {
                 let r = firsts.get(t.type_url()).with_context(|| format!("{who}: no {t} on stream {svc_stream}"))?;
                 ensure!(r.version_info == v && r.response_nonce.is_empty(), "{who}: {r:?}");
