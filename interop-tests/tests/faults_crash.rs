@@ -148,13 +148,11 @@ async fn a_reset_connection_ends_its_calls_unavailable_and_the_next_succeed() ->
     relay.reset();
     // The relay's task resets the connections when it next runs: the calls that must
     // succeed are those started after that (plus SETTLED), not after the order.
-    while relay.reset_count() == 0 {
-        anyhow::ensure!(
-            fault.elapsed() < Duration::from_secs(5),
-            "the relay did not reset"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    anyhow::ensure!(
+        grpcroute_interop_tests::eventually(Duration::from_secs(5), || relay.reset_count() > 0)
+            .await,
+        "the relay did not reset"
+    );
     let reset_at = timeline.now();
     anyhow::ensure!(timeline.more_calls(300, Duration::from_secs(10)).await);
     let calls = timeline.stop().await;

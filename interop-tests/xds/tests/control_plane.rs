@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::ensure;
-use common::{AdsStream, EMPTY, UNARY, bounded, channel, names, ping_pong, unary};
+use common::{AdsStream, EMPTY, UNARY, bounded, channel, eventually, names, ping_pong, unary};
 use envoy_types::pb::{
     envoy::{config::listener::v3::Listener, service::discovery::v3::DiscoveryResponse},
     google::protobuf::Any,
@@ -358,15 +358,16 @@ async fn backends_answer_with_their_hostname_and_honour_rpc_behavior() -> anyhow
         };
         // The server counts the call once its handler runs; polled, as a busy machine may
         // take a while to get there (well within the 3 s deadline).
-        let held_at = tokio::time::Instant::now();
-        while b.in_flight() != 1 {
-            ensure!(
-                held_at.elapsed() < Duration::from_secs(2),
-                "in flight: {}",
-                b.in_flight()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            "the held call in flight",
+            Duration::from_secs(2),
+            Duration::from_millis(10),
+            async || {
+                ensure!(b.in_flight() == 1, "in flight: {}", b.in_flight());
+                Ok(())
+            },
+        )
+        .await?;
         let err = held
             .await?
             .err()
@@ -378,15 +379,16 @@ async fn backends_answer_with_their_hostname_and_honour_rpc_behavior() -> anyhow
         );
         // The server lets go of the call when its connection task handles the reset the
         // client sent at the deadline.
-        let ended = tokio::time::Instant::now();
-        while b.in_flight() != 0 {
-            ensure!(
-                ended.elapsed() < Duration::from_secs(5),
-                "still in flight: {}",
-                b.in_flight()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            "the call let go",
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            async || {
+                ensure!(b.in_flight() == 0, "still in flight: {}", b.in_flight());
+                Ok(())
+            },
+        )
+        .await?;
 
         // A default behaviour applies to every call.
         b.set_behavior(Some("error-code-14"));

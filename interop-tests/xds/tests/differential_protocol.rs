@@ -648,8 +648,7 @@ async fn control_plane_loss_keeps_the_cache() -> anyhow::Result<()> {
             // every type of it. (Under load C-core was seen with a later stream carrying
             // RDS but not, or not yet, LDS: wait for a complete one rather than take the
             // highest number.)
-            let started = tokio::time::Instant::now();
-            let (svc_stream, firsts) = loop {
+            let (svc_stream, firsts) = eventually(&format!("{who}: a new stream resending every type of svc"), Duration::from_secs(10), Duration::from_millis(50), async || {
                 let requests = cp.requests(client.node_id());
                 let mut streams: Vec<u64> = requests
                     .iter()
@@ -665,16 +664,9 @@ async fn control_plane_loss_keeps_the_cache() -> anyhow::Result<()> {
                         .all(|t| firsts.contains_key(t.type_url()))
                         .then_some((s, firsts))
                 });
-                if let Some(found) = complete {
-                    break found;
-                }
-                ensure!(
-                    started.elapsed() < Duration::from_secs(10),
-                    "{who}: no stream since the restart resends every type of svc (streams with its RDS: {streams:?}):\n{}",
-                    cp.render_log(client.node_id())
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            };
+                complete.with_context(|| format!("streams with its RDS: {streams:?}:\n{}", cp.render_log(client.node_id())))
+            })
+            .await?;
             for (t, v) in [(LDS, "1"), (RDS, "1"), (CDS, "1"), (EDS, "1")] {
                 let r = firsts.get(t.type_url()).with_context(|| format!("{who}: no {t} on stream {svc_stream}"))?;
                 ensure!(r.version_info == v && r.response_nonce.is_empty(), "{who}: {r:?}");

@@ -197,17 +197,23 @@ mod tests {
     use super::*;
 
     /// A connection the server has refused and closed: writes fail, and a read returns
-    /// what is still buffered (`readable`).
+    /// what is still buffered (`readable`). With `unseen`, the runtime has not yet seen
+    /// the socket readable: the first read is `Pending` (and wakes the task).
     struct Refused {
+        unseen: bool,
         readable: Option<io::Error>,
     }
 
     impl AsyncRead for Refused {
         fn poll_read(
             mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
+            cx: &mut Context<'_>,
             _: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
+            if std::mem::take(&mut self.unseen) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             Poll::Ready(self.readable.take().map_or(Ok(()), Err))
         }
     }
@@ -228,53 +234,15 @@ mod tests {
         }
     }
 
-    /// The alert has arrived but the runtime has not seen the socket readable yet: the
-    /// first read is `Pending` (and wakes the task when it is readable).
-    struct NotYetReadable {
-        polled: bool,
-        alert: Option<io::Error>,
-    }
-
-    impl AsyncRead for NotYetReadable {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            _: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            if !self.polled {
-                self.polled = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            Poll::Ready(self.alert.take().map_or(Ok(()), Err))
-        }
-    }
-
-    impl AsyncWrite for NotYetReadable {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            _: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
     #[tokio::test]
     async fn a_failed_write_waits_for_the_alert_the_runtime_has_not_seen_yet() {
         let alert = io::Error::new(
             io::ErrorKind::InvalidData,
             rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
         );
-        let inner = NotYetReadable {
-            polled: false,
-            alert: Some(alert),
+        let inner = Refused {
+            unseen: true,
+            readable: Some(alert),
         };
         let (stream, verdict) = FirstRead::new(inner, true);
         let mut stream = Box::pin(stream);
@@ -297,9 +265,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_does_not_wait_once_the_connector_has_gone() {
-        let inner = NotYetReadable {
-            polled: false,
-            alert: None,
+        let inner = Refused {
+            unseen: true,
+            readable: None,
         };
         let (stream, verdict) = FirstRead::new(inner, true);
         drop(verdict);
@@ -312,7 +280,13 @@ mod tests {
     }
 
     async fn verdict_after_a_failed_write(readable: Option<io::Error>) -> Result<(), TlsFailure> {
-        let (stream, verdict) = FirstRead::new(Refused { readable }, true);
+        let (stream, verdict) = FirstRead::new(
+            Refused {
+                unseen: false,
+                readable,
+            },
+            true,
+        );
         let mut stream = Box::pin(stream);
         let wrote = poll_fn(|cx| stream.as_mut().poll_write(cx, b"PRI * HTTP/2.0")).await;
         assert_eq!(wrote.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
